@@ -1,0 +1,142 @@
+"""WordPiece tokenizer with BERT normalisation, assembled one named step at a time with `tokenizers`:
+normalizer (clean text, CJK spacing, optional lowercase / accent stripping) -> BERT pre-tokenizer
+(whitespace and punctuation) -> WordPiece model -> ``[CLS] A [SEP] B [SEP]`` post-processor.
+
+Loads a ``vocab.txt`` (one piece per line, id = line number) or a ``tokenizer.json``; local paths
+only (the pipelines fetch remote files first).
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Iterator, Sequence
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def _assemble(model: models.Model, lowercase: bool, strip_accents: bool | None) -> Tokenizer:
+    tok = Tokenizer(model)
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    return tok
+
+
+def _add_template(tok: Tokenizer) -> Tokenizer:
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    if cls_id is None or sep_id is None:
+        raise ValueError("vocabulary lacks [CLS] or [SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return tok
+
+
+class WordPieceTokenizer:
+    """Thin, typed face over a ``tokenizers.Tokenizer`` configured as BERT's."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+        if missing:
+            raise ValueError(f"vocabulary lacks special token(s) {', '.join(missing)}")
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
+            tokenizer.token_to_id(t) for t in SPECIAL_TOKENS
+        )
+
+    # --- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_vocab(cls, vocab: Sequence[str], lowercase: bool = True, strip_accents: bool | None = None) -> "WordPieceTokenizer":
+        """``strip_accents=None`` follows ``lowercase``, as BERT's uncased models do."""
+        table: dict[str, int] = {}
+        for i, piece in enumerate(vocab):
+            table.setdefault(piece, i)
+        model = models.WordPiece(table, unk_token="[UNK]", max_input_chars_per_word=100)
+        return cls(_add_template(_assemble(model, lowercase, strip_accents)))
+
+    @classmethod
+    def from_vocab_file(cls, path: str, lowercase: bool = True, strip_accents: bool | None = None) -> "WordPieceTokenizer":
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"vocab file {path!r} does not exist")
+        with open(path, encoding="utf-8") as f:
+            vocab = [line.rstrip("\n").rstrip("\r") for line in f]
+        while vocab and vocab[-1] == "":
+            vocab.pop()
+        if not vocab:
+            raise ValueError(f"vocab file {path!r} is empty")
+        return cls.from_vocab(vocab, lowercase, strip_accents)
+
+    @classmethod
+    def load(cls, path: str, lowercase: bool = True, strip_accents: bool | None = None) -> "WordPieceTokenizer":
+        """A ``vocab.txt``, a ``tokenizer.json``, or a directory holding either."""
+        if os.path.isdir(path):
+            for name in ("tokenizer.json", "vocab.txt"):
+                if os.path.isfile(os.path.join(path, name)):
+                    return cls.load(os.path.join(path, name), lowercase, strip_accents)
+            raise FileNotFoundError(f"{path!r} holds neither tokenizer.json nor vocab.txt")
+        if path.endswith(".json"):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"tokenizer file {path!r} does not exist")
+            return cls(_add_template(Tokenizer.from_file(path)))
+        return cls.from_vocab_file(path, lowercase, strip_accents)
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 30522, min_frequency: int = 2,
+              lowercase: bool = True, strip_accents: bool | None = None,
+              limit_alphabet: int = 1000) -> "WordPieceTokenizer":
+        """Train a WordPiece vocabulary; the five special tokens take ids 0-4."""
+        tok = _assemble(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100), lowercase, strip_accents)
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
+            limit_alphabet=limit_alphabet, continuing_subword_prefix="##", show_progress=False,
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(_add_template(tok))
+
+    # --- use --------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def special_ids(self) -> tuple[int, ...]:
+        return (self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id)
+
+    def vocab(self) -> list[str]:
+        """Pieces ordered by id (the lines of vocab.txt)."""
+        by_id = sorted(self.tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
+        return [piece for piece, _ in by_id]
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.tokenizer.encode(text, add_special_tokens=False).tokens
+
+    def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, pair, add_special_tokens=add_special_tokens).ids
+
+    def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = False) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)]
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str | None]], max_length: int) -> Iterator[dict]:
+        """[CLS] A [SEP] B [SEP] encodings truncated longest-first to ``max_length``, padded to it."""
+        for a, b in pairs:
+            enc = self.tokenizer.encode(a, b) if b is not None else self.tokenizer.encode(a)
+            if len(enc.ids) > max_length:
+                enc.truncate(max_length, strategy="longest_first")
+            ids, types = enc.ids, enc.type_ids
+            pad = max_length - len(ids)
+            yield {"input_ids": ids + [self.pad_id] * pad, "token_type_ids": types + [0] * pad,
+                   "attention_mask": [1] * len(ids) + [0] * pad}
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids))
+
+    def save(self, directory: str) -> None:
+        """Write ``vocab.txt`` and ``tokenizer.json``."""
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(self.vocab()) + "\n")
+        self.tokenizer.save(os.path.join(directory, "tokenizer.json"))

@@ -1,0 +1,203 @@
+"""Every byte the pipeline reads or writes goes through here.
+
+Paths are URIs: a plain path or ``file://`` for local disk, ``s3://bucket/key`` (an S3-compatible
+endpoint is taken from ``AWS_ENDPOINT_URL``), ``gs://``, ``http(s)://`` for reads. Streams go
+through smart-open (transparent ``.gz``/``.bz2``/``.zst``); listings, globbing and renames go through
+pyarrow's filesystems so Ray Data can be handed the same ``(filesystem, path)`` pair.
+
+Writes that must never be seen half-done use ``write_bytes_atomic`` (temporary name, then rename;
+on object stores a single PUT is already atomic).
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import posixpath
+import uuid
+from typing import Any, BinaryIO, Iterator
+
+import pyarrow.fs as pafs
+import smart_open
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def _strip_file_scheme(uri: str) -> str:
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a URI with ``/`` (never the OS separator)."""
+    out = uri.rstrip("/")
+    for part in parts:
+        out = out + "/" + str(part).strip("/")
+    return out
+
+
+def s3_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem for a URI and the path inside it."""
+    if is_local(uri):
+        return pafs.LocalFileSystem(), os.path.abspath(_strip_file_scheme(uri))
+    if uri.startswith("s3://"):
+        endpoint = s3_endpoint()
+        kwargs: dict[str, Any] = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+        if endpoint:
+            scheme, _, host = endpoint.partition("://")
+            kwargs.update(endpoint_override=host, scheme=scheme or "http")
+        return pafs.S3FileSystem(**kwargs), uri[len("s3://"):]
+    fs, path = pafs.FileSystem.from_uri(uri)
+    return fs, path
+
+
+def _transport_params(uri: str) -> dict[str, Any] | None:
+    if uri.startswith("s3://") and s3_endpoint():
+        import boto3
+
+        return {"client": boto3.client("s3", endpoint_url=s3_endpoint())}
+    return None
+
+
+def open_uri(uri: str, mode: str = "rb", compression: str = "infer_from_extension", **kwargs) -> Any:
+    """Open a URI for streaming (smart-open); compression inferred from the extension."""
+    return smart_open.open(
+        _strip_file_scheme(uri), mode, compression=compression,
+        transport_params=_transport_params(uri), **kwargs,
+    )
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_dir(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def size(uri: str) -> int:
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(uri)
+    return int(info.size or 0)
+
+
+def _with_scheme(uri: str, path: str) -> str:
+    if is_local(uri):
+        return path
+    scheme = uri.split("://", 1)[0]
+    return f"{scheme}://{path}"
+
+
+def list_files(uri: str, recursive: bool = True) -> list[str]:
+    """All files under a directory URI, sorted (deterministic order for every caller)."""
+    fs, path = filesystem(uri)
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=recursive, allow_not_found=True))
+    return sorted(_with_scheme(uri, i.path) for i in infos if i.type == pafs.FileType.File)
+
+
+def expand(pattern: str) -> list[str]:
+    """Expand a file, a directory (all files under it) or a glob pattern into sorted file URIs.
+
+    Raises FileNotFoundError naming the pattern when nothing matches.
+    """
+    if not any(ch in pattern for ch in "*?["):
+        if pattern.startswith(("http://", "https://")):
+            return [pattern]
+        if is_dir(pattern):
+            files = [f for f in list_files(pattern) if not posixpath.basename(f).startswith((".", "_"))]
+            if not files:
+                raise FileNotFoundError(f"directory {pattern!r} holds no files")
+            return files
+        if not exists(pattern):
+            raise FileNotFoundError(f"input {pattern!r} does not exist")
+        return [pattern]
+    # Walk from the longest prefix with no wildcard.
+    head = pattern
+    while any(ch in head for ch in "*?["):
+        head = posixpath.dirname(head)
+    matches = [f for f in list_files(head or ".") if fnmatch.fnmatchcase(f, pattern)]
+    if not matches:
+        raise FileNotFoundError(f"no file matches {pattern!r}")
+    return matches
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{uri}: no such file") from e
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write a whole file so readers see either the old state or the complete new file."""
+    fs, path = filesystem(uri)
+    parent = posixpath.dirname(path)
+    if parent:
+        fs.create_dir(parent, recursive=True)
+    if is_local(uri):
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+        os.replace(tmp, path)
+    else:  # one PUT on an object store is atomic
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri).decode("utf-8"))
+
+
+def write_json_atomic(uri: str, obj: Any) -> None:
+    write_bytes_atomic(uri, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def make_dirs(uri: str) -> None:
+    fs, path = filesystem(uri)
+    fs.create_dir(path, recursive=True)
+
+
+def remove_tree(uri: str) -> None:
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif info.type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+def move_tree(src: str, dst: str) -> None:
+    """Move a directory; a rename on local disk, copy-then-delete on object stores."""
+    fs, src_path = filesystem(src)
+    _, dst_path = filesystem(dst)
+    if is_local(src):
+        os.makedirs(os.path.dirname(dst_path), exist_ok=True)
+        os.replace(src_path, dst_path)
+        return
+    for f in list_files(src):
+        rel = f[len(src.rstrip("/")) + 1:]
+        pafs.copy_files(filesystem(f)[1], posixpath.join(dst_path, rel), source_filesystem=fs, destination_filesystem=fs)
+    fs.delete_dir(src_path)
+
+
+def iter_lines(uri: str, encoding: str = "utf-8", errors: str = "strict") -> Iterator[str]:
+    with open_uri(uri, "rb") as raw:
+        import io
+
+        with io.TextIOWrapper(raw, encoding=encoding, errors=errors, newline="") as f:
+            yield from f
+
+
+def open_binary(uri: str) -> BinaryIO:
+    return open_uri(uri, "rb")
