@@ -1,0 +1,178 @@
+"""INSTANCES (parquet shards) -> fixed-shape masked training batches (``schemas.TRAIN_BATCH_KEYS``).
+
+Dynamic masking (as RoBERTa): nothing is written to disk; masks are drawn when batches are read for
+training, with a seed derived from ``(base seed, epoch, instance_id)`` so every epoch sees new masks
+while a given (epoch, instance) is masked identically whatever the batch size, block layout or
+worker that reads it.
+
+Two ways in:
+- ``mask_batch(batch, ...)``: pure, per batch; call it on the batches of ``iter_batches`` inside a
+  ``ray.train`` worker (``dataset_shard.iter_batches(batch_format="numpy")``).
+- ``masked_dataset(instances, cfg, ..., epoch)``: a lazy Ray Dataset of masked batches
+  (``map_batches(mask_batch)``), or ``iter_masked_batches`` for a plain iterator.
+
+Output keys, all int64: ``input_ids``/``token_type_ids``/``attention_mask``/``mlm_labels`` of shape
+(B, max_seq_length), ``nsp_labels`` of shape (B,) with 1 = B is a random next sentence (HF's
+convention: 0 = "B continues A"). ``mlm_labels`` is -100 except at the selected positions.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from bert_core.masking import IGNORE_INDEX, mask_tokens
+from pipelines.schemas import INSTANCES, TRAIN_BATCH_KEYS
+
+if TYPE_CHECKING:
+    import ray.data
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskingConfig:
+    """How instances are masked and padded when read for training."""
+
+    seed: int = 12345
+    """Base seed; the per-instance seed is derived from (seed, epoch, instance_id)."""
+    max_seq_length: int = 128
+    """Every batch is padded to this length (instances longer than it are an error)."""
+    mlm_probability: float = 0.15
+    """Share of non-special tokens selected for prediction."""
+    max_predictions_per_seq: int | None = 20
+    """Upper bound on selected positions per sequence (None: no bound)."""
+    whole_word_masking: bool = False
+    """Select whole words (a piece and its ``##`` continuations) together; needs ``vocab``."""
+    batch_size: int = 32
+    """Rows per batch for ``masked_dataset`` / ``iter_masked_batches``."""
+
+
+def instance_seed(seed: int, epoch: int, instance_id: str) -> int:
+    """A 63-bit seed that depends only on (seed, epoch, instance_id)."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{instance_id}".encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _rows(column: Any) -> list[np.ndarray]:
+    """A list/object-array/2-D array column as a list of 1-D int64 arrays."""
+    return [np.asarray(v, dtype=np.int64) for v in column]
+
+
+def mask_batch(
+    batch: Mapping[str, Any],
+    *,
+    epoch: int,
+    seed: int,
+    vocab_size: int,
+    mask_token_id: int,
+    special_token_ids: Sequence[int],
+    max_seq_length: int,
+    pad_token_id: int = 0,
+    mlm_probability: float = 0.15,
+    max_predictions_per_seq: int | None = 20,
+    continuation: torch.Tensor | None = None,
+) -> dict[str, np.ndarray]:
+    """Mask and pad one batch of INSTANCES rows.
+
+    ``batch`` holds at least ``input_ids``, ``token_type_ids`` (ragged: lists, object arrays of
+    arrays, as ``iter_batches(batch_format="numpy")`` gives them), ``is_random_next`` and
+    ``instance_id``. Returns the five ``TRAIN_BATCH_KEYS`` as int64 arrays, (B, max_seq_length)
+    and (B,). Pure: the same rows, epoch and seed give the same arrays, whatever the batching.
+    """
+    input_rows = _rows(batch["input_ids"])
+    type_rows = _rows(batch["token_type_ids"])
+    ids_of_instances = [str(v) for v in batch["instance_id"]]
+    n = len(input_rows)
+    out = {k: np.zeros((n, max_seq_length), dtype=np.int64) for k in TRAIN_BATCH_KEYS[:4]}
+    out["input_ids"][:] = pad_token_id
+    out["mlm_labels"][:] = IGNORE_INDEX
+    for i, (ids, types, iid) in enumerate(zip(input_rows, type_rows, ids_of_instances)):
+        length = len(ids)
+        if length > max_seq_length:
+            raise ValueError(f"instance {iid!r} has {length} tokens, more than max_seq_length={max_seq_length}")
+        masked, labels = mask_tokens(
+            torch.from_numpy(ids), vocab_size=vocab_size, mask_token_id=mask_token_id,
+            special_token_ids=special_token_ids, pad_token_id=pad_token_id,
+            seed=instance_seed(seed, epoch, iid), mlm_probability=mlm_probability,
+            max_predictions_per_seq=max_predictions_per_seq, continuation=continuation,
+        )
+        out["input_ids"][i, :length] = masked.numpy()
+        out["token_type_ids"][i, :length] = types
+        out["attention_mask"][i, :length] = 1
+        out["mlm_labels"][i, :length] = labels.numpy()
+    out["nsp_labels"] = np.asarray(batch["is_random_next"], dtype=np.int64).reshape(n)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabInfo:
+    """What masking needs to know about the vocabulary (picklable, cheap to ship to workers)."""
+
+    vocab_size: int
+    mask_token_id: int
+    pad_token_id: int
+    special_token_ids: tuple[int, ...]
+    continuation: tuple[bool, ...] | None = None
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any, whole_word: bool = False) -> "VocabInfo":
+        """From a ``bert_core.tokenizer.WordPieceTokenizer``."""
+        cont = tuple(p.startswith("##") for p in tokenizer.vocab()) if whole_word else None
+        return cls(tokenizer.vocab_size, tokenizer.mask_id, tokenizer.pad_id, tuple(tokenizer.special_ids), cont)
+
+
+class _MaskBatches:
+    """Ray Data callable: holds the config and vocab facts, masks each batch."""
+
+    def __init__(self, cfg: MaskingConfig, vocab: VocabInfo, epoch: int):
+        self.cfg, self.vocab, self.epoch = cfg, vocab, epoch
+        self.continuation = torch.tensor(vocab.continuation, dtype=torch.bool) if vocab.continuation else None
+        if cfg.whole_word_masking and self.continuation is None:
+            raise ValueError("whole_word_masking needs VocabInfo with a continuation table")
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return mask_batch(
+            batch, epoch=self.epoch, seed=self.cfg.seed, vocab_size=self.vocab.vocab_size,
+            mask_token_id=self.vocab.mask_token_id, special_token_ids=self.vocab.special_token_ids,
+            max_seq_length=self.cfg.max_seq_length, pad_token_id=self.vocab.pad_token_id,
+            mlm_probability=self.cfg.mlm_probability, max_predictions_per_seq=self.cfg.max_predictions_per_seq,
+            continuation=self.continuation if self.cfg.whole_word_masking else None,
+        )
+
+
+def _as_dataset(instances: "ray.data.Dataset | str") -> "ray.data.Dataset":
+    if isinstance(instances, str):
+        import ray.data
+
+        from pipelines import storage
+
+        files = [f for f in storage.expand(instances) if f.endswith(".parquet")]
+        if not files:
+            raise FileNotFoundError(f"no parquet shards under {instances!r}")
+        fs, _ = storage.filesystem(files[0])
+        return ray.data.read_parquet([storage.filesystem(f)[1] for f in files], filesystem=fs,
+                                     columns=[f.name for f in INSTANCES])
+    return instances
+
+
+def masked_dataset(instances: "ray.data.Dataset | str", cfg: MaskingConfig, vocab: VocabInfo,
+                   *, epoch: int) -> "ray.data.Dataset":
+    """Lazy Ray Dataset of masked, padded batches (rows of TRAIN_BATCH_KEYS) for one epoch.
+
+    ``instances`` is a Dataset of INSTANCES rows or the URI of the nsp_pairs output directory.
+    Shuffle the instances before this if you want a new order per epoch; masks depend only on
+    (cfg.seed, epoch, instance_id).
+    """
+    ds = _as_dataset(instances)
+    return ds.map_batches(_MaskBatches(cfg, vocab, epoch), batch_size=cfg.batch_size, batch_format="numpy")
+
+
+def iter_masked_batches(instances: "ray.data.Dataset | str", cfg: MaskingConfig, vocab: VocabInfo,
+                        *, epoch: int, drop_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """Iterate fixed-shape masked batches of ``cfg.batch_size`` rows (the last may be smaller)."""
+    masker = _MaskBatches(cfg, vocab, epoch)
+    for batch in _as_dataset(instances).iter_batches(batch_size=cfg.batch_size, batch_format="numpy",
+                                                     drop_last=drop_last):
+        yield masker(batch)
