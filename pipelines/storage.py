@@ -47,7 +47,10 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), os.path.abspath(_strip_file_scheme(uri))
     if uri.startswith("s3://"):
         endpoint = s3_endpoint()
-        kwargs: dict[str, Any] = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+        # allow_delayed_open: small writes become one PutObject instead of a multipart upload, which
+        # pyarrow 26 cannot complete against moto's S3 server (error embedded in a 200 OK reply).
+        kwargs: dict[str, Any] = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+                                  "allow_delayed_open": True}
         if endpoint:
             scheme, _, host = endpoint.partition("://")
             kwargs.update(endpoint_override=host, scheme=scheme or "http")
