@@ -1,0 +1,168 @@
+"""Evaluation metrics exactly as GLUE and SQuAD define them; pure python + numpy (no torch, no ray).
+
+GLUE: Matthews correlation (CoLA), Pearson and Spearman (STS-B), F1 of the positive class and
+accuracy (MRPC, QQP), accuracy (everything else), and the GLUE score: the mean over tasks of each
+task's metric, where a task with two metrics contributes their mean (as the leaderboard does).
+
+SQuAD: exact match and token F1 after the official answer normalisation (lower-case, drop
+punctuation, drop the articles a/an/the, collapse whitespace), taking the best over the gold
+answers; for v2.0 an unanswerable question has the single gold answer "" and a prediction scores
+only if it is "" too.
+"""
+from __future__ import annotations
+
+import collections
+import re
+import string
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+
+# --- classification / regression --------------------------------------------------------------
+def accuracy(predictions: Sequence, labels: Sequence) -> float:
+    p, y = np.asarray(predictions), np.asarray(labels)
+    _check_same_length(p, y)
+    return float((p == y).mean()) if len(y) else 0.0
+
+
+def f1_binary(predictions: Sequence[int], labels: Sequence[int], positive: int = 1) -> float:
+    """F1 of the positive class (sklearn's ``f1_score`` default); 0 when there is no true positive."""
+    p, y = np.asarray(predictions) == positive, np.asarray(labels) == positive
+    _check_same_length(p, y)
+    tp = float(np.sum(p & y))
+    if tp == 0:
+        return 0.0
+    precision, recall = tp / float(np.sum(p)), tp / float(np.sum(y))
+    return 2 * precision * recall / (precision + recall)
+
+
+def matthews_corrcoef(predictions: Sequence[int], labels: Sequence[int]) -> float:
+    """Multi-class MCC (Gorodkin's R_K), equal to the binary phi coefficient for two classes; 0 if undefined."""
+    p, y = np.asarray(predictions), np.asarray(labels)
+    _check_same_length(p, y)
+    classes = np.union1d(p, y)
+    conf = np.zeros((len(classes), len(classes)), dtype=np.float64)
+    np.add.at(conf, (np.searchsorted(classes, y), np.searchsorted(classes, p)), 1)
+    t, q = conf.sum(axis=1), conf.sum(axis=0)  # true and predicted counts per class
+    n, correct = conf.sum(), np.trace(conf)
+    cov_pt = correct * n - t @ q
+    cov_pp, cov_tt = n * n - q @ q, n * n - t @ t
+    if cov_pp == 0 or cov_tt == 0:
+        return 0.0
+    return float(cov_pt / np.sqrt(cov_pp * cov_tt))
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    _check_same_length(a, b)
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else 0.0
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given their mean rank (scipy's ``rankdata(method='average')``)."""
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    boundaries = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1], True])
+    ranks = np.empty(len(x), dtype=np.float64)
+    for lo, hi in zip(boundaries[:-1], boundaries[1:]):
+        ranks[order[lo:hi]] = (lo + hi + 1) / 2.0  # mean of 1-based ranks lo+1 .. hi
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    _check_same_length(a, b)
+    return pearson(_average_ranks(a), _average_ranks(b))
+
+
+def _check_same_length(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"predictions have shape {a.shape} but labels {b.shape}")
+
+
+# name -> function(predictions, labels); what a task spec's ``metrics`` may name.
+METRICS = {
+    "accuracy": accuracy,
+    "f1": f1_binary,
+    "matthews": matthews_corrcoef,
+    "pearson": pearson,
+    "spearman": spearman,
+}
+
+
+def compute_metrics(names: Iterable[str], predictions: Sequence, labels: Sequence) -> dict[str, float]:
+    out = {}
+    for name in names:
+        if name not in METRICS:
+            raise ValueError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}")
+        out[name] = METRICS[name](predictions, labels)
+    return out
+
+
+def task_score(metrics: Mapping[str, float], names: Sequence[str]) -> float:
+    """A task's single number for the GLUE average: the mean of its metrics (e.g. F1 and acc for MRPC)."""
+    return float(np.mean([metrics[n] for n in names]))
+
+
+def glue_score(task_scores: Mapping[str, float]) -> float:
+    """Unweighted mean of per-task scores (MNLI-m and MNLI-mm count as two tasks, as on the leaderboard)."""
+    if not task_scores:
+        raise ValueError("no task scores to average")
+    return float(np.mean(list(task_scores.values())))
+
+
+# --- SQuAD (the official evaluate-v1.1.py / evaluate-v2.0.py) ---------------------------------
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    """Lower text and remove punctuation, articles and extra whitespace (the official order)."""
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in _PUNCTUATION)
+    s = _ARTICLES.sub(" ", s)
+    return " ".join(s.split())
+
+
+def squad_exact_match(prediction: str, ground_truth: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(ground_truth))
+
+
+def squad_f1(prediction: str, ground_truth: str) -> float:
+    pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(ground_truth).split()
+    if not pred_tokens or not gold_tokens:  # v2.0: both empty scores 1, one empty scores 0
+        return float(pred_tokens == gold_tokens)
+    common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
+    num_same = sum(common.values())
+    if num_same == 0:
+        return 0.0
+    precision, recall = num_same / len(pred_tokens), num_same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_scores(predictions: Mapping[str, str], gold_answers: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """Exact match and F1 in percent over every question in ``gold_answers``.
+
+    A question with no gold answer (v2.0 unanswerable) is scored against ``[""]``; a question with
+    no prediction scores 0 (the official script warns and does the same).
+    """
+    em = f1 = 0.0
+    has_ans_em = has_ans_n = no_ans_em = no_ans_n = 0.0
+    for qid, golds in gold_answers.items():
+        golds = [g for g in golds if normalize_answer(g)] or [""]
+        pred = predictions.get(qid)
+        e = max(squad_exact_match(pred, g) for g in golds) if pred is not None else 0.0
+        f = max(squad_f1(pred, g) for g in golds) if pred is not None else 0.0
+        em, f1 = em + e, f1 + f
+        if golds == [""]:
+            no_ans_em, no_ans_n = no_ans_em + e, no_ans_n + 1
+        else:
+            has_ans_em, has_ans_n = has_ans_em + e, has_ans_n + 1
+    n = max(len(gold_answers), 1)
+    out = {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n, "total": float(len(gold_answers))}
+    if no_ans_n:
+        out.update(HasAns_exact=100.0 * has_ans_em / max(has_ans_n, 1), NoAns_exact=100.0 * no_ans_em / no_ans_n)
+    return out

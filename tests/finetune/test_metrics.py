@@ -1,0 +1,84 @@
+"""Metric functions against scipy/sklearn and the official SQuAD normalisation cases."""
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn import metrics as skm
+
+from pipelines.finetune import metrics as M
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_classification_metrics_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 200)
+    p = np.where(rng.random(200) < 0.7, y, 1 - y)
+    assert M.accuracy(p, y) == pytest.approx(skm.accuracy_score(y, p))
+    assert M.f1_binary(p, y) == pytest.approx(skm.f1_score(y, p))
+    assert M.matthews_corrcoef(p, y) == pytest.approx(skm.matthews_corrcoef(y, p))
+
+
+def test_multiclass_matthews_matches_sklearn():
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 3, 300), rng.integers(0, 3, 300)
+    p[:150] = y[:150]
+    assert M.matthews_corrcoef(p, y) == pytest.approx(skm.matthews_corrcoef(y, p))
+
+
+def test_degenerate_cases_follow_sklearn():
+    y = np.array([1, 1, 1, 1])
+    assert M.matthews_corrcoef(y, y) == skm.matthews_corrcoef(y, y) == 0.0
+    assert M.f1_binary([0, 0], [0, 0]) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_correlations_match_scipy_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 6, 100).astype(float)  # many ties, like STS-B's 0-5 scores
+    y = x + rng.normal(0, 1.5, 100)
+    assert M.pearson(y, x) == pytest.approx(stats.pearsonr(y, x)[0])
+    assert M.spearman(y, x) == pytest.approx(stats.spearmanr(y, x)[0])
+
+
+def test_length_mismatch_raises():
+    with pytest.raises(ValueError, match="shape"):
+        M.accuracy([1, 0], [1])
+
+
+def test_glue_score_averages_two_metric_tasks_first():
+    scores = {"mrpc": M.task_score({"f1": 0.9, "accuracy": 0.8}, ("f1", "accuracy")), "cola": 0.5}
+    assert M.glue_score(scores) == pytest.approx((0.85 + 0.5) / 2)
+
+
+# Cases worked through the official evaluate-v1.1.py / v2.0.py normalisation.
+@pytest.mark.parametrize("text,normalized", [
+    ("The Cat.", "cat"),
+    ("  an  apple, a day ", "apple day"),
+    ("Theatre", "theatre"),                       # articles only as whole words
+    ("Denver Broncos!", "denver broncos"),
+    ("the the  THE", ""),
+    ("rock'n'roll", "rocknroll"),                 # punctuation removed, not spaced
+    ("1,000 yards", "1000 yards"),
+    ("Beyoncé", "beyoncé"),                       # non-ASCII kept
+])
+def test_squad_normalisation(text, normalized):
+    assert M.normalize_answer(text) == normalized
+
+
+def test_squad_em_f1_official_cases():
+    assert M.squad_exact_match("the Denver Broncos", "Denver Broncos") == 1.0
+    assert M.squad_f1("Denver Broncos", "the Denver Broncos won") == pytest.approx(2 * 1 * (2 / 3) / (1 + 2 / 3))
+    assert M.squad_f1("cat", "dog") == 0.0
+    assert M.squad_f1("", "") == 1.0 and M.squad_f1("a", "") == 1.0  # "a" normalises to ""
+    assert M.squad_f1("cat", "") == 0.0
+    # repeated tokens count with multiplicity (Counter intersection)
+    assert M.squad_f1("red red red", "red") == pytest.approx(2 * (1 / 3) * 1 / (1 / 3 + 1))
+
+
+def test_squad_scores_max_over_golds_and_no_answer():
+    golds = {"q1": ["Broncos", "Denver Broncos"], "q2": [], "q3": ["Paris"]}
+    preds = {"q1": "the Denver Broncos", "q2": "", "q3": "London"}
+    out = M.squad_scores(preds, golds)
+    assert out["exact_match"] == pytest.approx(200 / 3)
+    assert out["f1"] == pytest.approx(200 / 3)
+    assert out["HasAns_exact"] == pytest.approx(50.0) and out["NoAns_exact"] == 100.0
+    assert M.squad_scores({}, {"q": ["x"]})["exact_match"] == 0.0
