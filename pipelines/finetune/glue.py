@@ -14,6 +14,7 @@ just another ``TaskSpec`` (see ``pipelines/demo/task``).
 from __future__ import annotations
 
 import collections
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -209,3 +210,8 @@ def format_predictions(spec: TaskSpec, ids: list[str], predictions: list) -> str
         value = f"{float(p):.3f}" if spec.is_regression else spec.labels[int(p)]
         rows.append(f"{i}\t{value}")
     return "\n".join(rows) + "\n"
+
+
+# The real labelled task shipped in the repo for offline demos and tests (see pipelines/demo/task/README.md).
+DEMO_TASK = TaskSpec("movie_sentiment", "sentence", labels=("0", "1"), metrics=("accuracy",))
+DEMO_TASK_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demo", "task")
