@@ -25,10 +25,15 @@ def _assemble(model: models.Model, lowercase: bool, strip_accents: bool | None) 
     return tok
 
 
+def _check_specials(tok: Tokenizer) -> None:
+    missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
+    if missing:
+        raise ValueError(f"vocabulary lacks special token(s) {', '.join(missing)}")
+
+
 def _add_template(tok: Tokenizer) -> Tokenizer:
+    _check_specials(tok)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    if cls_id is None or sep_id is None:
-        raise ValueError("vocabulary lacks [CLS] or [SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
@@ -41,9 +46,7 @@ class WordPieceTokenizer:
 
     def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer
-        missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
-        if missing:
-            raise ValueError(f"vocabulary lacks special token(s) {', '.join(missing)}")
+        _check_specials(tokenizer)
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
             tokenizer.token_to_id(t) for t in SPECIAL_TOKENS
         )

@@ -1,0 +1,98 @@
+"""mask_tokens: determinism, the 15% / 80-10-10 rates, specials never selected, whole words."""
+import pytest
+import torch
+
+from bert_core import continuation_table, mask_tokens
+
+PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
+V = 1000
+
+
+def _batch(B=64, T=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, V, (B, T), generator=g)
+    ids[:, 0] = CLS
+    ids[:, 60] = SEP
+    ids[:, 100] = SEP
+    ids[:, 101:] = PAD
+    return ids
+
+
+def _mask(ids, seed, **kw):
+    return mask_tokens(ids, vocab_size=V, mask_token_id=MASK, special_token_ids=(PAD, UNK, CLS, SEP, MASK),
+                       seed=seed, **kw)
+
+
+def test_same_seed_same_output_and_different_seed_different_output():
+    ids = _batch()
+    a, la = _mask(ids, 7)
+    b, lb = _mask(ids, 7)
+    c, lc = _mask(ids, 8)
+    assert torch.equal(a, b) and torch.equal(la, lb)
+    assert not torch.equal(la, lc)
+
+
+def test_selection_and_replacement_rates_over_many_draws():
+    ids = _batch()
+    selected = masked = randomised = kept = 0
+    for seed in range(20):
+        inputs, labels = _mask(ids, seed)
+        sel = labels != -100
+        # 98 candidates per row -> round(14.7) = 15 selected, exactly.
+        assert sel.sum(dim=1).tolist() == [15] * ids.shape[0]
+        assert torch.equal(labels[sel], ids[sel])
+        assert torch.equal(inputs[~sel], ids[~sel])
+        selected += int(sel.sum())
+        masked += int((inputs[sel] == MASK).sum())
+        kept += int((inputs[sel] == ids[sel]).sum())
+        randomised += int(((inputs[sel] != MASK) & (inputs[sel] != ids[sel])).sum())
+    assert abs(masked / selected - 0.8) < 0.01
+    assert abs(randomised / selected - 0.1) < 0.01  # a random draw equal to the original counts as kept
+    assert abs(kept / selected - 0.1) < 0.01
+
+
+def test_specials_and_padding_are_never_selected():
+    ids = _batch()
+    for seed in range(10):
+        _, labels = _mask(ids, seed)
+        sel = labels != -100
+        assert not sel[:, 0].any() and not sel[:, 60].any() and not sel[:, 100:].any()
+
+
+def test_max_predictions_caps_the_count_and_short_rows_get_one():
+    ids = _batch(B=4)
+    _, labels = _mask(ids, 0, max_predictions_per_seq=5)
+    assert (labels != -100).sum(dim=1).tolist() == [5, 5, 5, 5]
+    short = torch.tensor([CLS, 50, 51, SEP, PAD, PAD])
+    inputs, labels = _mask(short, 0)
+    assert (labels != -100).sum() == 1 and labels[0] == -100 and (labels[3:] == -100).all()
+
+
+def test_whole_word_masking_selects_every_piece_of_a_word():
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(5, 500)] + \
+            [f"##p{i}" for i in range(500, V)]
+    cont = continuation_table(vocab)
+    g = torch.Generator().manual_seed(1)
+    starts = torch.randint(5, 500, (32, 64), generator=g)
+    pieces = torch.randint(500, V, (32, 64), generator=g)
+    ids = torch.where(torch.rand(32, 64, generator=g) < 0.4, pieces, starts)
+    ids[:, 0] = CLS
+    ids[:, 1] = 7  # a word start right after [CLS]
+    ids[:, -1] = SEP
+    for seed in range(5):
+        _, labels = _mask(ids, seed, continuation=cont)
+        sel = labels != -100
+        for b in range(ids.shape[0]):
+            for t in range(2, ids.shape[1] - 1):
+                if cont[ids[b, t]] and not cont[ids[b, t - 1]] or (cont[ids[b, t]] and cont[ids[b, t - 1]]):
+                    assert sel[b, t] == sel[b, t - 1], (b, t)  # a ## piece goes with what precedes it
+        assert (sel.sum(dim=1) <= 10).all() and sel.sum() > 0
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        _mask(torch.tensor([[CLS, V + 3, SEP]]), 0)
+    with pytest.raises(ValueError, match="mlm_probability"):
+        _mask(_batch(B=1), 0, mlm_probability=0.0)
+    with pytest.raises(ValueError, match=r"input_ids must be \(T,\) or \(B, T\)"):
+        _mask(torch.zeros(2, 2, 2, dtype=torch.long), 0)

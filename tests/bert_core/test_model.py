@@ -1,0 +1,102 @@
+"""BertModel and heads: parameter counts from the paper, shapes, errors, equivalence with transformers."""
+import pytest
+import torch
+
+from bert_core import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
+                       BertForTokenClassification, BertModel, count_parameters)
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.mark.parametrize("preset,reference", [("base", 110.1e6), ("large", 335.1e6)])
+def test_pretraining_parameter_count_matches_reference_bert(preset, reference):
+    config = BertConfig.preset(preset)
+    ours = count_parameters(BertForPreTraining(config))
+    hf = transformers.BertForPreTraining(transformers.BertConfig(**config.to_hf_dict()))
+    hf_count = sum(p.numel() for p in hf.parameters())  # HF counts the tied decoder once
+    assert ours == hf_count
+    assert abs(ours - reference) / reference < 0.01
+
+
+def test_presets_have_the_published_shapes():
+    shapes = {name: (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size)
+              for name in ("tiny", "mini", "small", "medium", "base", "large")
+              for c in [BertConfig.preset(name)]}
+    assert shapes == {"tiny": (2, 128, 2, 512), "mini": (4, 256, 4, 1024), "small": (4, 512, 8, 2048),
+                      "medium": (8, 512, 8, 2048), "base": (12, 768, 12, 3072), "large": (24, 1024, 16, 4096)}
+
+
+def test_config_rejects_hidden_not_divisible_by_heads():
+    with pytest.raises(ValueError, match="hidden_size 100 is not divisible by num_attention_heads 12"):
+        BertConfig(hidden_size=100, num_attention_heads=12)
+    with pytest.raises(ValueError, match="unknown BERT preset 'huge'"):
+        BertConfig.preset("huge")
+    with pytest.raises(ValueError, match="num_hidden_layers must be a positive integer"):
+        BertConfig(num_hidden_layers=0)
+
+
+def _tiny_batch(config, B=3, T=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, config.vocab_size, (B, T), generator=g)
+    types = torch.zeros_like(ids)
+    types[:, T // 2:] = 1
+    mask = torch.ones_like(ids)
+    if B > 1:
+        mask[1, T - 5:] = 0
+        ids[1, T - 5:] = 0
+    return ids, types, mask
+
+
+def test_heads_give_expected_shapes_and_losses():
+    config = BertConfig.preset("tiny", vocab_size=100)
+    ids, types, mask = _tiny_batch(config)
+    labels = torch.full_like(ids, -100)
+    labels[0, 3] = 7
+    labels[2, 5] = 9
+    out = BertForPreTraining(config)(ids, types, mask, labels, torch.tensor([0, 1, 0]))
+    assert out.mlm_logits.shape == (2, 100) and out.nsp_logits.shape == (3, 2)
+    assert out.mlm_labels.tolist() == [7, 9]
+    assert torch.allclose(out.loss, out.mlm_loss + out.nsp_loss)
+    loss, logits = BertForSequenceClassification(config, 3)(ids, types, mask, torch.tensor([0, 2, 1]))
+    assert logits.shape == (3, 3) and loss.ndim == 0
+    loss, logits = BertForSequenceClassification(config, 1)(ids, types, mask, torch.tensor([0.5, 2.0, 4.0]))
+    assert logits.shape == (3, 1) and loss.ndim == 0
+    loss, logits = BertForTokenClassification(config, 5)(ids, types, mask, torch.zeros_like(ids))
+    assert logits.shape == (3, 16, 5)
+    loss, start, end = BertForQuestionAnswering(config)(ids, types, mask, torch.tensor([1, 2, 3]), torch.tensor([2, 3, 4]))
+    assert start.shape == end.shape == (3, 16) and loss.ndim == 0
+
+
+def test_mlm_decoder_is_tied_to_word_embeddings():
+    model = BertForPreTraining(BertConfig.preset("tiny", vocab_size=50))
+    assert model.mlm.word_embeddings.weight is model.bert.embeddings.word.weight
+
+
+def test_padding_does_not_change_real_token_outputs():
+    config = BertConfig.preset("tiny", vocab_size=100)
+    model = BertModel(config).eval()
+    ids, types, _ = _tiny_batch(config, B=1, T=10)
+    padded = torch.cat([ids, torch.zeros(1, 6, dtype=torch.long)], dim=1)
+    padded_types = torch.cat([types, torch.zeros(1, 6, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(1, 10), torch.zeros(1, 6)], dim=1).long()
+    with torch.no_grad():
+        short, _ = model(ids, types)
+        long, _ = model(padded, padded_types, mask)
+    assert torch.allclose(short, long[:, :10], atol=1e-5)
+
+
+def test_bad_inputs_raise_clear_errors():
+    config = BertConfig.preset("tiny", vocab_size=100)
+    model = BertModel(config)
+    with pytest.raises(ValueError, match=r"input_ids must be \(batch, seq_len\), got shape \(4,\)"):
+        model(torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"outside the vocabulary \[0, 100\)"):
+        model(torch.tensor([[1, 2, 100]]))
+    with pytest.raises(ValueError, match="token_type_ids has shape"):
+        model(torch.tensor([[1, 2, 3]]), torch.tensor([[0, 0]]))
+    with pytest.raises(ValueError, match="token_type_ids hold"):
+        model(torch.tensor([[1, 2, 3]]), torch.tensor([[0, 0, 2]]))
+    with pytest.raises(ValueError, match="exceeds max_position_embeddings 512"):
+        model(torch.ones(1, 513, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer tensor"):
+        model(torch.ones(1, 3))

@@ -1,0 +1,69 @@
+"""Our WordPiece tokenizer against transformers' slow reference BertTokenizer on real English text."""
+import glob
+import os
+
+import pytest
+
+from bert_core import WordPieceTokenizer
+
+transformers = pytest.importorskip("transformers")
+
+PY_DOCS = "/usr/share/doc/python3.11/html/_sources"
+
+
+def _real_lines(limit=3000):
+    """Real English prose: the Python 3.11 documentation sources (Debian package python3.11-doc)."""
+    files = sorted(glob.glob(os.path.join(PY_DOCS, "tutorial", "*.rst.txt"))
+                   + glob.glob(os.path.join(PY_DOCS, "faq", "*.rst.txt")))
+    assert files, f"{PY_DOCS} is missing: install the Debian package python3.11-doc"
+    lines = []
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            lines.extend(line.strip() for line in f if len(line.strip()) > 20)
+    assert len(lines) >= limit
+    return lines[:limit]
+
+
+def test_ids_identical_to_transformers_slow_tokenizer(minilm_dir):
+    vocab = os.path.join(minilm_dir, "vocab.txt")
+    ours = WordPieceTokenizer.load(vocab)
+    ref = transformers.BertTokenizer(vocab, do_lower_case=True)
+    lines = _real_lines()
+    mismatches = [line for line in lines
+                  if ours.encode(line) != ref(line)["input_ids"]]
+    assert mismatches == []
+    pair = ours.encode(lines[0], lines[1])
+    assert pair == ref(lines[0], lines[1])["input_ids"]
+
+
+def test_cased_tokenizer_keeps_case_and_accents(minilm_dir):
+    vocab = os.path.join(minilm_dir, "vocab.txt")
+    assert WordPieceTokenizer.load(vocab).tokenize("Café") == ["cafe"]
+    cased = WordPieceTokenizer.load(vocab, lowercase=False)
+    assert cased.tokenize("Café") != ["cafe"]
+    assert cased.tokenize("cafe") == ["cafe"]
+
+
+def test_train_save_and_reload(tmp_path):
+    text = ["the cat sat on the mat", "the dog sat on the log", "cats and dogs sat together"] * 20
+    tok = WordPieceTokenizer.train(text, vocab_size=80, min_frequency=1)
+    assert tok.vocab()[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.save(str(tmp_path))
+    again = WordPieceTokenizer.load(str(tmp_path / "vocab.txt"))
+    from_json = WordPieceTokenizer.load(str(tmp_path / "tokenizer.json"))
+    for line in text[:3]:
+        assert again.encode(line) == tok.encode(line) == from_json.encode(line)
+    assert tok.encode("the cat", "the dog")[0] == tok.cls_id
+
+
+def test_bad_vocab_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        WordPieceTokenizer.load(str(tmp_path / "nope.txt"))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="is empty"):
+        WordPieceTokenizer.load(str(empty))
+    partial = tmp_path / "partial.txt"
+    partial.write_text("[PAD]\n[UNK]\nhello\n")
+    with pytest.raises(ValueError, match=r"lacks special token\(s\) \[CLS\], \[SEP\], \[MASK\]"):
+        WordPieceTokenizer.load(str(partial))
