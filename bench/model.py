@@ -1,0 +1,145 @@
+"""Training-step throughput of bert_core vs transformers.BertForPreTraining (same config, same run).
+
+    python -m bench.model                      # CPU, fp32, small and base, seq 128, batch 32
+    python -m bench.model --presets small --steps 5
+    python -m bench.model --device cuda --dtype bf16 --presets base --batch 256 --compile   # GPU + MFU
+
+One step = forward + backward + AdamW on a batch with 15% of tokens selected for MLM. Runs of the
+two implementations are interleaved so background load hits both alike; the median step is reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from bert_core import BertConfig, BertForPreTraining, count_parameters
+
+H100_BF16_PEAK = 800e12  # measured dense bf16 matmul peak quoted in the issue (FLOP/s)
+
+
+def make_batch(config: BertConfig, batch: int, seq: int, device: str, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, config.vocab_size, (batch, seq), generator=g)
+    types = torch.zeros_like(ids)
+    types[:, seq // 2:] = 1
+    mask = torch.ones_like(ids)
+    labels = torch.full_like(ids, -100)
+    selected = torch.rand(batch, seq, generator=g) < 0.15
+    labels[selected] = ids[selected]
+    nsp = torch.randint(0, 2, (batch,), generator=g)
+    return [t.to(device) for t in (ids, types, mask, labels, nsp)]
+
+
+def train_flops_per_step(config: BertConfig, batch: int, seq: int, masked_fraction: float) -> float:
+    """Matmul FLOPs of one training step (forward + backward = 3x forward) of the work bert_core does."""
+    H, I, L, V = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.vocab_size
+    tokens = batch * seq
+    per_token_fwd = L * (2 * (4 * H * H + 2 * H * I) + 4 * seq * H)  # projections + attention
+    head_fwd = masked_fraction * 2 * (H * H + H * V)  # MLM head only on selected positions
+    pooled_fwd = (2 * (H * H + 2 * H)) / seq
+    return 3 * tokens * (per_token_fwd + head_fwd + pooled_fwd)
+
+
+def build(kind: str, config: BertConfig, device: str):
+    torch.manual_seed(0)
+    if kind == "bert_core":
+        model = BertForPreTraining(config)
+    else:
+        import transformers
+
+        hf_config = transformers.BertConfig(**config.to_hf_dict())
+        hf_config._attn_implementation = "sdpa"
+        model = transformers.BertForPreTraining(hf_config)
+    model.to(device).train()
+    return model
+
+
+def step_fn(kind, model, opt, batch, dtype, device):
+    ids, types, mask, labels, nsp = batch
+    autocast = torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32)
+
+    def step():
+        with autocast:
+            if kind == "bert_core":
+                loss = model(ids, types, mask, labels, nsp).loss
+            else:
+                loss = model(input_ids=ids, token_type_ids=types, attention_mask=mask, labels=labels,
+                             next_sentence_label=nsp).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(preset: str, args) -> dict:
+    config = BertConfig.preset(preset)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    batch = make_batch(config, args.batch, args.seq, args.device)
+    runners = {}
+    for kind in args.impls:
+        model = build(kind, config, args.device)
+        if args.compile:
+            model = torch.compile(model) if kind != "bert_core" else model
+            if kind == "bert_core":
+                model.bert = torch.compile(model.bert)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=args.device.startswith("cuda"))
+        runners[kind] = step_fn(kind, model, opt, batch, dtype, args.device)
+        for _ in range(args.warmup):
+            runners[kind]()
+        sync(args.device)
+    times = {k: [] for k in runners}
+    for _ in range(args.steps):
+        for kind, run in runners.items():  # interleaved
+            sync(args.device)
+            t0 = time.perf_counter()
+            run()
+            sync(args.device)
+            times[kind].append(time.perf_counter() - t0)
+    tokens = args.batch * args.seq
+    flops = train_flops_per_step(config, args.batch, args.seq, float((batch[3] != -100).float().mean()))
+    out = {"preset": preset, "params": count_parameters(build("bert_core", config, "cpu")),
+           "batch": args.batch, "seq": args.seq, "dtype": args.dtype, "device": args.device}
+    for kind, ts in times.items():
+        med = statistics.median(ts)
+        out[f"{kind}_tokens_per_s"] = round(tokens / med, 1)
+        out[f"{kind}_step_s"] = round(med, 4)
+        if args.device.startswith("cuda"):
+            out[f"{kind}_mfu"] = round(flops / med / args.peak_flops, 4)
+    if "bert_core" in times and "transformers" in times:
+        out["speedup"] = round(out["bert_core_tokens_per_s"] / out["transformers_tokens_per_s"], 3)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", nargs="+", default=["small", "base"])
+    p.add_argument("--impls", nargs="+", default=["bert_core", "transformers"])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--peak-flops", type=float, default=H100_BF16_PEAK)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for preset in args.presets:
+        print(json.dumps(measure(preset, args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
