@@ -1,0 +1,167 @@
+"""PretrainConfig: everything a pretraining run reads, as strict frozen dataclasses.
+
+Build one with ``typed_config.load(PretrainConfig, "pretrain.yaml", ["phases.0.num_steps=100"])`` or
+``typed_config.from_dict``. Checks that need no data (ZeRO stage range, divisibility, GPU
+availability of the local machine is checked later by the trainer) live in ``__post_init__`` so a
+bad value fails when the config is built, naming the field.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bert_core import PRESETS
+from pipelines.typed_config import ConfigError, config_hash, to_dict
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One pretraining phase; the paper runs 90% of steps at seq 128 then 10% at seq 512."""
+
+    max_seq_length: int = 128
+    """Sequence length every batch is padded to (instances longer than this are truncated)."""
+    global_batch_size: int = 256
+    """Sequences per optimizer step, over all workers. Gradient accumulation is derived:
+    global_batch_size / (micro_batch_size * num_workers), which must be a whole number."""
+    micro_batch_size: int = 32
+    """Sequences per worker per forward/backward pass."""
+    num_steps: int = 1000
+    """Optimizer steps in this phase (a step is ``gradient_accumulation_steps`` micro-batches)."""
+    learning_rate: float = 1e-4
+    """Peak learning rate, reached at the end of warm-up."""
+    warmup_steps: int = 100
+    """Linear warm-up from 0 to ``learning_rate``; then linear decay to 0 at ``num_steps``."""
+    max_predictions_per_seq: int = 20
+    """At most this many masked positions per sequence (20 for 128, 80 for 512 in the paper)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_seq_length", "global_batch_size", "micro_batch_size", "num_steps", "max_predictions_per_seq"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"phase.{name} must be positive, got {getattr(self, name)}")
+        if self.max_seq_length < 8:
+            raise ConfigError(f"phase.max_seq_length {self.max_seq_length} is too short for [CLS] A [SEP] B [SEP]")
+        if self.warmup_steps < 0 or self.warmup_steps > self.num_steps:
+            raise ConfigError(f"phase.warmup_steps {self.warmup_steps} must lie in [0, num_steps={self.num_steps}]")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"phase.learning_rate must be positive, got {self.learning_rate}")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: Literal["adamw", "lamb"] = "adamw"
+    """AdamW (decoupled weight decay) or LAMB (layer-wise trust ratio, for large batches)."""
+    weight_decay: float = 0.01
+    """Applied to every weight except LayerNorm parameters and biases."""
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-6
+    gradient_clipping: float = 1.0
+    """Global gradient-norm clip; 0 turns clipping off."""
+
+
+@dataclass(frozen=True)
+class DeepSpeedSettings:
+    zero_stage: int = 1
+    """ZeRO stage: 0 (plain data parallel), 1 (optimizer state sharded), 2 (+ gradients), 3 (+ weights)."""
+    offload_optimizer: bool = False
+    """Keep optimizer state on the CPU (ZeRO >= 1; uses DeepSpeed's CPU Adam, so AdamW only)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto: bf16 on GPU, fp32 on CPU. fp16 uses dynamic loss scaling; bf16/fp16 need a GPU."""
+
+    def __post_init__(self) -> None:
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError(f"deepspeed.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ConfigError("deepspeed.offload_optimizer needs zero_stage >= 1")
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    mlm_probability: float = 0.15
+    """Fraction of non-special tokens selected for prediction."""
+    whole_word: bool = False
+    """Select whole words (all ``##`` pieces together) instead of single tokens."""
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    model_preset: str = "base"
+    """BERT size: tiny, mini, small, medium, base or large (bert_core.PRESETS)."""
+    vocab_size: int | None = None
+    """None: taken from vocab.txt. When set it must equal the vocabulary's size."""
+    dropout: float = 0.1
+    """Hidden and attention dropout."""
+    phases: tuple[PhaseConfig, ...] = (
+        PhaseConfig(max_seq_length=128, global_batch_size=256, micro_batch_size=32, num_steps=900,
+                    warmup_steps=90, max_predictions_per_seq=20),
+        PhaseConfig(max_seq_length=512, global_batch_size=256, micro_batch_size=8, num_steps=100,
+                    warmup_steps=10, max_predictions_per_seq=80),
+    )
+    """Run in order; each phase after the first starts from the previous phase's weights."""
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    deepspeed: DeepSpeedSettings = field(default_factory=DeepSpeedSettings)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    checkpoint_every: int = 100
+    """Checkpoint every N optimizer steps (and always at the end of a phase)."""
+    keep_checkpoints: int = 2
+    """Keep the last K checkpoints of each phase in storage."""
+    metrics_every: int = 10
+    """Log metrics from rank 0 every N optimizer steps."""
+    num_workers: int = 2
+    """Ray Train workers (one process, and on GPU one device, each)."""
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    max_failures: int = 1
+    """Worker-group restarts Ray Train may make; each restores the last checkpoint."""
+    seed: int = 0
+    """Seeds weights, dropout and masking."""
+    init_from: str | None = None
+    """Optional HF-layout directory (config.json + model.safetensors) the first phase starts from."""
+    storage_path: str | None = None
+    """Where Ray Train keeps runs and checkpoints (local path or s3://); None: ``{output_root}/runs``."""
+
+    def __post_init__(self) -> None:
+        if self.model_preset not in PRESETS:
+            raise ConfigError(f"model_preset {self.model_preset!r} is not one of {', '.join(PRESETS)}")
+        if not self.phases:
+            raise ConfigError("phases must hold at least one phase")
+        for name in ("checkpoint_every", "keep_checkpoints", "metrics_every", "num_workers", "cpus_per_worker"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_failures < 0:
+            raise ConfigError(f"max_failures must be >= 0, got {self.max_failures}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
+        for phase in self.phases:
+            self.gradient_accumulation_steps(phase)
+        if self.optimizer.name == "lamb" and self.deepspeed.offload_optimizer:
+            raise ConfigError("optimizer.name 'lamb' cannot be combined with deepspeed.offload_optimizer "
+                              "(DeepSpeed's offload runs CPU Adam only)")
+
+    @property
+    def precision(self) -> str:
+        """The resolved precision: 'auto' becomes bf16 on GPU and fp32 on CPU."""
+        if self.deepspeed.precision == "auto":
+            return "bf16" if self.use_gpu else "fp32"
+        return self.deepspeed.precision
+
+    def gradient_accumulation_steps(self, phase: PhaseConfig, num_workers: int | None = None) -> int:
+        """Micro-batches per worker per optimizer step; raises when the batch sizes do not divide."""
+        workers = self.num_workers if num_workers is None else num_workers
+        per_step = phase.micro_batch_size * workers
+        if phase.global_batch_size % per_step:
+            raise ConfigError(
+                f"phase global_batch_size {phase.global_batch_size} is not divisible by micro_batch_size "
+                f"{phase.micro_batch_size} x num_workers {workers} = {per_step}")
+        return phase.global_batch_size // per_step
+
+
+# Fields that change how a run is executed but not what it computes: changing them and restarting
+# resumes the same run (e.g. rescaling from 2 workers to 1) instead of starting a new one.
+_EXECUTION_FIELDS = ("num_workers", "use_gpu", "cpus_per_worker", "max_failures", "metrics_every", "storage_path")
+
+
+def run_identity(cfg: PretrainConfig, *inputs: str) -> str:
+    """Stable id of a run: the config minus execution fields, plus the input URIs."""
+    data = {k: v for k, v in to_dict(cfg).items() if k not in _EXECUTION_FIELDS}
+    return config_hash(data, list(inputs))

@@ -1,0 +1,74 @@
+"""Training metrics: the FLOP count behind model FLOPs utilisation, and the rank-0 writer that appends
+JSON lines and TensorBoard events (``tensorboard --logdir {metrics_dir}``).
+
+FLOPs per step follow the usual dense-transformer count (Kaplan et al. 2020; PaLM appendix B):
+``6 * N * tokens`` for the matmuls forward + backward, plus ``12 * L * H * T`` per token for the
+attention scores and their weighted sum. N counts the encoder and pooler/NSP weights but not the
+embedding tables (a lookup is no matmul); the tied MLM decoder runs on the masked positions only, so
+it adds ``6 * H * V`` per predicted token.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from bert_core import BertConfig
+
+
+def encoder_matmul_params(config: BertConfig) -> int:
+    """Weights that take part in a matmul for every token (embeddings and the decoder excluded)."""
+    H, I, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    per_layer = (3 * H * H + 3 * H) + (H * H + H) + (H * I + I) + (I * H + H)  # QKV, proj, FFN in/out
+    return L * per_layer
+
+
+def flops_per_step(config: BertConfig, batch_size: int, seq_len: int, masked_tokens: int) -> float:
+    """Model FLOPs (forward + backward) of one step over ``batch_size`` sequences of ``seq_len``."""
+    H, L, V = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    tokens = batch_size * seq_len
+    dense = 6.0 * encoder_matmul_params(config) * tokens
+    attention = 12.0 * L * H * seq_len * tokens
+    heads = 6.0 * (H * H + H * V) * masked_tokens + 6.0 * (H * H + 2 * H) * batch_size  # MLM + pooler/NSP
+    return dense + attention + heads
+
+
+def mfu(flops: float, seconds: float, peak_flops_per_s: float | None) -> float | None:
+    """Achieved / peak FLOP/s; None where no peak is known (CPU)."""
+    if not peak_flops_per_s or seconds <= 0:
+        return None
+    return flops / seconds / peak_flops_per_s
+
+
+class MetricsWriter:
+    """Appends one JSON object per line to ``{directory}/metrics.jsonl`` and the same scalars to
+    TensorBoard event files in ``directory``. Use on rank 0 only."""
+
+    def __init__(self, directory: str, tensorboard: bool = True):
+        os.makedirs(directory, exist_ok=True)
+        self.directory = directory
+        self.path = os.path.join(directory, "metrics.jsonl")
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # needs the `tensorboard` package
+
+            self._tb = SummaryWriter(log_dir=directory)
+
+    def write(self, step: int, metrics: dict[str, Any]) -> None:
+        record = {"step": step, **metrics}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        if self._tb is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(key, value, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,313 @@
+"""The per-worker pretraining loop that Ray Train runs on every rank:
+
+    get_dataset_shard("train") -> dynamic masking (mask_batch) -> DeepSpeed engine step
+    -> metrics (rank 0) -> checkpoint + ray.train.report (every rank, same number of times)
+
+Everything comes from the ``loop_config`` dict the trainer builds (``WorkerJob``); nothing is read
+from module globals. Restores from ``ray.train.get_checkpoint()`` (see ``checkpointing``) and resumes
+the data stream at the saved position by skipping the micro-batches already consumed in the epoch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from bert_core import BertConfig, BertForPreTraining
+from pipelines.pretrain import checkpointing as ckpt
+from pipelines.pretrain.config import PretrainConfig
+from pipelines.pretrain.deepspeed_config import build_deepspeed_config, uses_client_optimizer, weight_decay_groups
+from pipelines.pretrain.metrics import MetricsWriter, flops_per_step, mfu
+from pipelines.stages.dynamic_masking import VocabInfo, mask_batch
+from pipelines.typed_config import from_dict, to_dict
+
+H100_BF16_PEAK = 800e12  # measured dense bf16 matmul peak, FLOP/s
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    """Test hook: ``rank`` exits hard (os._exit) when it reaches ``step``, once (a marker file records it)."""
+
+    step: int
+    rank: int
+    marker_path: str
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """Everything one phase's workers need, as plain data for ``train_loop_config``."""
+
+    cfg: PretrainConfig
+    phase_index: int
+    vocab: VocabInfo
+    run_identity: str
+    metrics_dir: str
+    init_weights: dict[str, Any] | None = None
+    """{'uri': HF-layout model.safetensors} the phase starts from when no checkpoint exists."""
+    fault: FaultInjection | None = None
+
+    def to_loop_config(self) -> dict[str, Any]:
+        return {"cfg": to_dict(self.cfg), "phase_index": self.phase_index, "vocab": dataclasses.asdict(self.vocab),
+                "run_identity": self.run_identity, "metrics_dir": self.metrics_dir,
+                "init_weights": self.init_weights,
+                "fault": dataclasses.asdict(self.fault) if self.fault else None}
+
+    @classmethod
+    def from_loop_config(cls, d: dict[str, Any]) -> "WorkerJob":
+        vocab = dict(d["vocab"])
+        vocab["special_token_ids"] = tuple(vocab["special_token_ids"])
+        if vocab.get("continuation") is not None:
+            vocab["continuation"] = tuple(vocab["continuation"])
+        return cls(from_dict(PretrainConfig, d["cfg"]), d["phase_index"], VocabInfo(**vocab), d["run_identity"],
+                   d["metrics_dir"], d["init_weights"], FaultInjection(**d["fault"]) if d["fault"] else None)
+
+    @property
+    def phase(self):
+        return self.cfg.phases[self.phase_index]
+
+    def bert_config(self) -> BertConfig:
+        return BertConfig.preset(self.cfg.model_preset, vocab_size=self.vocab.vocab_size,
+                                 hidden_dropout_prob=self.cfg.dropout, attention_probs_dropout_prob=self.cfg.dropout,
+                                 max_position_embeddings=max(512, max(p.max_seq_length for p in self.cfg.phases)))
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point (one call per rank)."""
+    import deepspeed
+    import ray.train
+
+    job = WorkerJob.from_loop_config(loop_config)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = _device(job.cfg)
+    torch.manual_seed(job.cfg.seed)  # identical initial weights on every rank
+    model = BertForPreTraining(job.bert_config())
+    state, restore_dir = _restore_or_init(job, model, world)
+    torch.manual_seed(job.cfg.seed * 1000 + rank + 7919 * state.step)  # dropout stream per rank and resume point
+
+    ds_config = build_deepspeed_config(job.cfg, job.phase, world)
+    groups = weight_decay_groups(model, job.cfg.optimizer.weight_decay)
+    client_opt = None
+    if uses_client_optimizer(job.cfg):
+        from pipelines.pretrain.lamb import Lamb
+
+        opt = job.cfg.optimizer
+        client_opt = Lamb(groups, lr=job.phase.learning_rate, betas=(opt.beta1, opt.beta2), eps=opt.eps)
+    engine, _, _, _ = deepspeed.initialize(model=model.to(device), model_parameters=groups if client_opt is None else None,
+                                           optimizer=client_opt, config=ds_config, dist_init_required=False)
+    _finish_restore(engine, job, state, restore_dir, world)
+    writer = MetricsWriter(job.metrics_dir) if rank == 0 else None
+    if writer is not None and restore_dir is not None:
+        _restore_metrics_log(restore_dir.path, writer)
+    if restore_dir is not None:
+        restore_dir.cleanup()
+    try:
+        _run_steps(engine, job, state, rank, world, device, writer)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _device(cfg: PretrainConfig) -> torch.device:
+    if cfg.use_gpu:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    return torch.device("cpu")
+
+
+class _RestoreDir:
+    """A local copy of the checkpoint being restored, kept until DeepSpeed has loaded it."""
+
+    def __init__(self, checkpoint):
+        self.path = tempfile.mkdtemp(prefix="pretrain-restore-")
+        checkpoint.to_directory(self.path)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _restore_or_init(job: WorkerJob, model: BertForPreTraining, world: int):
+    """Train state to start from; loads weights now when the DeepSpeed state cannot be used as is."""
+    import ray.train
+
+    model_config = dataclasses.asdict(model.config)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        if job.init_weights is not None:
+            _load_hf_weights(model, job.init_weights["uri"])
+        return ckpt.TrainState(job.phase_index, 0, 0, 0, world, job.cfg.deepspeed.zero_stage, job.run_identity,
+                               model_config), None
+    restore = _RestoreDir(checkpoint)
+    saved = ckpt.read_train_state(restore.path)
+    ckpt.check_compatible(saved, phase=job.phase_index, run_identity=job.run_identity, model_config=model_config)
+    if not _same_layout(saved, job, world):
+        ckpt.load_consolidated(model, restore.path)
+    return saved, restore
+
+
+def _same_layout(saved: ckpt.TrainState, job: WorkerJob, world: int) -> bool:
+    return saved.world_size == world and saved.zero_stage == job.cfg.deepspeed.zero_stage
+
+
+def _finish_restore(engine, job: WorkerJob, state: ckpt.TrainState, restore_dir: _RestoreDir | None, world: int) -> None:
+    if restore_dir is None:
+        return
+    if _same_layout(state, job, world):
+        path, _ = engine.load_checkpoint(os.path.join(restore_dir.path, ckpt.DEEPSPEED_DIR), tag=ckpt.TAG)
+        if path is None:
+            raise ckpt.CheckpointError(f"DeepSpeed could not load the checkpoint in {restore_dir.path}")
+    elif state.step > 0 and engine.lr_scheduler is not None:
+        engine.lr_scheduler.step(state.step - 1)  # weights came from the consolidated state; align the schedule
+    engine.global_steps = state.step
+
+
+def _load_hf_weights(model: BertForPreTraining, uri: str) -> None:
+    from safetensors.torch import load as load_safetensors
+
+    from bert_core import load_hf_state_dict
+    from pipelines import storage
+
+    load_hf_state_dict(model, load_safetensors(storage.read_bytes(uri)))
+
+
+def _restore_metrics_log(directory: str, writer: MetricsWriter) -> None:
+    """The log up to the restored step replaces the local one, so the curve continues, not repeats."""
+    src = os.path.join(directory, ckpt.METRICS_FILE)
+    if os.path.isfile(src):
+        shutil.copyfile(src, writer.path)
+    elif os.path.exists(writer.path):
+        os.remove(writer.path)
+
+
+def _micro_batches(job: WorkerJob, state: ckpt.TrainState, world: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """(epoch, masked batch) forever, starting at the saved data position."""
+    import ray.train
+
+    shard = ray.train.get_dataset_shard("train")
+    micro = job.phase.micro_batch_size
+    epoch, skip = state.epoch, state.samples_in_epoch // (micro * world)
+    vocab = job.vocab
+    continuation = torch.tensor(vocab.continuation, dtype=torch.bool) if job.cfg.masking.whole_word else None
+    while True:
+        seen = 0
+        for raw in shard.iter_batches(batch_size=micro, batch_format="numpy", drop_last=True, prefetch_batches=2):
+            seen += 1
+            if seen <= skip:
+                continue
+            yield epoch, mask_batch(
+                raw, epoch=epoch, seed=job.cfg.seed, vocab_size=vocab.vocab_size, mask_token_id=vocab.mask_token_id,
+                special_token_ids=vocab.special_token_ids, max_seq_length=job.phase.max_seq_length,
+                pad_token_id=vocab.pad_token_id, mlm_probability=job.cfg.masking.mlm_probability,
+                max_predictions_per_seq=job.phase.max_predictions_per_seq, continuation=continuation)
+        if seen == 0:
+            raise RuntimeError(f"worker shard holds fewer than micro_batch_size={micro} instances")
+        epoch, skip = epoch + 1, 0
+
+
+class _Window:
+    """Sums over the steps since the last metrics line."""
+
+    def __init__(self):
+        self.sums = torch.zeros(9, dtype=torch.float64)  # see add()
+        self.start = time.perf_counter()
+        self.flops = 0.0
+
+    @torch.no_grad()
+    def add(self, out, batch: dict[str, torch.Tensor]) -> None:
+        mlm_correct = (out.mlm_logits.argmax(-1) == out.mlm_labels).sum()
+        nsp_correct = (out.nsp_logits.argmax(-1) == batch["nsp_labels"]).sum()
+        n_mlm, n_seq = out.mlm_labels.numel(), batch["nsp_labels"].numel()
+        self.sums += torch.tensor([float(out.mlm_loss) * n_mlm, float(mlm_correct), n_mlm, float(out.nsp_loss) * n_seq,
+                                   float(nsp_correct), n_seq, batch["input_ids"].numel(),
+                                   float(batch["attention_mask"].sum()), 1.0], dtype=torch.float64)
+
+
+def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world: int, device, writer) -> None:
+    import ray.train
+
+    cfg, phase = job.cfg, job.phase
+    accumulation = cfg.gradient_accumulation_steps(phase, world)
+    batches = _micro_batches(job, state, world)
+    window = _Window()
+    bert_config = job.bert_config()
+    step, epoch, samples = state.step, state.epoch, state.samples_in_epoch
+    engine.train()
+    while step < phase.num_steps:
+        _maybe_inject_fault(job.fault, step, rank)
+        for _ in range(accumulation):
+            batch_epoch, arrays = next(batches)
+            if batch_epoch != epoch:
+                epoch, samples = batch_epoch, 0
+            batch = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+            out = engine(**batch)
+            engine.backward(out.loss)
+            engine.step()
+            samples += phase.micro_batch_size * world
+            window.add(out, batch)
+            window.flops += flops_per_step(bert_config, *batch["input_ids"].shape, out.mlm_labels.numel())
+        step += 1
+        state = dataclasses.replace(state, step=step, epoch=epoch, samples_in_epoch=samples, world_size=world)
+        log_now = step % cfg.metrics_every == 0 or step == phase.num_steps
+        save_now = step % cfg.checkpoint_every == 0 or step == phase.num_steps
+        if log_now or save_now:
+            metrics = _summarise(window, engine, cfg, step, epoch, world) if log_now else {"step": step}
+            if log_now:
+                window = _Window()
+                if writer is not None:
+                    writer.write(step, metrics)
+            _report(engine, state, metrics, writer, save_now)
+
+
+def _summarise(window: _Window, engine, cfg: PretrainConfig, step: int, epoch: int, world: int) -> dict[str, Any]:
+    """All-reduce the window's sums so the line describes every rank's batches."""
+    import torch.distributed as dist
+
+    sums = window.sums.clone()
+    flops = torch.tensor([window.flops], dtype=torch.float64)
+    if dist.is_initialized():
+        dist.all_reduce(sums)
+        dist.all_reduce(flops)
+    seconds = time.perf_counter() - window.start
+    mlm_loss, mlm_ok, n_mlm, nsp_loss, nsp_ok, n_seq, positions, real_tokens, _ = sums.tolist()
+    out = {"step": step, "epoch": epoch, "mlm_loss": mlm_loss / max(n_mlm, 1), "mlm_accuracy": mlm_ok / max(n_mlm, 1),
+           "nsp_loss": nsp_loss / max(n_seq, 1), "nsp_accuracy": nsp_ok / max(n_seq, 1),
+           "learning_rate": float(engine.get_lr()[0]), "tokens_per_s": positions / seconds,
+           "real_tokens_per_s": real_tokens / seconds, "samples_per_s": n_seq / seconds}
+    utilisation = mfu(float(flops[0]) / world, seconds, H100_BF16_PEAK if cfg.use_gpu else None)
+    if utilisation is not None:
+        out["mfu"] = utilisation
+    return out
+
+
+def _report(engine, state: ckpt.TrainState, metrics: dict[str, Any], writer, save: bool) -> None:
+    """Every rank reports; with ``save`` each contributes its DeepSpeed files to one checkpoint."""
+    import ray.train
+
+    if not save:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="pretrain-ckpt-") as tmp:
+        engine.save_checkpoint(os.path.join(tmp, ckpt.DEEPSPEED_DIR), tag=ckpt.TAG)
+        if writer is not None:
+            ckpt.write_train_state(tmp, state)
+            if os.path.exists(writer.path):
+                shutil.copyfile(writer.path, os.path.join(tmp, ckpt.METRICS_FILE))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                         checkpoint_dir_name=f"phase{state.phase}-step{state.step:08d}")
+
+
+def _maybe_inject_fault(fault: FaultInjection | None, step: int, rank: int) -> None:
+    if fault is None or fault.step != step or fault.rank != rank or os.path.exists(fault.marker_path):
+        return
+    os.makedirs(os.path.dirname(fault.marker_path), exist_ok=True)
+    with open(fault.marker_path, "w") as f:
+        f.write(f"rank {rank} exited at step {step}\n")
+    os._exit(1)
