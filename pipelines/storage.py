@@ -123,6 +123,8 @@ def expand(pattern: str) -> list[str]:
         if not exists(pattern):
             raise FileNotFoundError(f"input {pattern!r} does not exist")
         return [pattern]
+    if is_local(pattern):  # listings give absolute paths: match against an absolute pattern
+        pattern = os.path.abspath(_strip_file_scheme(pattern))
     # Walk from the longest prefix with no wildcard.
     head = pattern
     while any(ch in head for ch in "*?["):

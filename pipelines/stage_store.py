@@ -1,0 +1,225 @@
+"""Where stage outputs live and how they are committed: ``{root}/{stage}/{key}/``.
+
+``key`` is the ``config_hash`` of the stage's config and its inputs' identities. A stage writes into
+``{root}/{stage}/_tmp-{key}-{random}/``, then ``commit`` moves that to the final directory, writes
+``stats.json`` and, last, ``manifest.json``. Only a directory with a manifest is complete: a run killed
+half-way leaves none and its directory is removed and redone, never read. Data files are named
+``part-00000.parquet``... in row order with a fixed number of rows each, so the bytes depend only on
+the rows, not on how many Ray workers or blocks produced them.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import time
+import uuid
+from typing import Any, Callable, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import storage
+from pipelines.typed_config import config_hash, to_dict
+
+MANIFEST = "manifest.json"
+STATS = "stats.json"
+
+
+def output_uri(root: str, stage: str, key: str) -> str:
+    return storage.join(root, stage, key)
+
+
+def is_complete(uri: str) -> bool:
+    """True when the stage output at ``uri`` was committed (its manifest exists)."""
+    return storage.exists(storage.join(uri, MANIFEST))
+
+
+def read_manifest(uri: str) -> dict[str, Any]:
+    if not is_complete(uri):
+        raise FileNotFoundError(f"{uri} is not a completed stage output (no {MANIFEST})")
+    return storage.read_json(storage.join(uri, MANIFEST))
+
+
+def read_stats(uri: str) -> dict[str, Any]:
+    return storage.read_json(storage.join(uri, STATS))
+
+
+def data_files(uri: str) -> list[str]:
+    """URIs of a completed output's parquet shards, in row order."""
+    return [storage.join(uri, f["name"]) for f in read_manifest(uri)["files"] if f["name"].endswith(".parquet")]
+
+
+def input_identity(uri: str) -> str:
+    """What a downstream key hashes for an input: ``stage/key`` of a stage output (so moving the
+    root keeps keys), else the URI itself."""
+    if is_complete(uri):
+        m = read_manifest(uri)
+        return f"{m['stage']}/{m['key']}"
+    return uri
+
+
+def stage_key(cfg: Any, *inputs: Any) -> str:
+    return config_hash(cfg, *inputs)
+
+
+def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """All shards of a completed output as one table (small outputs and tests)."""
+    tables = [pq.read_table(io.BytesIO(storage.read_bytes(f)), columns=columns) for f in data_files(uri)]
+    if not tables:
+        raise ValueError(f"{uri} holds no data files")
+    return pa.concat_tables(tables)
+
+
+def read_dataset(uri: str, columns: list[str] | None = None, rows_per_block: int | None = None):
+    """A Ray Dataset over a completed output's shards (in row order). ``rows_per_block`` re-cuts the
+    blocks (a shard is one block otherwise) so downstream tasks run in parallel."""
+    import ray.data
+
+    files = data_files(uri)
+    if not files:
+        raise ValueError(f"{uri} holds no data files")
+    fs, _ = storage.filesystem(files[0])
+    ds = ray.data.read_parquet([storage.filesystem(f)[1] for f in files], filesystem=fs, columns=columns,
+                               shuffle=None)
+    return ds.repartition(target_num_rows_per_block=rows_per_block) if rows_per_block else ds
+
+
+def table_to_parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table.combine_chunks(), sink, compression="zstd", row_group_size=1 << 20)
+    return sink.getvalue()
+
+
+@dataclasses.dataclass
+class StageWriter:
+    """Collects a stage's files under a temporary directory and commits them."""
+
+    root: str
+    stage: str
+    key: str
+    config: Any
+    inputs: tuple[Any, ...]
+    stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+    files: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.final = output_uri(self.root, self.stage, self.key)
+        self.tmp = storage.join(self.root, self.stage, f"_tmp-{self.key}-{uuid.uuid4().hex[:8]}")
+        self.started = time.time()
+        storage.make_dirs(self.tmp)
+
+    def write_bytes(self, name: str, data: bytes, num_rows: int | None = None) -> None:
+        storage.write_bytes_atomic(storage.join(self.tmp, name), data)
+        self.files.append({"name": name, "bytes": len(data), "rows": num_rows})
+
+    def add_file(self, name: str, num_bytes: int, num_rows: int | None) -> None:
+        """Record a file that a worker wrote into ``self.tmp`` itself."""
+        self.files.append({"name": name, "bytes": num_bytes, "rows": num_rows})
+        self.files.sort(key=lambda f: f["name"])
+
+    def write_table(self, table: pa.Table, schema: pa.Schema | None = None) -> None:
+        """Write one shard; ``schema`` selects and casts (and drops metadata) for stable bytes."""
+        if schema is not None:
+            table = table.select(schema.names).cast(schema)
+        name = f"part-{sum(f['name'].startswith('part-') for f in self.files):05d}.parquet"
+        self.write_bytes(name, table_to_parquet_bytes(table), table.num_rows)
+
+    def commit(self) -> str:
+        """Move the temporary directory in place, write stats, then the manifest (last)."""
+        if storage.exists(self.final):
+            storage.remove_tree(self.final)  # an earlier run killed before its manifest
+        storage.move_tree(self.tmp, self.final)
+        self.stats.setdefault("rows", sum(f["rows"] or 0 for f in self.files))
+        self.stats.setdefault("bytes", sum(f["bytes"] for f in self.files))
+        self.stats["seconds"] = round(time.time() - self.started, 3)
+        storage.write_json_atomic(storage.join(self.final, STATS), {"stage": self.stage, **self.stats})
+        manifest = {"stage": self.stage, "key": self.key, "config": to_dict(self.config),
+                    "inputs": [to_dict(i) for i in self.inputs], "files": self.files,
+                    "num_rows": sum(f["rows"] or 0 for f in self.files)}
+        storage.write_json_atomic(storage.join(self.final, MANIFEST), manifest)
+        return self.final
+
+    def abort(self) -> None:
+        storage.remove_tree(self.tmp)
+
+
+def clean_stale(root: str, stage: str, key: str) -> None:
+    """Remove leftovers of killed runs of this (stage, key): temp dirs and an uncommitted final dir."""
+    stage_dir = storage.join(root, stage)
+    if not storage.exists(stage_dir):
+        return
+    final = output_uri(root, stage, key)
+    if storage.exists(final) and not is_complete(final):
+        storage.remove_tree(final)
+    fs, path = storage.filesystem(stage_dir)
+    import pyarrow.fs as pafs
+
+    for info in fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True)):
+        if info.base_name.startswith(f"_tmp-{key}-"):
+            fs.delete_dir(info.path) if info.type == pafs.FileType.Directory else fs.delete_file(info.path)
+
+
+def run_stage(root: str, stage: str, cfg: Any, inputs: tuple[Any, ...],
+              produce: Callable[[StageWriter], None]) -> str:
+    """Skip if ``{root}/{stage}/{key}`` is complete; else clear leftovers, run ``produce(writer)``,
+    commit. Returns the output URI."""
+    key = stage_key(cfg, *inputs)
+    final = output_uri(root, stage, key)
+    if is_complete(final):
+        return final
+    clean_stale(root, stage, key)
+    writer = StageWriter(root, stage, key, cfg, inputs)
+    try:
+        with preserve_order():
+            produce(writer)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.commit()
+
+
+@contextlib.contextmanager
+def preserve_order() -> Iterator[None]:
+    """Ray Datasets built inside keep row order (a Dataset copies the DataContext when created)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    old = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True
+    try:
+        yield
+    finally:
+        ctx.execution_options.preserve_order = old
+
+
+def write_batches(writer: StageWriter, batches: Iterable[pa.Table], schema: pa.Schema, rows_per_shard: int,
+                  on_batch: Callable[[pa.Table], pa.Table | None] | None = None, desc: str = "") -> None:
+    """Cut an ordered stream of tables into shards of exactly ``rows_per_shard`` rows (the last may be
+    shorter) so the files do not depend on how the stream was batched. ``on_batch`` may count stats
+    and return a filtered table. Shows a progress bar."""
+    from tqdm import tqdm
+
+    pending: list[pa.Table] = []
+    num_pending = 0
+    with tqdm(desc=desc or writer.stage, unit=" rows", mininterval=2.0, leave=False) as bar:
+        for table in batches:
+            if on_batch is not None:
+                table = on_batch(table) or table
+            bar.update(table.num_rows)
+            if table.num_rows == 0:
+                continue
+            pending.append(table.select(schema.names).cast(schema))
+            num_pending += table.num_rows
+            while num_pending >= rows_per_shard:
+                merged = pa.concat_tables(pending)
+                writer.write_table(merged.slice(0, rows_per_shard))
+                rest = merged.slice(rows_per_shard)
+                pending, num_pending = ([rest] if rest.num_rows else []), rest.num_rows
+    if num_pending:
+        writer.write_table(pa.concat_tables(pending))
+
+
+def iter_arrow(ds, batch_size: int | None = 4096) -> Iterator[pa.Table]:
+    """Batches of a Ray Dataset as pyarrow tables (build ``ds`` under ``preserve_order``)."""
+    yield from ds.iter_batches(batch_size=batch_size, batch_format="pyarrow")

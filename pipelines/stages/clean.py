@@ -1,0 +1,189 @@
+"""DOCUMENTS -> DOCUMENTS, cleaned and de-duplicated across the whole corpus.
+
+Per document (pure ``core``): Unicode normalisation; invalid UTF-8 (U+FFFD) and control characters
+removed; per line, whitespace collapsed and markup/boilerplate lines dropped; then the document is
+dropped, with a reason, when it looks binary, is shorter than ``min_chars`` or longer than
+``max_chars``. Exact duplicates (same cleaned text) are removed across the corpus by hash
+partitioning (``groupby`` on a bucket of the text hash, so no machine holds every hash); the copy
+with the smallest ``doc_id`` is kept. Counts of every drop are written to stats.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import unicodedata
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines import schemas, stage_store
+
+STAGE = "clean"
+REASONS = ("binary", "too_short", "too_long", "duplicate")
+
+# Work columns carried between the core and the dedup step (not written).
+WORK = pa.schema(list(schemas.DOCUMENTS) + [
+    pa.field("drop_reason", pa.string()), pa.field("text_hash", pa.string()),
+    pa.field("bucket", pa.int32()), pa.field("num_markup_lines", pa.int32()),
+    pa.field("num_bad_chars", pa.int64()),
+])
+
+
+@dataclasses.dataclass(frozen=True)
+class CleanConfig:
+    unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"] = "NFKC"
+    """Unicode normalisation form."""
+    min_chars: int = 200
+    """Documents shorter than this after cleaning are dropped ("too_short")."""
+    max_chars: int = 2_000_000
+    """Documents longer than this are dropped ("too_long"): one huge line is not prose."""
+    max_bad_char_ratio: float = 0.1
+    """Documents whose share of invalid or control characters exceeds this are dropped ("binary")."""
+    min_alpha_ratio: float = 0.6
+    """Lines whose non-space characters are less than this share letters are dropped as markup."""
+    num_buckets: int = 16
+    """Hash partitions for corpus-wide de-duplication."""
+    docs_per_block: int = 500
+    """Documents per Ray block (the unit of parallel work)."""
+    rows_per_shard: int = 20000
+
+
+_BAD = re.compile(r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
+_SPACE = re.compile(r"\s+")
+_LETTER = re.compile(r"[^\W\d_]+")
+# rst/markdown/html/wiki markup and page boilerplate, recognised from the line's start or shape.
+_MARKUP = re.compile(
+    r"^(\.\. |:[\w-]+:|<[^>]*>|\{\{|\||\+[-=+]+|[-=*#~^\"'`_+.]{3,}$|>>>|\$ |#include|```|"
+    r"(copyright|all rights reserved|table of contents|previous topic|next topic|this page)\b)",
+    re.IGNORECASE,
+)
+
+
+def _clean_line(line: str, min_alpha_ratio: float) -> str | None:
+    line = _SPACE.sub(" ", line).strip()
+    if not line or _MARKUP.match(line):
+        return None
+    visible = line.replace(" ", "")
+    num_letters = len(visible) - len(_LETTER.sub("", visible))
+    if num_letters < min_alpha_ratio * len(visible):
+        return None
+    return line
+
+
+def clean_text(text: str, cfg: CleanConfig) -> tuple[str, str, int, int]:
+    """-> (cleaned text, drop reason or "", markup lines dropped, bad characters removed)."""
+    if len(text) > cfg.max_chars:
+        return "", "too_long", 0, 0
+    num_bad = len(_BAD.findall(text))
+    if text and num_bad > cfg.max_bad_char_ratio * len(text):
+        return "", "binary", 0, num_bad
+    text = unicodedata.normalize(cfg.unicode_form, _BAD.sub("", text) if num_bad else text)
+    lines, num_markup = [], 0
+    for raw in text.split("\n"):
+        line = _clean_line(raw, cfg.min_alpha_ratio)
+        if line is None:
+            num_markup += bool(raw.strip())
+        else:
+            lines.append(line)
+    out = "\n".join(lines)
+    if len(out) < cfg.min_chars:
+        return "", "too_short", num_markup, num_bad
+    return out, "", num_markup, num_bad
+
+
+def text_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def core(table: pa.Table, cfg: CleanConfig) -> pa.Table:
+    """DOCUMENTS -> WORK rows: cleaned text, drop reason ("" = kept), hash and dedup bucket."""
+    schemas.check_schema(table, schemas.DOCUMENTS, "clean")
+    cols: dict[str, list] = {k: [] for k in ("text", "drop_reason", "text_hash", "bucket", "num_markup_lines", "num_bad_chars")}
+    for text in table.column("text").to_pylist():
+        out, reason, num_markup, num_bad = clean_text(text, cfg)
+        digest = text_hash(out) if not reason else ""
+        cols["text"].append(out)
+        cols["drop_reason"].append(reason)
+        cols["text_hash"].append(digest)
+        cols["bucket"].append(int(digest[:8], 16) % cfg.num_buckets if digest else 0)
+        cols["num_markup_lines"].append(num_markup)
+        cols["num_bad_chars"].append(num_bad)
+    return pa.table({"doc_id": table.column("doc_id"), **cols}, schema=WORK)
+
+
+def mark_duplicates(table: pa.Table) -> pa.Table:
+    """Within rows (doc_id, drop_reason, text_hash) holding every copy of each hash: all but the copy
+    with the smallest doc_id get drop_reason "duplicate"; returned sorted by (hash, doc_id)."""
+    if table.num_rows == 0:
+        return table
+    order = pc.sort_indices(table, sort_keys=[("text_hash", "ascending"), ("doc_id", "ascending")])
+    t = table.take(order)
+    hashes = t.column("text_hash").to_numpy(zero_copy_only=False)
+    kept = t.column("drop_reason").to_numpy(zero_copy_only=False) == ""
+    same_as_prev = np.zeros(len(hashes), dtype=bool)
+    # rows already dropped carry hash "", so they never match a kept row
+    same_as_prev[1:] = (hashes[1:] == hashes[:-1]) & kept[1:] & kept[:-1]
+    reason = np.where(same_as_prev, "duplicate", t.column("drop_reason").to_numpy(zero_copy_only=False))
+    return t.set_column(t.schema.get_field_index("drop_reason"), "drop_reason", pa.array(reason, pa.string()))
+
+
+def _duplicates_of_block(table: pa.Table) -> pa.Table:
+    marked = mark_duplicates(table)
+    return marked.filter(pc.equal(marked.column("drop_reason"), "duplicate")).select(["doc_id"])
+
+
+def find_duplicates(work_ds, num_buckets: int) -> set[str]:
+    """doc_ids of every duplicate but the first copy. Only (bucket, hash, doc_id) move: they are
+    hash-partitioned on the bucket, so all copies of a text meet in one block; only the duplicate
+    ids come back to the driver."""
+    small = work_ds.select_columns(["doc_id", "drop_reason", "text_hash", "bucket"])
+    dups = small.repartition(num_buckets, keys=["bucket"]).map_batches(
+        _duplicates_of_block, batch_format="pyarrow", batch_size=None)
+    return {d for batch in dups.iter_batches(batch_format="pyarrow", batch_size=None)
+            for d in batch.column("doc_id").to_pylist()}
+
+
+def mark_found_duplicates(table: pa.Table, duplicates: set[str]) -> pa.Table:
+    if not duplicates:
+        return table
+    is_dup = pc.is_in(table.column("doc_id"), value_set=pa.array(sorted(duplicates), pa.string()))
+    reason = pc.if_else(is_dup, "duplicate", table.column("drop_reason"))
+    return table.set_column(table.schema.get_field_index("drop_reason"), "drop_reason", reason)
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.stats = {"documents_in": 0, "documents": 0, "dropped": {r: 0 for r in REASONS},
+                      "markup_lines_dropped": 0, "bad_chars_removed": 0, "chars": 0}
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        s = self.stats
+        s["documents_in"] += table.num_rows
+        s["markup_lines_dropped"] += pc.sum(table.column("num_markup_lines")).as_py() or 0
+        s["bad_chars_removed"] += pc.sum(table.column("num_bad_chars")).as_py() or 0
+        for reason in REASONS:
+            s["dropped"][reason] += pc.sum(pc.equal(table.column("drop_reason"), reason)).as_py() or 0
+        kept = table.filter(pc.equal(table.column("drop_reason"), ""))
+        s["documents"] += kept.num_rows
+        s["chars"] += pc.sum(pc.utf8_length(kept.column("text"))).as_py() or 0
+        return kept
+
+
+def run_clean(cfg: CleanConfig, documents_uri: str, root: str) -> str:
+    """Clean the DOCUMENTS at ``documents_uri`` into ``{root}/clean/{key}/``; returns its URI."""
+    def produce(writer: stage_store.StageWriter) -> None:
+        counter = _Counter()
+        work = stage_store.read_dataset(documents_uri, rows_per_block=cfg.docs_per_block).map_batches(
+            core, fn_args=(cfg,), batch_format="pyarrow", batch_size=None).materialize()
+        duplicates = find_duplicates(work, cfg.num_buckets)
+        stage_store.write_batches(writer, stage_store.iter_arrow(work), schemas.DOCUMENTS, cfg.rows_per_shard,
+                                  on_batch=lambda t: counter(mark_found_duplicates(t, duplicates)), desc="clean")
+        if counter.stats["documents"] == 0:
+            raise ValueError(f"clean: every document was dropped ({counter.stats['dropped']}); "
+                             f"check the input or lower min_chars={cfg.min_chars}")
+        writer.stats.update(counter.stats)
+
+    return stage_store.run_stage(root, STAGE, cfg, (stage_store.input_identity(documents_uri),), produce)

@@ -1,0 +1,174 @@
+"""raw text files -> DOCUMENTS (doc_id, text).
+
+Reads any URI ``pipelines.storage`` understands (local, ``s3://``, ``gs://``, ``http(s)://``), globs,
+directories, many files in parallel (one Ray task per file, streaming). Formats, by extension after
+any ``.gz``/``.bz2``/``.zst``:
+- ``.txt`` (and anything else): BERT format, documents separated by blank lines; the lines of a
+  document are kept, joined with ``\\n``.
+- ``.jsonl``/``.json``: one document per line, the text in ``cfg.text_field``.
+- ``.parquet``: one document per row of column ``cfg.text_field``.
+Invalid UTF-8 is decoded as U+FFFD so the clean stage can count and drop it.
+``doc_id`` = ``<uri>#<index in file, 9 digits>``: stable and sortable in corpus order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import posixpath
+import time
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines import schemas, stage_store, storage
+
+STAGE = "read"
+COMPRESSED = (".gz", ".bz2", ".zst", ".xz")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadConfig:
+    text_field: str = "text"
+    """Field of ``.jsonl`` records / column of parquet files that holds the text."""
+    docs_per_batch: int = 2000
+    """Documents per table handed downstream while a file streams."""
+    rows_per_shard: int = 20000
+    """Rows per output parquet shard."""
+
+
+class ReadError(RuntimeError):
+    """A file that exists but cannot be read or parsed; the message names it."""
+
+
+def file_format(uri: str) -> str:
+    name = posixpath.basename(uri).lower()
+    for ext in COMPRESSED:
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    if name.endswith((".jsonl", ".json", ".ndjson")):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    return "txt"
+
+
+def _documents(source: str, texts: list[str], start: int) -> pa.Table:
+    ids = [f"{source}#{start + i:09d}" for i in range(len(texts))]
+    return pa.table({"doc_id": ids, "text": texts}, schema=schemas.DOCUMENTS)
+
+
+def core(lines: Iterator[str], source: str, fmt: str = "txt", text_field: str = "text",
+         docs_per_batch: int = 2000) -> Iterator[pa.Table]:
+    """Parse the lines of one text file into DOCUMENTS tables (pure, streaming)."""
+    batch: list[str] = []
+    current: list[str] = []
+    start = 0
+    for num, line in enumerate(lines, 1):
+        line = line.rstrip("\r\n")
+        if fmt == "jsonl":
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ReadError(f"{source}:{num}: not valid JSON ({e.msg})") from None
+            text = record.get(text_field) if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                raise ReadError(f"{source}:{num}: no string field {text_field!r}")
+            batch.append(text)
+        elif line.strip():
+            current.append(line)
+            continue
+        elif current:
+            batch.append("\n".join(current))
+            current = []
+        if len(batch) >= docs_per_batch:
+            yield _documents(source, batch, start)
+            start, batch = start + len(batch), []
+    if current:
+        batch.append("\n".join(current))
+    if batch:
+        yield _documents(source, batch, start)
+
+
+def _read_parquet(uri: str, text_field: str) -> Iterator[pa.Table]:
+    pf = pq.ParquetFile(io.BytesIO(storage.read_bytes(uri)))
+    if text_field not in pf.schema_arrow.names:
+        raise ReadError(f"{uri}: no column {text_field!r} (have {pf.schema_arrow.names})")
+    start = 0
+    for rb in pf.iter_batches(columns=[text_field]):
+        texts = [t or "" for t in rb.column(0).to_pylist()]
+        yield _documents(uri, texts, start)
+        start += len(texts)
+
+
+def read_file(uri: str, cfg: ReadConfig) -> Iterator[pa.Table]:
+    """DOCUMENTS tables of one file; errors name the file."""
+    fmt = file_format(uri)
+    try:
+        if fmt == "parquet":
+            yield from _read_parquet(uri, cfg.text_field)
+            return
+        with storage.open_uri(uri, "rb") as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
+            yield from core(text, uri, fmt, cfg.text_field, cfg.docs_per_batch)
+    except ReadError:
+        raise
+    except Exception as e:  # corrupt archives, permissions, network: say which file
+        raise ReadError(f"cannot read {uri}: {type(e).__name__}: {e}") from e
+
+
+class _ReadFiles:
+    def __init__(self, cfg: ReadConfig):
+        self.cfg = cfg
+
+    def __call__(self, batch: dict) -> Iterator[pa.Table]:
+        for uri in batch["uri"]:
+            yield from read_file(str(uri), self.cfg)
+
+
+def documents_dataset(files: list[str], cfg: ReadConfig):
+    """Lazy Ray Dataset of DOCUMENTS rows, one read task per file, in file order."""
+    import ray.data
+
+    files_ds = ray.data.from_items([{"uri": f} for f in files], override_num_blocks=len(files))
+    return files_ds.map_batches(_ReadFiles(cfg), batch_size=1, batch_format="numpy")
+
+
+def input_identity(files: list[str]) -> list[list]:
+    """Names and sizes of the input files (what the stage key hashes)."""
+    out = []
+    for f in files:
+        try:
+            out.append([f, storage.size(f)])
+        except Exception:
+            out.append([f, None])  # http(s): size unknown
+    return out
+
+
+def run_read(cfg: ReadConfig, inputs: str | list[str], root: str) -> str:
+    """Read ``inputs`` (URIs, globs or directories) into ``{root}/read/{key}/``; returns its URI."""
+    patterns = [inputs] if isinstance(inputs, str) else list(inputs)
+    if not patterns:
+        raise ValueError("read: no input given")
+    files = sorted({f for p in patterns for f in storage.expand(p)})
+
+    def produce(writer: stage_store.StageWriter) -> None:
+        started = time.time()
+        counts = {"documents": 0, "chars": 0}
+
+        def count(table: pa.Table) -> None:
+            counts["documents"] += table.num_rows
+            counts["chars"] += pc.sum(pc.utf8_length(table.column("text"))).as_py() or 0
+
+        stage_store.write_batches(writer, stage_store.iter_arrow(documents_dataset(files, cfg), None),
+                                  schemas.DOCUMENTS, cfg.rows_per_shard, on_batch=count, desc="read")
+        if counts["documents"] == 0:
+            raise ValueError(f"read: the corpus is empty: {len(files)} file(s) from {patterns} hold no document")
+        writer.stats.update(counts, files=len(files), input_bytes=sum(s or 0 for _, s in input_identity(files)),
+                            read_seconds=round(time.time() - started, 3))
+
+    return stage_store.run_stage(root, STAGE, cfg, (input_identity(files),), produce)
