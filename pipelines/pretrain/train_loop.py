@@ -231,14 +231,13 @@ class _Window:
 
 
 def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world: int, device, writer) -> None:
-    import ray.train
-
     cfg, phase = job.cfg, job.phase
     accumulation = cfg.gradient_accumulation_steps(phase, world)
     batches = _micro_batches(job, state, world)
     window = _Window()
     bert_config = job.bert_config()
     step, epoch, samples = state.step, state.epoch, state.samples_in_epoch
+    latest: dict[str, Any] = {"step": step}
     engine.train()
     while step < phase.num_steps:
         _maybe_inject_fault(job.fault, step, rank)
@@ -254,16 +253,16 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
             window.add(out, batch)
             window.flops += flops_per_step(bert_config, *batch["input_ids"].shape, out.mlm_labels.numel())
         step += 1
-        state = dataclasses.replace(state, step=step, epoch=epoch, samples_in_epoch=samples, world_size=world)
-        log_now = step % cfg.metrics_every == 0 or step == phase.num_steps
-        save_now = step % cfg.checkpoint_every == 0 or step == phase.num_steps
-        if log_now or save_now:
-            metrics = _summarise(window, engine, cfg, step, epoch, world) if log_now else {"step": step}
-            if log_now:
-                window = _Window()
-                if writer is not None:
-                    writer.write(step, metrics)
-            _report(engine, state, metrics, writer, save_now)
+        state = dataclasses.replace(state, step=step, epoch=epoch, samples_in_epoch=samples, world_size=world,
+                                    zero_stage=cfg.deepspeed.zero_stage)
+        if step % cfg.metrics_every == 0 or step == phase.num_steps:
+            latest = _summarise(window, engine, cfg, step, epoch, world)
+            window = _Window()
+            if writer is not None:
+                writer.write(step, latest)
+        if step % cfg.checkpoint_every == 0 or step == phase.num_steps:
+            # Only checkpoints go through ray.train.report: each report is a barrier with the controller.
+            _save_and_report(engine, state, latest, writer)
 
 
 def _summarise(window: _Window, engine, cfg: PretrainConfig, step: int, epoch: int, world: int) -> dict[str, Any]:
@@ -287,20 +286,17 @@ def _summarise(window: _Window, engine, cfg: PretrainConfig, step: int, epoch: i
     return out
 
 
-def _report(engine, state: ckpt.TrainState, metrics: dict[str, Any], writer, save: bool) -> None:
-    """Every rank reports; with ``save`` each contributes its DeepSpeed files to one checkpoint."""
+def _save_and_report(engine, state: ckpt.TrainState, metrics: dict[str, Any], writer) -> None:
+    """Every rank reports, contributing its DeepSpeed files to one checkpoint (Ray merges them)."""
     import ray.train
 
-    if not save:
-        ray.train.report(metrics)
-        return
     with tempfile.TemporaryDirectory(prefix="pretrain-ckpt-") as tmp:
         engine.save_checkpoint(os.path.join(tmp, ckpt.DEEPSPEED_DIR), tag=ckpt.TAG)
         if writer is not None:
             ckpt.write_train_state(tmp, state)
             if os.path.exists(writer.path):
                 shutil.copyfile(writer.path, os.path.join(tmp, ckpt.METRICS_FILE))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+        ray.train.report({**metrics, "step": state.step}, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                          checkpoint_dir_name=f"phase{state.phase}-step{state.step:08d}")
 
 

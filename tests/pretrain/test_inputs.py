@@ -1,0 +1,89 @@
+"""Bad inputs fail with a clear message before any worker starts (each check runs in well under a second)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipelines.pretrain import PretrainConfig, PretrainInputError, run_pretraining
+from pipelines.typed_config import ConfigError, from_dict
+
+BASE = {"model_preset": "tiny", "num_workers": 2,
+        "phases": [{"max_seq_length": 64, "global_batch_size": 16, "micro_batch_size": 8, "num_steps": 4,
+                    "warmup_steps": 1}]}
+
+
+def _cfg(**overrides) -> PretrainConfig:
+    return from_dict(PretrainConfig, {**BASE, **overrides})
+
+
+def _fails_fast(cfg, instances, vocab, out, error, match):
+    start = time.perf_counter()
+    with pytest.raises(error, match=match):
+        run_pretraining(cfg, instances, vocab, out)
+    assert time.perf_counter() - start < 20
+
+
+def test_missing_vocabulary(pretrain_corpus, tmp_path):
+    instances, _, _ = pretrain_corpus
+    _fails_fast(_cfg(), instances, str(tmp_path / "nope.txt"), str(tmp_path), PretrainInputError, "does not exist")
+
+
+def test_missing_instances(pretrain_corpus, tmp_path):
+    _, vocab, _ = pretrain_corpus
+    _fails_fast(_cfg(), str(tmp_path / "none"), vocab, str(tmp_path), PretrainInputError, "does not exist")
+
+
+def test_config_vocab_size_differs_from_vocabulary(pretrain_corpus, tmp_path):
+    instances, vocab, _ = pretrain_corpus
+    _fails_fast(_cfg(vocab_size=30522), instances, vocab, str(tmp_path), PretrainInputError,
+                "vocab_size 30522 != 1000 pieces")
+
+
+def test_shards_from_another_vocabulary(pretrain_corpus, minilm_dir, tmp_path):
+    instances, _, _ = pretrain_corpus  # tokenised with the in-process 1000-piece vocabulary
+    _fails_fast(_cfg(), instances, f"{minilm_dir}/vocab.txt", str(tmp_path), PretrainInputError,
+                "tokenised with another vocabulary")
+
+
+def test_instances_longer_than_the_phase(pretrain_corpus, tmp_path):
+    instances, vocab, _ = pretrain_corpus
+    cfg = _cfg(phases=[{**BASE["phases"][0], "max_seq_length": 32}])
+    _fails_fast(cfg, instances, vocab, str(tmp_path), PretrainInputError, "more than max_seq_length 32")
+
+
+def test_batch_sizes_that_do_not_divide():
+    with pytest.raises(ConfigError, match="not divisible"):
+        _cfg(num_workers=3)
+
+
+def test_half_precision_on_cpu(pretrain_corpus, tmp_path):
+    instances, vocab, _ = pretrain_corpus
+    _fails_fast(_cfg(deepspeed={"precision": "bf16"}), instances, vocab, str(tmp_path), ConfigError,
+                "needs use_gpu=true")
+
+
+def test_gpus_requested_where_none(pretrain_corpus, ray_session, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    instances, vocab, _ = pretrain_corpus
+    _fails_fast(_cfg(use_gpu=True), instances, vocab, str(tmp_path), ConfigError, r"has 0 GPU\(s\)")
+
+
+def test_missing_init_checkpoint(pretrain_corpus, tmp_path):
+    instances, vocab, _ = pretrain_corpus
+    _fails_fast(_cfg(init_from=str(tmp_path / "no-ckpt")), instances, vocab, str(tmp_path), PretrainInputError,
+                "has no config.json")
+
+
+def test_incompatible_init_checkpoint(pretrain_corpus, minilm_dir, tmp_path):
+    instances, vocab, _ = pretrain_corpus  # MiniLM: hidden 384, 6 layers, vocab 30522; tiny: 128, 2, 1000
+    _fails_fast(_cfg(init_from=minilm_dir), instances, vocab, str(tmp_path), PretrainInputError,
+                "does not fit model_preset 'tiny'.*hidden_size")
+
+
+def test_one_uri_per_phase_or_one_for_all(pretrain_corpus, tmp_path):
+    instances, vocab, _ = pretrain_corpus
+    _fails_fast(_cfg(), [instances, instances], vocab, str(tmp_path), PretrainInputError, "2 instance URIs for 1 phases")
