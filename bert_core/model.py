@@ -92,6 +92,8 @@ def check_inputs(config: BertConfig, input_ids: torch.Tensor, token_type_ids: to
     for name, t in (("token_type_ids", token_type_ids), ("attention_mask", attention_mask)):
         if t is not None and tuple(t.shape) != (B, T):
             raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {(B, T)} like input_ids")
+    if torch.compiler.is_compiling():
+        return  # value checks need a host sync and would split the compiled graph
     if input_ids.numel():
         lo, hi = int(input_ids.min()), int(input_ids.max())
         if lo < 0 or hi >= config.vocab_size:
@@ -151,8 +153,8 @@ class PreTrainingOutput:
     loss: torch.Tensor
     mlm_loss: torch.Tensor
     nsp_loss: torch.Tensor
-    mlm_logits: torch.Tensor  # (N_masked, V): only the selected positions
-    mlm_labels: torch.Tensor  # (N_masked,)
+    mlm_logits: torch.Tensor  # (N, V): only the selected positions (see num_predictions)
+    mlm_labels: torch.Tensor  # (N,): the targets; -100 in padding slots of the static path
     nsp_logits: torch.Tensor  # (B, 2)
 
 
@@ -184,19 +186,30 @@ class BertForPreTraining(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, mlm_labels: torch.Tensor | None = None,
-                nsp_labels: torch.Tensor | None = None) -> PreTrainingOutput:
+                nsp_labels: torch.Tensor | None = None, num_predictions: int | None = None) -> PreTrainingOutput:
         """``mlm_labels``: (B, T), the original id at selected positions, -100 elsewhere.
-        ``nsp_labels``: (B,), 1 where B is a random segment (NotNext), 0 where it is the real next."""
+        ``nsp_labels``: (B,), 1 where B is a random segment (NotNext), 0 where it is the real next.
+        ``num_predictions``: when given (>= the most selected positions in any row, i.e. the masking's
+        ``max_predictions_per_seq``), the head decodes a static (B, num_predictions) slice instead of a
+        data-dependent number of rows: no host sync, and the whole step compiles as one graph."""
         sequence, pooled = self.bert(input_ids, token_type_ids, attention_mask)
         if mlm_labels is None:
             mlm_labels = torch.full_like(input_ids, IGNORE_INDEX)
         if mlm_labels.shape != input_ids.shape:
             raise ValueError(f"mlm_labels has shape {tuple(mlm_labels.shape)}, expected {tuple(input_ids.shape)}")
         selected = mlm_labels != IGNORE_INDEX  # (B, T)
-        masked_hidden = sequence[selected]  # (N, H): decode only where there is a label
-        targets = mlm_labels[selected]
+        if num_predictions is None:
+            masked_hidden = sequence[selected]  # (N, H): decode only where there is a label
+            targets = mlm_labels[selected]
+        else:
+            k = min(num_predictions, input_ids.shape[1])
+            # Selected positions first (stable: in order), then filler whose label is -100.
+            pos = torch.argsort(selected.to(torch.int8), dim=1, descending=True, stable=True)[:, :k]  # (B, k)
+            H = sequence.shape[-1]
+            masked_hidden = sequence.gather(1, pos[..., None].expand(-1, -1, H)).reshape(-1, H)  # (B*k, H)
+            targets = mlm_labels.gather(1, pos).reshape(-1)
         mlm_logits = self.mlm(masked_hidden)  # (N, V)
-        mlm_loss = (F.cross_entropy(mlm_logits.float(), targets) if targets.numel()
+        mlm_loss = (F.cross_entropy(mlm_logits.float(), targets, ignore_index=IGNORE_INDEX) if targets.numel()
                     else mlm_logits.sum() * 0.0)
         nsp_logits = self.nsp(pooled)
         nsp_loss = (F.cross_entropy(nsp_logits.float(), nsp_labels) if nsp_labels is not None

@@ -100,3 +100,21 @@ def test_bad_inputs_raise_clear_errors():
         model(torch.ones(1, 513, dtype=torch.long))
     with pytest.raises(ValueError, match="integer tensor"):
         model(torch.ones(1, 3))
+
+
+def test_static_prediction_slots_give_the_same_loss_as_the_dynamic_head():
+    config = BertConfig.preset("tiny", vocab_size=100)
+    model = BertForPreTraining(config).eval()
+    ids, types, mask = _tiny_batch(config)
+    labels = torch.full_like(ids, -100)
+    labels[0, [2, 5, 9]] = ids[0, [2, 5, 9]]
+    labels[2, 4] = ids[2, 4]
+    nsp = torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        dynamic = model(ids, types, mask, labels, nsp)
+        static = model(ids, types, mask, labels, nsp, num_predictions=4)
+    assert static.mlm_logits.shape == (12, 100)
+    assert torch.allclose(dynamic.loss, static.loss, atol=1e-6)
+    kept = static.mlm_labels != -100
+    assert torch.equal(static.mlm_labels[kept], dynamic.mlm_labels)
+    assert torch.allclose(static.mlm_logits[kept], dynamic.mlm_logits, atol=1e-5)
