@@ -44,9 +44,15 @@ def test_length_mismatch_raises():
         M.accuracy([1, 0], [1])
 
 
-def test_glue_score_averages_two_metric_tasks_first():
-    scores = {"mrpc": M.task_score({"f1": 0.9, "accuracy": 0.8}, ("f1", "accuracy")), "cola": 0.5}
-    assert M.glue_score(scores) == pytest.approx((0.85 + 0.5) / 2)
+def test_glue_score_reproduces_leaderboard_bert_large():
+    """BERT-large's GLUE test row (Devlin et al. 2019, table 1 / leaderboard): score 80.5."""
+    row = {"cola": [{"matthews": 60.5}], "sst2": [{"accuracy": 94.9}], "mrpc": [{"f1": 89.3, "accuracy": 85.4}],
+           "stsb": [{"pearson": 87.6, "spearman": 86.5}], "qqp": [{"f1": 72.1, "accuracy": 89.3}],
+           "mnli": [{"accuracy": 86.7}, {"accuracy": 85.9}], "qnli": [{"accuracy": 92.7}],
+           "rte": [{"accuracy": 70.1}], "wnli": [{"accuracy": 65.1}]}
+    scores = {task: M.task_score(evals, list(evals[0])) for task, evals in row.items()}
+    assert scores["mrpc"] == pytest.approx(87.35) and scores["mnli"] == pytest.approx(86.3)
+    assert round(M.glue_score(scores), 1) == 80.5
 
 
 # Cases worked through the official evaluate-v1.1.py / v2.0.py normalisation.

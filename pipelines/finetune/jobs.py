@@ -1,0 +1,203 @@
+"""Run every fine-tuning task in parallel, one Ray task each, and gather a results table.
+
+    from pipelines.finetune.jobs import FinetuneConfig, run_finetune_jobs
+    cfg = typed_config.load(FinetuneConfig, "finetune.yaml")
+    results = run_finetune_jobs(cfg, "s3://bucket/run/export", "s3://bucket/run/finetune")
+
+Each task runs as its own Ray task with its own resources (``num_cpus``, ``num_gpus`` may be a
+fraction of a GPU), all launched at once. Under ``{output_root}/{task}/{hash}/`` (the hash covers
+the task's config and the checkpoint URI) each learning rate of the optional sweep writes
+``lr_{lr}/metrics.json`` and predictions; ``result.json``, written last, is the task's completion
+marker: a re-run loads it and skips the task. A task that raises is reported as failed (error
+kept in ``error.txt``) and the others carry on. ``results.json`` and ``results.md`` under
+``output_root`` hold every metric of every task and the GLUE score over the GLUE tasks present.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pipelines import storage
+from pipelines.finetune import glue, metrics
+from pipelines.finetune.squad import SquadParams
+from pipelines.finetune.train import HyperParams
+from pipelines.typed_config import config_hash, to_dict
+
+SQUAD_TASKS = {"squad_v1": "v1.1", "squad_v2": "v2.0"}
+
+
+@dataclass(frozen=True)
+class TaskJob:
+    """One task to fine-tune: which data, which hyper-parameters, which resources."""
+
+    name: str
+    """A GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli), squad_v1, squad_v2, or a custom
+    name together with ``spec``."""
+    data_uri: str = ""
+    """Folder of the task's files; default ``{glue_root}/{GLUE dir}`` or ``squad_root``."""
+    spec: glue.TaskSpec | None = None
+    """Reading/scoring rules of a custom GLUE-format task (the GLUE tasks have theirs built in)."""
+    hyper_params: HyperParams = field(default_factory=HyperParams)
+    learning_rates: tuple[float, ...] = ()
+    """Optional sweep (e.g. the paper's 5e-5, 4e-5, 3e-5, 2e-5); the best dev score is kept.
+    Empty: ``hyper_params.learning_rate`` only."""
+    squad: SquadParams | None = None
+    """SQuAD windowing/decoding; defaults follow the task name when it is squad_v1/squad_v2."""
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    """Fraction of a GPU (e.g. 0.25 puts four tasks on one card)."""
+
+    def __post_init__(self) -> None:
+        if self.spec is None and self.name not in glue.GLUE_TASKS and self.name not in SQUAD_TASKS:
+            raise ValueError(f"task {self.name!r} is neither a GLUE task ({', '.join(glue.GLUE_TASKS)}), "
+                             f"squad_v1/squad_v2, nor a custom task with a spec")
+        if self.spec is not None and self.spec.name != self.name:
+            raise ValueError(f"task {self.name!r}: spec.name is {self.spec.name!r}")
+
+    @property
+    def is_squad(self) -> bool:
+        return self.name in SQUAD_TASKS or self.squad is not None
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """All fine-tuning tasks of a run."""
+
+    tasks: tuple[TaskJob, ...] = ()
+    glue_root: str = ""
+    """Folder holding the official GLUE task folders (CoLA/, SST-2/, MNLI/ ...)."""
+    squad_root: str = ""
+    """Folder holding train-v1.1.json, dev-v1.1.json, train-v2.0.json, dev-v2.0.json."""
+    on_bad_row: Literal["count", "raise"] = "count"
+    """Malformed input rows: skip and count them in the results, or fail the task naming file and line."""
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"FinetuneConfig.tasks names must be unique, got {names}")
+
+
+def task_data_uri(cfg: FinetuneConfig, job: TaskJob) -> str:
+    if job.data_uri:
+        return job.data_uri
+    if job.is_squad:
+        if not cfg.squad_root:
+            raise ValueError(f"task {job.name}: set data_uri or squad_root")
+        return cfg.squad_root
+    if not cfg.glue_root:
+        raise ValueError(f"task {job.name}: set data_uri or glue_root")
+    return glue.task_uri(cfg.glue_root, job.spec or glue.GLUE_TASKS[job.name], "")
+
+
+def task_output_uri(output_root: str, job: TaskJob, checkpoint_uri: str) -> str:
+    return storage.join(output_root, job.name, config_hash(job, checkpoint_uri))
+
+
+def run_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: str) -> dict:
+    """Fine-tune one task for every learning rate of its sweep (each resumable); returns the best."""
+    from pipelines.finetune import squad, train
+
+    data_uri = task_data_uri(cfg, job)
+    with tempfile.TemporaryDirectory(prefix="ckpt-") as cache:
+        checkpoint_dir = train.local_checkpoint(checkpoint_uri, cache)
+        runs = []
+        data = None
+        for lr in job.learning_rates or (job.hyper_params.learning_rate,):
+            hp = HyperParams(**{**to_dict(job.hyper_params), "learning_rate": lr})
+            lr_uri = storage.join(out_uri, f"lr_{lr:g}")
+            if storage.exists(storage.join(lr_uri, "metrics.json")):
+                runs.append(storage.read_json(storage.join(lr_uri, "metrics.json")))
+                continue
+            if job.is_squad:
+                params = job.squad or SquadParams(version=SQUAD_TASKS[job.name])
+                runs.append(squad.finetune_squad(params, data_uri, checkpoint_dir, hp, lr_uri, cfg.on_bad_row))
+            else:
+                spec = job.spec or glue.GLUE_TASKS[job.name]
+                data = data or train.read_task_data(spec, data_uri, cfg.on_bad_row)
+                runs.append(train.finetune_glue_task(spec, data, checkpoint_dir, hp, lr_uri))
+    best = max(runs, key=lambda r: r["score"] if r["score"] is not None else float("-inf"))
+    return {"task": job.name, "status": "done", "best_learning_rate": best["hyper_params"]["learning_rate"],
+            "score": best["score"], "dev": best["dev"], "seconds_per_epoch": best.get("seconds_per_epoch"),
+            "sweep": {f"{r['hyper_params']['learning_rate']:g}": r["score"] for r in runs},
+            "data_reports": best.get("data_reports", []), "output_uri": out_uri}
+
+
+def _remote_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: str) -> dict:
+    import torch
+
+    torch.set_num_threads(max(1, int(job.num_cpus)))
+    result = run_task(cfg, job, checkpoint_uri, out_uri)
+    storage.write_json_atomic(storage.join(out_uri, "result.json"), result)  # the completion marker, last
+    return result
+
+
+def run_finetune_jobs(cfg: FinetuneConfig, checkpoint_uri: str, output_root: str) -> dict:
+    """Fine-tune every task of ``cfg`` from the HF-layout checkpoint at ``checkpoint_uri``, in parallel.
+
+    Returns ``{"tasks": {name: result}, "glue_score": float | None, "glue_tasks": [...]}``, also
+    written to ``{output_root}/results.json`` and ``results.md``. A result's ``status`` is ``done``,
+    ``skipped`` (finished by an earlier run) or ``failed`` (with ``error``). Uses the current Ray
+    cluster (``ray.init()`` is called if none is connected).
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    remote = ray.remote(max_retries=0)(_remote_task)
+    results: dict[str, dict] = {}
+    pending = {}
+    for job in cfg.tasks:
+        out_uri = task_output_uri(output_root, job, checkpoint_uri)
+        marker = storage.join(out_uri, "result.json")
+        if storage.exists(marker):
+            results[job.name] = {**storage.read_json(marker), "status": "skipped"}
+            continue
+        ref = remote.options(num_cpus=job.num_cpus, num_gpus=job.num_gpus, name=f"finetune:{job.name}").remote(
+            cfg, job, checkpoint_uri, out_uri)
+        pending[ref] = (job, out_uri, time.time())
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        job, out_uri, started = pending.pop(done[0])
+        try:
+            results[job.name] = ray.get(done[0])
+        except Exception as e:  # one task's failure is reported, never fatal to the others
+            error = f"{type(e).__name__}: {e}"
+            storage.write_bytes_atomic(storage.join(out_uri, "error.txt"),
+                                       "".join(traceback.format_exception(e)).encode("utf-8"))
+            results[job.name] = {"task": job.name, "status": "failed", "error": error[-2000:], "output_uri": out_uri}
+        results[job.name]["wall_seconds"] = round(time.time() - started, 1)
+    summary = summarize({job.name: results[job.name] for job in cfg.tasks}, cfg)
+    storage.write_json_atomic(storage.join(output_root, "results.json"), summary)
+    storage.write_bytes_atomic(storage.join(output_root, "results.md"), results_markdown(summary).encode("utf-8"))
+    return summary
+
+
+def summarize(results: dict[str, dict], cfg: FinetuneConfig) -> dict:
+    glue_scores = {name: r["score"] for name, r in results.items()
+                   if name in glue.GLUE_TASKS and r.get("status") != "failed" and r.get("score") is not None}
+    return {"tasks": results, "glue_tasks": sorted(glue_scores),
+            "glue_score": metrics.glue_score(glue_scores) if glue_scores else None,
+            "num_failed": sum(r.get("status") == "failed" for r in results.values())}
+
+
+def results_markdown(summary: dict) -> str:
+    """One row per task: status, every dev metric, the task score, best lr and time per epoch."""
+    lines = ["| task | status | dev metrics | score | lr | s/epoch | bad rows |", "|---|---|---|---|---|---|---|"]
+    for name, r in summary["tasks"].items():
+        if r.get("status") == "failed":
+            lines.append(f"| {name} | failed | {r['error'].splitlines()[-1][:120]} | | | | |")
+            continue
+        dev = "; ".join(f"{ev}: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items()) for ev, m in r["dev"].items())
+        bad = sum(rep.get("num_bad", 0) for rep in r.get("data_reports", []))
+        spe = r.get("seconds_per_epoch")
+        lines.append(f"| {name} | {r['status']} | {dev} | {r['score']:.4f} | {r['best_learning_rate']:g} | "
+                     f"{spe:.1f} | {bad} |" if spe is not None else f"| {name} | {r['status']} | {dev} | "
+                     f"{r['score']:.4f} | {r['best_learning_rate']:g} | | {bad} |")
+    if summary["glue_score"] is not None:
+        lines.append(f"\nGLUE score ({len(summary['glue_tasks'])} of {len(glue.GLUE_TASKS)} tasks: "
+                     f"{', '.join(summary['glue_tasks'])}): **{summary['glue_score']:.4f}**")
+    return "\n".join(lines) + "\n"
