@@ -91,6 +91,8 @@ def measure(preset: str, args) -> dict:
     config = BertConfig.preset(preset)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     batch = make_batch(config, args.batch, args.seq, args.device)
+    if args.no_padding_mask:
+        batch[2] = None
     runners = {}
     for kind in args.impls:
         model = build(kind, config, args.device)
@@ -136,6 +138,8 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the whole model")
+    p.add_argument("--no-padding-mask", action="store_true",
+                   help="pass attention_mask=None (full-length sequences): lets SDPA pick the flash kernel")
     p.add_argument("--static", action="store_true",
                    help="bert_core decodes a static number of MLM slots (no host sync; one compiled graph)")
     p.add_argument("--peak-flops", type=float, default=H100_BF16_PEAK)
