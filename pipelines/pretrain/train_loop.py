@@ -303,6 +303,11 @@ def _save_and_report(engine, state: ckpt.TrainState, metrics: dict[str, Any], wr
 def _maybe_inject_fault(fault: FaultInjection | None, step: int, rank: int) -> None:
     if fault is None or fault.step != step or fault.rank != rank or os.path.exists(fault.marker_path):
         return
+    import ray.train
+
+    # Die only after the controller has committed the last checkpoint, so the test knows which
+    # checkpoint the restart must resume from (a real crash may also lose an uncommitted one).
+    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
     os.makedirs(os.path.dirname(fault.marker_path), exist_ok=True)
     with open(fault.marker_path, "w") as f:
         f.write(f"rank {rank} exited at step {step}\n")
