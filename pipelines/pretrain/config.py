@@ -115,6 +115,9 @@ class PretrainConfig:
     """Worker-group restarts Ray Train may make; each restores the last checkpoint."""
     seed: int = 0
     """Seeds weights, dropout and masking."""
+    materialize_instances: bool = False
+    """Hold the instances in Ray's object store after the first read, so each new epoch does not
+    re-read the shards (for corpora that fit in memory; streaming otherwise)."""
     init_from: str | None = None
     """Optional HF-layout directory (config.json + model.safetensors) the first phase starts from."""
     storage_path: str | None = None
@@ -158,7 +161,8 @@ class PretrainConfig:
 
 # Fields that change how a run is executed but not what it computes: changing them and restarting
 # resumes the same run (e.g. rescaling from 2 workers to 1) instead of starting a new one.
-_EXECUTION_FIELDS = ("num_workers", "use_gpu", "cpus_per_worker", "max_failures", "metrics_every", "storage_path")
+_EXECUTION_FIELDS = ("num_workers", "use_gpu", "cpus_per_worker", "max_failures", "metrics_every", "storage_path",
+                     "materialize_instances")
 
 
 def run_identity(cfg: PretrainConfig, *inputs: str) -> str:

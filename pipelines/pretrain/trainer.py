@@ -194,6 +194,8 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
     fs, _ = storage.filesystem(files[0])
     dataset = ray.data.read_parquet([storage.filesystem(f)[1] for f in files], filesystem=fs).select_columns(
         ["input_ids", "token_type_ids", "is_random_next", "instance_id"])
+    if cfg.materialize_instances:
+        dataset = dataset.materialize()
     storage_uri = cfg.storage_path or storage.join(run_root, "runs")
     storage_fs, storage_path = storage.filesystem(storage_uri)
     trainer = TorchTrainer(

@@ -118,3 +118,31 @@ def test_driver_restart_resumes_and_rescales_2_to_1_workers(pretrain_corpus, tmp
     final = _last_train_state(str(tmp_path))
     assert final["step"] == STEPS and final["world_size"] == 1
     assert final["samples_in_epoch"] == STEPS * 16
+
+
+def test_loss_falls_on_real_text(pretrain_corpus, tmp_path, ray_session):
+    """A few hundred steps on one worker: MLM accuracy well above chance (1/1000) and above the
+    accuracy of always predicting the most frequent token."""
+    instances, vocab, _ = pretrain_corpus
+    cfg = _cfg(0, num_workers=1, checkpoint_every=1000, metrics_every=25, dropout=0.0, materialize_instances=True,
+               phases=[{"max_seq_length": 64, "global_batch_size": 32, "micro_batch_size": 32, "num_steps": 300,
+                        "warmup_steps": 20, "learning_rate": 2e-3, "max_predictions_per_seq": 10}])
+    curve = _metrics(run_pretraining(cfg, instances, vocab, str(tmp_path)))
+    first, last = curve[0], curve[-1]
+    assert last["step"] == 300
+    assert last["mlm_loss"] < first["mlm_loss"] - 1.0, curve
+    top_share = _most_frequent_token_share(instances)  # about 0.05 ("the")
+    assert last["mlm_accuracy"] > max(50 / 1000, 1.5 * top_share), (top_share, curve)
+
+
+def _most_frequent_token_share(instances: str) -> float:
+    import collections
+    import glob
+
+    import pyarrow.parquet as pq
+
+    counts = collections.Counter()
+    for path in glob.glob(os.path.join(instances, "*.parquet")):
+        for ids in pq.read_table(path, columns=["input_ids"]).column("input_ids").to_pylist():
+            counts.update(i for i in ids if i > 4)  # ids 0-4 are the special tokens, never predicted
+    return counts.most_common(1)[0][1] / sum(counts.values())
