@@ -34,7 +34,11 @@ STATES = ("pending", "running", "done", "failed")
 
 
 class PipelineError(RuntimeError):
-    """A run that cannot start or cannot finish; the message says which stage and why."""
+    """A run that cannot start (refused before any work); the message says why."""
+
+
+class StageFailed(PipelineError):
+    """A stage raised; the manifest records it as failed and a re-run retries it."""
 
 
 @dataclass
@@ -251,7 +255,7 @@ class Pipeline:
             self._save(root, manifest)
             log(f"{prefix}: FAILED after {rec.seconds:.1f}s: {type(e).__name__}: {e}")
             if isinstance(e, Exception):
-                raise PipelineError(f"stage {name!r} failed: {type(e).__name__}: {e}") from e
+                raise StageFailed(f"stage {name!r} failed: {type(e).__name__}: {e}") from e
             raise
         rec.state, rec.outputs, rec.finished = "done", outputs, time.time()
         rec.seconds = rec.finished - rec.started

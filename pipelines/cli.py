@@ -1,0 +1,214 @@
+"""``bert-pipeline``: run the BERT pipeline's DAG locally or as a Ray job on a cluster.
+
+    bert-pipeline                                   # the embedded demo (= run demo): local Ray, tiny BERT
+    bert-pipeline run CONFIG [--from S] [--until S] [key=value ...]
+                                                    # CONFIG: demo | base | large | a YAML file
+    bert-pipeline status RUN_ROOT                   # what is done, running, failed
+    bert-pipeline submit --address http://HEAD:8265 CONFIG [--from S] [--until S] [key=value ...]
+    bert-pipeline logs [--address URL] [--follow] JOB
+    bert-pipeline stop [--address URL] JOB
+
+Exit status: 0 success, 1 a stage or job failed, 2 a bad config, argument or address (nothing run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Sequence
+
+from pipelines.typed_config import ConfigError
+
+
+class UsageError(Exception):
+    """Reported as one line and exit status 2: nothing has been run."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bert-pipeline", description="BERT pretraining pipeline: raw text -> GLUE table.")
+    sub = p.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run what is not done yet, skip what is")
+    submit = sub.add_parser("submit", help="run as a Ray job on a cluster and follow its logs")
+    for sp in (run, submit):
+        sp.add_argument("config", nargs="?", default=None, help="preset (demo, base, large) or YAML file")
+        sp.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. pretrain.phases.0.num_steps=50")
+        sp.add_argument("--from", dest="from_stage", help="re-run from this stage (its upstream must be done)")
+        sp.add_argument("--until", help="stop after this stage")
+    run.add_argument("--config-json", help=argparse.SUPPRESS)  # the resolved config, as sent by `submit`
+    submit.add_argument("--address", help="Ray dashboard URL, e.g. http://HEAD:8265 (default: $RAY_ADDRESS)")
+    submit.add_argument("--no-follow", action="store_true", help="print the job id and return")
+    status = sub.add_parser("status", help="show a run's stages")
+    status.add_argument("run", help="run root (local path or s3://), or a config whose root to show")
+    logs = sub.add_parser("logs", help="print a job's logs")
+    logs.add_argument("job")
+    logs.add_argument("--address")
+    logs.add_argument("--follow", action="store_true")
+    stop = sub.add_parser("stop", help="stop a job")
+    stop.add_argument("job")
+    stop.add_argument("--address")
+    return p
+
+
+def _split_config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """argparse puts a leading ``k=v`` into ``config``; a CONFIG never contains '=' so move it back."""
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config:
+        config, overrides = None, [config] + overrides
+    return config, overrides
+
+
+def load_config(args: argparse.Namespace):
+    from pipelines.run_config import build_run_config, config_data, load_run_config
+
+    if getattr(args, "config_json", None):
+        return build_run_config(json.loads(args.config_json))
+    config, overrides = _split_config_and_overrides(args)
+    if config is None:
+        config = "demo"
+    return build_run_config(config_data(config, overrides)) if overrides else load_run_config(config)
+
+
+# --- run ------------------------------------------------------------------------------------------
+def init_ray(cfg) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # workers inherit it: DeepSpeed on CPU (gloo)
+    env = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TOKENIZERS_PARALLELISM", "AWS_ENDPOINT_URL") if k in os.environ}
+    ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipelines import storage
+    from pipelines.dag import format_status, read_manifest
+    from pipelines.run_config import bert_pipeline, check_inputs
+
+    cfg = load_config(args)
+    pipeline = bert_pipeline()
+    to_run, to_skip, _ = pipeline.plan(cfg, cfg.root, args.from_stage, args.until)  # refusals happen here
+    if "read" in to_run:
+        check_inputs(cfg)
+    print(f"run {cfg.name} at {cfg.root}: {len(to_run)} stage(s) to run ({', '.join(to_run) or 'none'}), "
+          f"{len(to_skip)} done", flush=True)
+    if to_run:
+        init_ray(cfg)
+    t0 = time.time()
+    try:
+        pipeline.run(cfg, cfg.root, args.from_stage, args.until, log=lambda m: print(m, flush=True))
+    finally:
+        manifest = read_manifest(cfg.root)
+        if manifest:
+            print("\n" + format_status(manifest, [n for n in pipeline.names() if n in to_run + to_skip]))
+    print(f"\nfinished in {time.time() - t0:.0f}s")
+    report = manifest["stages"].get("report", {}) if manifest else {}
+    if report.get("state") == "done":
+        print("\n" + storage.read_bytes(report["outputs"]["output"]).decode("utf-8"))
+        print(f"loss curves: {report['outputs']['plot']}")
+    return 0
+
+
+# --- status ---------------------------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace) -> int:
+    from pipelines import storage
+    from pipelines.dag import format_status, read_manifest
+    from pipelines.run_config import PRESETS, bert_pipeline, load_run_config
+
+    root = args.run
+    if root in PRESETS or (root.endswith((".yaml", ".yml")) and storage.exists(root)):
+        root = load_run_config(root).root
+    manifest = read_manifest(root)
+    if manifest is None:
+        raise UsageError(f"{root} holds no run (no manifest.json)")
+    names = bert_pipeline().names()
+    names += [n for n in manifest["stages"] if n not in names]
+    print(f"run at {root} (config {manifest['config_hash']})")
+    print(format_status(manifest, names))
+    return 0
+
+
+# --- cluster jobs ---------------------------------------------------------------------------------
+def cmd_submit(args: argparse.Namespace) -> int:
+    from cluster import jobs
+    from pipelines.run_config import bert_pipeline, check_inputs
+    from pipelines.typed_config import to_dict
+
+    cfg = load_config(args)
+    names = bert_pipeline().names()
+    for flag, stage in (("--from", args.from_stage), ("--until", args.until)):
+        if stage and stage not in names:
+            raise UsageError(f"{flag} {stage!r}: no such stage; stages are {', '.join(names)}")
+    if not any(u.startswith("demo:") for u in cfg.data.inputs):
+        check_inputs(cfg)  # a local path here is not the cluster's; still, catch typos in s3:// globs
+    entrypoint = jobs.run_entrypoint(to_dict(cfg), args.from_stage, args.until)
+    job = jobs.submit(args.address, entrypoint, metadata={"run_root": cfg.root, "name": cfg.name})
+    print(f"submitted job {job} to {jobs.resolve_address(args.address)} (run root {cfg.root})", flush=True)
+    if args.no_follow:
+        return 0
+    state = jobs.follow(args.address, job, write=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+    print(f"job {job}: {state}")
+    return 0 if state == "SUCCEEDED" else 1
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from cluster import jobs
+
+    if args.follow:
+        return 0 if jobs.follow(args.address, args.job) == "SUCCEEDED" else 1
+    sys.stdout.write(jobs.logs(args.address, args.job))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from cluster import jobs
+
+    stopped = jobs.stop(args.address, args.job)
+    state = jobs.wait(args.address, args.job, timeout_s=60)
+    print(f"job {args.job}: {'stop requested' if stopped else 'already finished'}; now {state}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "status": cmd_status, "submit": cmd_submit, "logs": cmd_logs, "stop": cmd_stop}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv or ["run", "demo"])
+    # key=value overrides may come after the --flags; argparse leaves those in `extra`
+    unknown = [a for a in extra if "=" not in a or a.startswith("-") or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    from cluster.jobs import ClusterError
+    from pipelines.dag import PipelineError, StageFailed
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, UsageError, ClusterError) as e:
+        print(f"bert-pipeline {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except StageFailed as e:
+        print(f"bert-pipeline {args.command}: {e}", file=sys.stderr)
+        return 1
+    except PipelineError as e:
+        print(f"bert-pipeline {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
