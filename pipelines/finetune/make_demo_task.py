@@ -6,7 +6,7 @@ They are the 10,605 Rotten Tomatoes sentences of Pang & Lee (2005), each with th
 sentiment ratings in [-4, 4]. Like SST-2 (built from the same sentences), the task is binary:
 label 1 when the mean rating is positive, 0 when negative; sentences rated within 0.5 of neutral
 are dropped. Rows go to dev when a hash of the snippet id falls in the dev fraction, so the split
-is fixed by the data alone.
+is fixed by the data alone; rows are in hash order, so classes are mixed throughout.
 
     python -m pipelines.finetune.make_demo_task                  # pip-downloads the sdist
     python -m pipelines.finetune.make_demo_task --sdist vaderSentiment-3.3.2.tar.gz --out DIR
@@ -53,7 +53,9 @@ def read_snippets(sdist_path: str) -> list[tuple[str, float, str]]:
 def split_rows(rows: list[tuple[str, float, str]], dev_fraction: float, neutral_margin: float
                ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     train, dev = [], []
-    for sid, score, sentence in rows:
+    # The source lists all positive snippets first; ordering by a hash of the id mixes the classes, so
+    # the first N rows of either split are a fair sample.
+    for sid, score, sentence in sorted(rows, key=lambda r: hashlib.sha1(r[0].encode()).hexdigest()):
         if abs(score) < neutral_margin or not sentence:
             continue
         bucket = int(hashlib.sha1(sid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
