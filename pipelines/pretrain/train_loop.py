@@ -219,6 +219,7 @@ class _Window:
         self.sums = torch.zeros(9, dtype=torch.float64)  # see add()
         self.start = time.perf_counter()
         self.flops = 0.0
+        self.input_seconds = 0.0  # waiting for the stream + masking, on this rank
 
     @torch.no_grad()
     def add(self, out, batch: dict[str, torch.Tensor]) -> None:
@@ -242,7 +243,9 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
     while step < phase.num_steps:
         _maybe_inject_fault(job.fault, step, rank)
         for _ in range(accumulation):
+            waited = time.perf_counter()
             batch_epoch, arrays = next(batches)
+            window.input_seconds += time.perf_counter() - waited
             if batch_epoch != epoch:
                 epoch, samples = batch_epoch, 0
             batch = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
@@ -280,6 +283,7 @@ def _summarise(window: _Window, engine, cfg: PretrainConfig, step: int, epoch: i
            "nsp_loss": nsp_loss / max(n_seq, 1), "nsp_accuracy": nsp_ok / max(n_seq, 1),
            "learning_rate": float(engine.get_lr()[0]), "tokens_per_s": positions / seconds,
            "real_tokens_per_s": real_tokens / seconds, "samples_per_s": n_seq / seconds}
+    out["input_wait_fraction"] = window.input_seconds / seconds  # rank 0's share of time spent waiting for data
     utilisation = mfu(float(flops[0]) / world, seconds, H100_BF16_PEAK if cfg.use_gpu else None)
     if utilisation is not None:
         out["mfu"] = utilisation

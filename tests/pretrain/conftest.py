@@ -7,6 +7,7 @@ topics that ship with the standard library (``pydoc_data.topics``), so no downlo
 from __future__ import annotations
 
 import glob
+import gzip
 import os
 import random
 import re
@@ -21,15 +22,15 @@ from pipelines.schemas import INSTANCES
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def corpus_documents(max_chars: int = 600_000) -> list[str]:
-    """Real English documents, paragraphs kept; deterministic order."""
-    files = sorted(f for f in glob.glob(os.path.join(REPO, "pipelines", "demo", "corpus", "**", "*"), recursive=True)
-                   if os.path.isfile(f) and f.endswith((".txt", ".md")))
+def corpus_documents(max_chars: int = 600_000, lines_per_doc: int = 30) -> list[str]:
+    """Real English documents (runs of ``lines_per_doc`` lines), deterministic order."""
+    files = sorted(glob.glob(os.path.join(REPO, "pipelines", "demo", "corpus", "*.txt*")))
     if files:
         texts = []
         for f in files:
-            with open(f, encoding="utf-8", errors="replace") as fh:
-                texts.append(fh.read())
+            with (gzip.open(f, "rt", encoding="utf-8") if f.endswith(".gz") else open(f, encoding="utf-8")) as fh:
+                lines = fh.read().splitlines()
+            texts += ["\n".join(lines[i:i + lines_per_doc]) for i in range(0, len(lines), lines_per_doc)]
     else:
         import pydoc_data.topics
 
