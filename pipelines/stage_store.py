@@ -161,10 +161,11 @@ def clean_stale(root: str, stage: str, key: str) -> None:
 
 
 def run_stage(root: str, stage: str, cfg: Any, inputs: tuple[Any, ...],
-              produce: Callable[[StageWriter], None]) -> str:
+              produce: Callable[[StageWriter], None], version: int = 1) -> str:
     """Skip if ``{root}/{stage}/{key}`` is complete; else clear leftovers, run ``produce(writer)``,
-    commit. Returns the output URI."""
-    key = stage_key(cfg, *inputs)
+    commit. Returns the output URI. ``key`` hashes the stage name, its code ``version`` (bump it when
+    the output of the same config changes), the config and the inputs' identities."""
+    key = stage_key(stage, version, cfg, *inputs)
     final = output_uri(root, stage, key)
     if is_complete(final):
         return final

@@ -1,0 +1,60 @@
+"""Raw text -> NSP instances: the stages chained, each skipped when its output is complete.
+
+    from pipelines.preprocess import PreprocessConfig, run_preprocessing
+    uris = run_preprocessing(PreprocessConfig(inputs=("corpus/*.txt.gz",)), "/data/work")
+    uris["nsp_pairs"]   # parquet shards of INSTANCES, fed to stages.dynamic_masking at training time
+
+Needs a running Ray (``ray.init()`` or a cluster address); one is started locally if none is.
+The DAG of issue 6 calls the same ``run_<stage>`` functions one by one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from pipelines.stages.clean import CleanConfig, run_clean
+from pipelines.stages.nsp_pairs import NspConfig, run_nsp_pairs
+from pipelines.stages.read import ReadConfig, run_read
+from pipelines.stages.split import SplitConfig, run_split
+from pipelines.stages.tokenize import TokenizeConfig, run_tokenize
+from pipelines.stages.wordpiece import WordPieceConfig, load_tokenizer, run_wordpiece
+from pipelines import stage_store
+
+log = logging.getLogger(__name__)
+STAGES = ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs")
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+    inputs: tuple[str, ...] = ("pipelines/demo/corpus/*.txt.gz",)
+    """Input URIs, globs or directories."""
+    read: ReadConfig = ReadConfig()
+    clean: CleanConfig = CleanConfig()
+    split: SplitConfig = SplitConfig()
+    wordpiece: WordPieceConfig = WordPieceConfig()
+    tokenize: TokenizeConfig = TokenizeConfig()
+    nsp: NspConfig = NspConfig()
+
+
+def nsp_config_for(cfg: NspConfig, wordpiece_uri: str) -> NspConfig:
+    """``cfg`` with [CLS]/[SEP] ids taken from the vocabulary actually used."""
+    tok = load_tokenizer(wordpiece_uri)
+    return dataclasses.replace(cfg, cls_id=tok.cls_id, sep_id=tok.sep_id)
+
+
+def run_preprocessing(cfg: PreprocessConfig, root: str, *, num_actors: int | None = None) -> dict[str, str]:
+    """Run (or skip, when complete) every stage under ``root``; -> {stage: output URI}."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    out: dict[str, str] = {}
+    out["read"] = run_read(cfg.read, list(cfg.inputs), root)
+    out["clean"] = run_clean(cfg.clean, out["read"], root)
+    out["split"] = run_split(cfg.split, out["clean"], root)
+    out["wordpiece"] = run_wordpiece(cfg.wordpiece, out["split"], root)
+    out["tokenize"] = run_tokenize(cfg.tokenize, out["split"], out["wordpiece"], root, num_actors=num_actors)
+    out["nsp_pairs"] = run_nsp_pairs(nsp_config_for(cfg.nsp, out["wordpiece"]), out["tokenize"], root)
+    for stage in STAGES:
+        log.info("%s: %s %s", stage, out[stage], stage_store.read_stats(out[stage]))
+    return out

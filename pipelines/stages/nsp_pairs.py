@@ -1,0 +1,255 @@
+"""TOKENIZED -> INSTANCES: next-sentence-prediction pairs, following BERT's create_pretraining_data.py.
+
+Per document (``create_instances_from_document`` in the original): with probability
+``short_seq_prob`` the target length is drawn from [2, max_seq_length - 3], else it is
+max_seq_length - 3; consecutive sentences fill a chunk up to the target; the chunk is split at a
+random sentence boundary into A and B; B is the real continuation with probability 1/2, else a span
+of a random other document (and the chunk's unused sentences go back to be used next); the pair is
+truncated from the longer side, a token at a time from the front or back at random. ``dupe_factor``
+passes use different seeds. The random calls are the original's, in the original's order, on
+sentence *lengths*; the ids are then cut from one flat array with numpy.
+
+At scale, "a random other document" comes from the document's partition: documents are spread over
+``ceil(num_documents / docs_per_partition)`` partitions by a hash of (seed, doc_id), each partition
+is a shuffled stand-in for the whole corpus, and each is processed (and written, as one parquet file
+``part-{partition}.parquet``) by one Ray task. Output bytes depend only on the input and the config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import math
+import random
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines import schemas, stage_store, storage
+
+STAGE = "nsp_pairs"
+
+# INSTANCES plus, for statistics: whether the document drew a short target length, and whether B
+# had to be random because the chunk held a single sentence (no coin was tossed).
+OUTPUT = pa.schema(list(schemas.INSTANCES) + [
+    pa.field("short_target", pa.bool_(), nullable=False),
+    pa.field("forced_random_next", pa.bool_(), nullable=False),
+])
+
+
+@dataclasses.dataclass(frozen=True)
+class NspConfig:
+    max_seq_length: int = 128
+    """Longest instance, [CLS] A [SEP] B [SEP] included."""
+    short_seq_prob: float = 0.1
+    """Probability that a document's target length is drawn at random (shorter sequences)."""
+    dupe_factor: int = 1
+    """Passes over the corpus, each with different random choices (the original uses 10)."""
+    seed: int = 12345
+    docs_per_partition: int = 2000
+    """Documents per partition: the pool "random next" segments are drawn from."""
+    cls_id: int = 2
+    sep_id: int = 3
+
+    def __post_init__(self) -> None:
+        if self.max_seq_length < 8:
+            raise ValueError(f"nsp_pairs: max_seq_length must be at least 8, got {self.max_seq_length}")
+        if not 0.0 <= self.short_seq_prob <= 1.0:
+            raise ValueError(f"nsp_pairs: short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
+        if self.dupe_factor < 1 or self.docs_per_partition < 1:
+            raise ValueError("nsp_pairs: dupe_factor and docs_per_partition must be >= 1")
+
+
+def _seed(*parts: Any) -> int:
+    return int.from_bytes(hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest(), "little")
+
+
+def partition_of(doc_ids: list[str], seed: int, num_partitions: int) -> np.ndarray:
+    return np.array([_seed(seed, d) % num_partitions for d in doc_ids], dtype=np.int32)
+
+
+def _truncate(len_a: int, len_b: int, max_num_tokens: int, rng: random.Random) -> tuple[int, int, int, int]:
+    """The original truncate_seq_pair on lengths: -> tokens cut from (A front, A back, B front, B back)."""
+    cut = [0, 0, 0, 0]
+    while len_a + len_b > max_num_tokens:
+        side = 0 if len_a > len_b else 2
+        cut[side + (0 if rng.random() < 0.5 else 1)] += 1
+        if side == 0:
+            len_a -= 1
+        else:
+            len_b -= 1
+    return cut[0], cut[1], cut[2], cut[3]
+
+
+def instances_from_document(docs: list[list[int]], doc_index: int, cfg: NspConfig, rng: random.Random) -> list[tuple]:
+    """The original create_instances_from_document on sentence lengths.
+
+    ``docs[d]`` holds the token counts of document d's sentences. Returns, per instance,
+    (a_span, b_span, cuts, is_random_next, short_target, forced) with spans as (doc, first, stop)
+    sentence ranges and cuts as returned by ``_truncate``.
+    """
+    document = docs[doc_index]
+    max_num_tokens = cfg.max_seq_length - 3
+    target_seq_length = max_num_tokens
+    short = rng.random() < cfg.short_seq_prob
+    if short:
+        target_seq_length = rng.randint(2, max_num_tokens)
+    instances = []
+    chunk_start, current_length, i = 0, 0, 0
+    while i < len(document):
+        current_length += document[i]
+        if i == len(document) - 1 or current_length >= target_seq_length:
+            chunk_len = i + 1 - chunk_start
+            a_end = rng.randint(1, chunk_len - 1) if chunk_len >= 2 else 1
+            len_a = sum(document[chunk_start:chunk_start + a_end])
+            if chunk_len == 1 or rng.random() < 0.5:
+                is_random_next = True
+                target_b_length = target_seq_length - len_a
+                for _ in range(10):
+                    rand_doc = rng.randint(0, len(docs) - 1)
+                    if rand_doc != doc_index:
+                        break
+                random_document = docs[rand_doc]
+                random_start = rng.randint(0, len(random_document) - 1)
+                len_b, j = 0, random_start
+                while j < len(random_document):
+                    len_b += random_document[j]
+                    j += 1
+                    if len_b >= target_b_length:
+                        break
+                b_span = (rand_doc, random_start, j)
+                i -= chunk_len - a_end  # put the unused sentences back
+            else:
+                is_random_next = False
+                b_span = (doc_index, chunk_start + a_end, i + 1)
+                len_b = sum(document[chunk_start + a_end:i + 1])
+            cuts = _truncate(len_a, len_b, max_num_tokens, rng)
+            instances.append(((doc_index, chunk_start, chunk_start + a_end), b_span, cuts, is_random_next, short,
+                              chunk_len == 1))
+            chunk_start, current_length = i + 1, 0
+        i += 1
+    return instances
+
+
+def plan_instances(docs: list[list[int]], cfg: NspConfig, rng: random.Random) -> tuple[list[tuple], int]:
+    """One pass over ``docs`` in order (the original's loop body); -> (plans, short-target documents)."""
+    plans, num_short = [], 0
+    for k in range(len(docs)):
+        found = instances_from_document(docs, k, cfg, rng)
+        plans += found
+        num_short += bool(found) and found[0][4]
+    return plans, num_short
+
+
+def core(table: pa.Table, cfg: NspConfig, partition: int = 0) -> pa.Table:
+    """TOKENIZED rows of one partition -> OUTPUT rows (pure; row order of ``table`` is irrelevant)."""
+    return partition_instances(table, cfg, partition)[0]
+
+
+def partition_instances(table: pa.Table, cfg: NspConfig, partition: int) -> tuple[pa.Table, dict[str, int]]:
+    """``core`` plus document-level counts (documents used, short-target document passes)."""
+    schemas.check_schema(table, schemas.TOKENIZED, "nsp_pairs")
+    table = table.take(pc.sort_indices(table, sort_keys=[("doc_id", "ascending")]))
+    col = table.column("sentence_ids").combine_chunks()
+    sentences = col.flatten()
+    flat = sentences.flatten().to_numpy(zero_copy_only=False).astype(np.int32)
+    sent_off = (sentences.offsets.to_numpy() - sentences.offsets[0].as_py()).astype(np.int64)
+    doc_off = (col.offsets.to_numpy() - col.offsets[0].as_py()).astype(np.int64)
+    sent_len = np.diff(sent_off)
+    docs = [sent_len[doc_off[d]:doc_off[d + 1]].tolist() for d in range(len(doc_off) - 1)]
+    docs_index = [d for d in range(len(docs)) if docs[d] and sum(docs[d]) > 0]
+    plans, num_short = [], 0
+    for dupe in range(cfg.dupe_factor):
+        rng = random.Random(_seed(cfg.seed, partition, dupe))
+        order = list(docs_index)
+        rng.shuffle(order)
+        found, short = plan_instances([docs[d] for d in order], cfg, rng)
+        num_short += short
+        # map pool positions back to rows of ``table``
+        plans += [((order[a[0]],) + a[1:], (order[b[0]],) + b[1:]) + tuple(rest) for a, b, *rest in found]
+    random.Random(_seed(cfg.seed, partition, "shuffle")).shuffle(plans)
+    doc_stats = {"document_passes": len(docs_index) * cfg.dupe_factor, "short_target_document_passes": num_short,
+                 "documents_without_tokens": len(docs) - len(docs_index)}
+    return assemble(plans, flat, sent_off, doc_off, cfg, partition), doc_stats
+
+
+def assemble(plans: list[tuple], flat: np.ndarray, sent_off: np.ndarray, doc_off: np.ndarray,
+              cfg: NspConfig, partition: int) -> pa.Table:
+    """[CLS] A [SEP] B [SEP] id arrays from the plans, cut out of the flat token array."""
+    cls_, sep = np.array([cfg.cls_id], np.int32), np.array([cfg.sep_id], np.int32)
+    pieces, types, lengths = [], [], []
+    for (da, a0, a1), (db, b0, b1), (af, ab, bf, bb), *_ in plans:
+        a = flat[sent_off[doc_off[da] + a0] + af: sent_off[doc_off[da] + a1] - ab]
+        b = flat[sent_off[doc_off[db] + b0] + bf: sent_off[doc_off[db] + b1] - bb]
+        pieces += [cls_, a, sep, b, sep]
+        types += [np.zeros(len(a) + 2, np.int8), np.ones(len(b) + 1, np.int8)]
+        lengths.append(len(a) + len(b) + 3)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32))
+    values = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+    type_values = np.concatenate(types) if types else np.zeros(0, np.int8)
+    return pa.table({
+        "input_ids": pa.ListArray.from_arrays(offsets, pa.array(values, pa.int32())),
+        "token_type_ids": pa.ListArray.from_arrays(offsets, pa.array(type_values, pa.int8())),
+        "is_random_next": pa.array([p[3] for p in plans], pa.bool_()),
+        "num_tokens": pa.array(lengths, pa.int32()),
+        "instance_id": pa.array([f"p{partition:05d}-{i:09d}" for i in range(len(plans))], pa.string()),
+        "short_target": pa.array([p[4] for p in plans], pa.bool_()),
+        "forced_random_next": pa.array([p[5] for p in plans], pa.bool_()),
+    }, schema=OUTPUT)
+
+
+def _stats(table: pa.Table) -> dict[str, int]:
+    return {
+        "pairs": table.num_rows,
+        "random_next": pc.sum(table.column("is_random_next").cast(pa.int64())).as_py() or 0,
+        "short_target_pairs": pc.sum(table.column("short_target").cast(pa.int64())).as_py() or 0,
+        "forced_random_next": pc.sum(table.column("forced_random_next").cast(pa.int64())).as_py() or 0,
+        "tokens": pc.sum(table.column("num_tokens")).as_py() or 0,
+        "max_num_tokens": pc.max(table.column("num_tokens")).as_py() or 0,
+    }
+
+
+def write_partition(group: pa.Table, cfg: NspConfig, tmp_uri: str) -> pa.Table:
+    """map_groups function: one partition -> its parquet file in the stage's temp dir; returns one
+    row of file metadata and statistics."""
+    partition = int(group.column("partition")[0].as_py())
+    out, doc_stats = partition_instances(group.select(["doc_id", "sentence_ids"]), cfg, partition)
+    name = f"part-{partition:05d}.parquet"
+    data = stage_store.table_to_parquet_bytes(out)
+    storage.write_bytes_atomic(storage.join(tmp_uri, name), data)
+    row = {"name": name, "bytes": len(data), **doc_stats, **_stats(out)}
+    return pa.table({k: [v] for k, v in row.items()})
+
+
+def run_nsp_pairs(cfg: NspConfig, tokenized_uri: str, root: str) -> str:
+    """Sample NSP pairs from the TOKENIZED at ``tokenized_uri`` into ``{root}/nsp_pairs/{key}/``."""
+    num_docs = stage_store.read_manifest(tokenized_uri)["num_rows"]
+    num_partitions = max(1, math.ceil(num_docs / cfg.docs_per_partition))
+
+    def add_partition(table: pa.Table) -> pa.Table:
+        parts = partition_of(table.column("doc_id").to_pylist(), cfg.seed, num_partitions)
+        return table.append_column("partition", pa.array(parts, pa.int32()))
+
+    def produce(writer: stage_store.StageWriter) -> None:
+        ds = stage_store.read_dataset(tokenized_uri).map_batches(add_partition, batch_format="pyarrow")
+        metas = ds.groupby("partition", num_partitions=num_partitions).map_groups(write_partition, fn_args=(cfg, writer.tmp),
+                                                    batch_format="pyarrow")
+        totals: dict[str, int] = {"document_passes": 0, "short_target_document_passes": 0,
+                                  "documents_without_tokens": 0, "pairs": 0, "random_next": 0,
+                                  "forced_random_next": 0, "short_target_pairs": 0, "tokens": 0, "max_num_tokens": 0}
+        for row in metas.iter_rows():
+            writer.add_file(row["name"], int(row["bytes"]), int(row["pairs"]))
+            for k in totals:
+                totals[k] = max(totals[k], int(row[k])) if k == "max_num_tokens" else totals[k] + int(row[k])
+        if totals["pairs"] == 0:
+            raise ValueError(f"nsp_pairs: no pair could be made from {tokenized_uri}")
+        tossed = totals["pairs"] - totals["forced_random_next"]
+        writer.stats.update(
+            totals, partitions=num_partitions,
+            random_next_fraction=round(totals["random_next"] / totals["pairs"], 4),
+            random_next_fraction_of_tosses=round((totals["random_next"] - totals["forced_random_next"]) / max(tossed, 1), 4),
+            short_target_fraction=round(totals["short_target_document_passes"] / max(totals["document_passes"], 1), 4))
+
+    return stage_store.run_stage(root, STAGE, cfg, (stage_store.input_identity(tokenized_uri),), produce)
