@@ -1,0 +1,51 @@
+"""FLOP count, MFU and the metrics writer; the GPU benchmark's CPU smoke run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bert_core import BertConfig, BertForPreTraining
+from pipelines.pretrain.metrics import MetricsWriter, encoder_matmul_params, flops_per_step, mfu, read_metrics
+
+
+def test_encoder_matmul_params_match_the_model():
+    config = BertConfig.preset("tiny", vocab_size=1000)
+    model = BertForPreTraining(config)
+    layer_params = sum(p.numel() for n, p in model.bert.layers.named_parameters() if "norm" not in n)
+    assert encoder_matmul_params(config) == layer_params
+
+
+def test_flops_per_step_is_6N_plus_attention_plus_heads():
+    c = BertConfig.preset("base")
+    B, T, masked = 256, 128, 256 * 20
+    N = encoder_matmul_params(c)
+    expected = (6 * N * B * T + 12 * c.num_hidden_layers * c.hidden_size * T * B * T
+                + 6 * (c.hidden_size ** 2 + c.hidden_size * c.vocab_size) * masked
+                + 6 * (c.hidden_size ** 2 + 2 * c.hidden_size) * B)
+    assert flops_per_step(c, B, T, masked) == pytest.approx(expected)
+    # base at seq 128: about 0.55 GFLOP per token (6 x 85M encoder weights + attention + heads)
+    assert 0.5e9 < flops_per_step(c, B, T, masked) / (B * T) < 0.6e9
+
+
+def test_mfu():
+    assert mfu(400e12, 1.0, 800e12) == 0.5
+    assert mfu(1.0, 1.0, None) is None
+
+
+def test_writer_appends_json_lines_and_tensorboard_events(tmp_path):
+    writer = MetricsWriter(str(tmp_path))
+    writer.write(1, {"mlm_loss": 7.0, "note": "x"})
+    writer.write(2, {"mlm_loss": 6.5})
+    writer.close()
+    assert read_metrics(str(tmp_path / "metrics.jsonl")) == [{"step": 1, "mlm_loss": 7.0, "note": "x"},
+                                                              {"step": 2, "mlm_loss": 6.5}]
+    assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
+
+
+def test_gpu_benchmark_smoke_on_cpu(capsys):
+    from bench.pretrain_gpu import main
+
+    result = main(["--steps", "2", "--preset", "tiny", "--device", "cpu", "--seq", "64"])
+    assert result["steps"] == 2 and result["tokens_per_s"] > 0 and result["mfu"] is None
+    assert json.loads(capsys.readouterr().out)["preset"] == "tiny"
