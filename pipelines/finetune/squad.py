@@ -306,7 +306,7 @@ def finetune_squad(params: SquadParams, data_uri: str, checkpoint_dir: str, hp, 
     model = load_pretrained(checkpoint_dir, "question_answering").to(device)
     history, final = [], {}
 
-    def evaluate(epoch: int, train_loss: float, seconds: float) -> None:
+    def evaluate(epoch: int, train_loss: float, seconds: float, cpu_seconds: float) -> None:
         s, e = predict_logits(model, dev_enc, hp, tok.pad_id, device)
         final["metrics"], final["texts"], final["odds"] = evaluate_squad(dev_ex, dev_feats, s, e, params)
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "epoch_seconds": seconds, "dev": final["metrics"]})

