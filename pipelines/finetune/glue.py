@@ -46,9 +46,10 @@ class TaskSpec:
     dirname: str = ""
     """Folder under the GLUE root holding the task's files (``CoLA``, ``SST-2`` ...)."""
     train_file: str = "train.tsv"
-    dev_files: tuple[tuple[str, str], ...] = (("", "dev.tsv"),)
+    # (typed as tuple[str, ...]: typed_config mis-checks fixed-length tuple[str, str]; length checked below)
+    dev_files: tuple[tuple[str, ...], ...] = (("", "dev.tsv"),)
     """(suffix, file) per dev set; the suffix names the eval (MNLI: ``m``/``mm``)."""
-    test_files: tuple[tuple[str, str], ...] = (("", "test.tsv"),)
+    test_files: tuple[tuple[str, ...], ...] = (("", "test.tsv"),)
     """(leaderboard file stem, test file) pairs, e.g. ``("MNLI-m", "test_matched.tsv")``."""
 
     def __post_init__(self) -> None:
@@ -56,6 +57,8 @@ class TaskSpec:
             raise ValueError("TaskSpec.name must not be empty")
         if self.headerless_columns and not {self.text_a, self.label} <= set(self.headerless_columns):
             raise ValueError(f"task {self.name}: headerless_columns must name {self.text_a!r} and {self.label!r}")
+        if any(len(pair) != 2 for pair in self.dev_files + self.test_files):
+            raise ValueError(f"task {self.name}: dev_files/test_files entries must be [suffix, file] pairs")
         if self.is_regression and any(m in ("accuracy", "f1", "matthews") for m in self.metrics):
             raise ValueError(f"task {self.name}: regression task cannot use classification metrics {self.metrics}")
 

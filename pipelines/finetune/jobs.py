@@ -127,6 +127,8 @@ def run_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: st
 
 
 def _remote_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: str) -> dict:
+    if job.num_gpus == 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a CPU task on a GPU node must not take the card
     import torch
 
     torch.set_num_threads(max(1, int(job.num_cpus)))
@@ -201,3 +203,13 @@ def results_markdown(summary: dict) -> str:
         lines.append(f"\nGLUE score ({len(summary['glue_tasks'])} of {len(glue.GLUE_TASKS)} tasks: "
                      f"{', '.join(summary['glue_tasks'])}): **{summary['glue_score']:.4f}**")
     return "\n".join(lines) + "\n"
+
+
+def demo_config(num_cpus: float = 1.0, num_gpus: float = 0.0, **hyper_params) -> FinetuneConfig:
+    """The offline demo: one custom task on the shipped real labelled data (``pipelines/demo/task``).
+
+    ``hyper_params`` override ``HyperParams`` fields, e.g. ``demo_config(num_epochs=1, max_train_examples=800)``.
+    """
+    return FinetuneConfig(tasks=(TaskJob(name=glue.DEMO_TASK.name, data_uri=glue.DEMO_TASK_DIR, spec=glue.DEMO_TASK,
+                                         hyper_params=HyperParams(**hyper_params), num_cpus=num_cpus,
+                                         num_gpus=num_gpus),))

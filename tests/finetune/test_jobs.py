@@ -79,3 +79,13 @@ def test_config_rejects_unknown_task_and_duplicates():
         FinetuneConfig(tasks=(TaskJob(name="rte"), TaskJob(name="rte")))
     with pytest.raises(typed_config.ConfigError, match="tasks\\[0\\].hyper_params"):
         typed_config.from_dict(FinetuneConfig, {"tasks": [{"name": "rte", "hyper_params": {"lr": 1}}]})
+
+
+def test_demo_config_is_a_valid_custom_task():
+    from pipelines.finetune.jobs import demo_config
+
+    cfg = demo_config(num_epochs=1, max_train_examples=64)
+    (job,) = cfg.tasks
+    assert job.spec == glue.DEMO_TASK and job.hyper_params.num_epochs == 1
+    assert os.path.exists(os.path.join(job.data_uri, "train.tsv"))
+    assert typed_config.from_dict(FinetuneConfig, typed_config.to_dict(cfg)) == cfg
