@@ -1,1 +1,1 @@
-"""Benchmarks (not tests): run with `python -m bench.<name>`."""
+"""Benchmarks: ``python -m bench.preprocess``."""

@@ -206,7 +206,8 @@ def write_batches(writer: StageWriter, batches: Iterable[pa.Table], schema: pa.S
     with tqdm(desc=desc or writer.stage, unit=" rows", mininterval=2.0, leave=False) as bar:
         for table in batches:
             if on_batch is not None:
-                table = on_batch(table) or table
+                filtered = on_batch(table)
+                table = table if filtered is None else filtered  # an empty table is falsy: no `or`
             bar.update(table.num_rows)
             if table.num_rows == 0:
                 continue

@@ -37,6 +37,22 @@ def join(uri: str, *parts: str) -> str:
     return out
 
 
+_REMOTE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+               "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "GOOGLE_APPLICATION_CREDENTIALS")
+
+
+def capture_env() -> dict[str, str]:
+    """The driver's object-store settings, to hand to Ray workers started before they were set."""
+    return {k: os.environ[k] for k in _REMOTE_ENV if k in os.environ}
+
+
+def apply_env(env: dict[str, str]) -> None:
+    """In a worker: adopt settings captured by ``capture_env`` in the driver."""
+    for k, v in env.items():
+        if os.environ.get(k) != v:
+            os.environ[k] = v
+
+
 def s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
 
@@ -69,6 +85,13 @@ def _transport_params(uri: str) -> dict[str, Any] | None:
 
 def open_uri(uri: str, mode: str = "rb", compression: str = "infer_from_extension", **kwargs) -> Any:
     """Open a URI for streaming (smart-open); compression inferred from the extension."""
+    if mode == "rb" and compression == "infer_from_extension" and uri.endswith(".zst"):
+        # smart-open wants backports.zstd on Python < 3.14; the zstandard package does the same
+        import zstandard
+
+        raw = smart_open.open(_strip_file_scheme(uri), "rb", compression="disable",
+                              transport_params=_transport_params(uri), **kwargs)
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
     return smart_open.open(
         _strip_file_scheme(uri), mode, compression=compression,
         transport_params=_transport_params(uri), **kwargs,

@@ -130,20 +130,31 @@ def mark_duplicates(table: pa.Table) -> pa.Table:
     return t.set_column(t.schema.get_field_index("drop_reason"), "drop_reason", pa.array(reason, pa.string()))
 
 
-def _duplicates_of_block(table: pa.Table) -> pa.Table:
-    marked = mark_duplicates(table)
-    return marked.filter(pc.equal(marked.column("drop_reason"), "duplicate")).select(["doc_id"])
+def _by_bucket(block: pa.Table, num_buckets: int) -> tuple[pa.Table, ...]:
+    small = block.select(["doc_id", "drop_reason", "text_hash", "bucket"])
+    kept = small.filter(pc.equal(small.column("drop_reason"), ""))
+    parts = tuple(kept.filter(pc.equal(kept.column("bucket"), b)) for b in range(num_buckets))
+    return parts if num_buckets > 1 else parts[0]
+
+
+def _duplicates_in_bucket(*parts: pa.Table) -> list[str]:
+    marked = mark_duplicates(pa.concat_tables(parts))
+    return marked.filter(pc.equal(marked.column("drop_reason"), "duplicate")).column("doc_id").to_pylist()
 
 
 def find_duplicates(work_ds, num_buckets: int) -> set[str]:
-    """doc_ids of every duplicate but the first copy. Only (bucket, hash, doc_id) move: they are
-    hash-partitioned on the bucket, so all copies of a text meet in one block; only the duplicate
-    ids come back to the driver."""
-    small = work_ds.select_columns(["doc_id", "drop_reason", "text_hash", "bucket"])
-    dups = small.repartition(num_buckets, keys=["bucket"]).map_batches(
-        _duplicates_of_block, batch_format="pyarrow", batch_size=None)
-    return {d for batch in dups.iter_batches(batch_format="pyarrow", batch_size=None)
-            for d in batch.column("doc_id").to_pylist()}
+    """doc_ids of every duplicate but the first copy, by a hash shuffle in plain Ray tasks: each block
+    sends (doc_id, hash) of its kept rows to the bucket of the hash, so every copy of a text meets in
+    one task and no process holds all hashes; only duplicate ids come back to the driver."""
+    import ray
+
+    split_block = ray.remote(num_returns=num_buckets)(_by_bucket)
+    find_in_bucket = ray.remote(_duplicates_in_bucket)
+    per_block = [split_block.remote(ref, num_buckets) for ref in work_ds.to_arrow_refs()]
+    if num_buckets == 1:
+        per_block = [[ref] for ref in per_block]
+    found = [find_in_bucket.remote(*[parts[b] for parts in per_block]) for b in range(num_buckets)]
+    return {doc_id for ids in ray.get(found) for doc_id in ids}
 
 
 def mark_found_duplicates(table: pa.Table, duplicates: set[str]) -> pa.Table:

@@ -211,9 +211,10 @@ def _stats(table: pa.Table) -> dict[str, int]:
     }
 
 
-def write_partition(group: pa.Table, cfg: NspConfig, tmp_uri: str) -> pa.Table:
+def write_partition(group: pa.Table, cfg: NspConfig, tmp_uri: str, env: dict[str, str]) -> pa.Table:
     """map_groups function: one partition -> its parquet file in the stage's temp dir; returns one
     row of file metadata and statistics."""
+    storage.apply_env(env)
     partition = int(group.column("partition")[0].as_py())
     out, doc_stats = partition_instances(group.select(["doc_id", "sentence_ids"]), cfg, partition)
     name = f"part-{partition:05d}.parquet"
@@ -234,7 +235,7 @@ def run_nsp_pairs(cfg: NspConfig, tokenized_uri: str, root: str) -> str:
 
     def produce(writer: stage_store.StageWriter) -> None:
         ds = stage_store.read_dataset(tokenized_uri).map_batches(add_partition, batch_format="pyarrow")
-        metas = ds.groupby("partition", num_partitions=num_partitions).map_groups(write_partition, fn_args=(cfg, writer.tmp),
+        metas = ds.groupby("partition", num_partitions=num_partitions).map_groups(write_partition, fn_args=(cfg, writer.tmp, storage.capture_env()),
                                                     batch_format="pyarrow")
         totals: dict[str, int] = {"document_passes": 0, "short_target_document_passes": 0,
                                   "documents_without_tokens": 0, "pairs": 0, "random_next": 0,

@@ -122,10 +122,11 @@ def read_file(uri: str, cfg: ReadConfig) -> Iterator[pa.Table]:
 
 
 class _ReadFiles:
-    def __init__(self, cfg: ReadConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: ReadConfig, env: dict[str, str]):
+        self.cfg, self.env = cfg, env
 
     def __call__(self, batch: dict) -> Iterator[pa.Table]:
+        storage.apply_env(self.env)
         for uri in batch["uri"]:
             yield from read_file(str(uri), self.cfg)
 
@@ -135,7 +136,7 @@ def documents_dataset(files: list[str], cfg: ReadConfig):
     import ray.data
 
     files_ds = ray.data.from_items([{"uri": f} for f in files], override_num_blocks=len(files))
-    return files_ds.map_batches(_ReadFiles(cfg), batch_size=1, batch_format="numpy")
+    return files_ds.map_batches(_ReadFiles(cfg, storage.capture_env()), batch_size=1, batch_format="numpy")
 
 
 def input_identity(files: list[str]) -> list[list]:

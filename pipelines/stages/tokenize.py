@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import schemas, stage_store
+from pipelines import schemas, stage_store, storage
 from pipelines.stages.wordpiece import load_tokenizer
 
 STAGE = "tokenize"
@@ -49,7 +49,8 @@ def core(table: pa.Table, tokenizer) -> pa.Table:
 class Encoder:
     """Ray Data actor: loads the tokenizer once, encodes batches."""
 
-    def __init__(self, wordpiece_uri: str, lowercase: bool):
+    def __init__(self, wordpiece_uri: str, lowercase: bool, env: dict[str, str]):
+        storage.apply_env(env)
         self.tokenizer = load_tokenizer(wordpiece_uri, lowercase)
 
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -62,7 +63,7 @@ def tokenized_dataset(sentences_uri: str, wordpiece_uri: str, cfg: TokenizeConfi
     if num_actors is None:
         num_actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
     ds = stage_store.read_dataset(sentences_uri, rows_per_block=cfg.docs_per_block)
-    return ds.map_batches(Encoder, fn_constructor_args=(wordpiece_uri, cfg.lowercase), batch_size=None,
+    return ds.map_batches(Encoder, fn_constructor_args=(wordpiece_uri, cfg.lowercase, storage.capture_env()), batch_size=None,
                           batch_format="pyarrow", concurrency=(1, num_actors))
 
 

@@ -1,0 +1,60 @@
+import pyarrow as pa
+
+from pipelines.schemas import DOCUMENTS
+from pipelines.stages import clean
+
+CFG = clean.CleanConfig(min_chars=20)
+
+
+def test_clean_text_exact():
+    raw = ("Caf\u0065\u0301 \ufb01ne   text\twith\x00 control\x07 chars \ufffd here.\n"
+           ".. note::\n========\n>>> print(1)\n| table | row |\n12 34 56 78 90 {} []\n"
+           "Second   prose line.")
+    text, reason, num_markup, num_bad = clean.clean_text(raw, CFG)
+    assert text == "Café fine text with control chars here.\nSecond prose line."
+    assert (reason, num_markup, num_bad) == ("", 5, 3)
+
+
+def test_drop_reasons():
+    assert clean.clean_text("short", CFG)[1] == "too_short"
+    assert clean.clean_text("x" * 50, clean.CleanConfig(min_chars=1, max_chars=40))[1] == "too_long"
+    garbage = bytes(range(256)).decode("latin-1") * 4
+    assert clean.clean_text(garbage, CFG)[1] == "binary"
+    assert clean.clean_text("\ufffd" * 30 + "words", CFG)[1] == "binary"
+
+
+def test_core_and_duplicates():
+    docs = pa.table({"doc_id": ["b#1", "a#1", "c#1", "d#1"],
+                     "text": ["The same   prose, twice over.", "The same prose, twice over.", "tiny",
+                              "Something different entirely."]}, schema=DOCUMENTS)
+    work = clean.core(docs, CFG)
+    assert work.column("drop_reason").to_pylist() == ["", "", "too_short", ""]
+    assert work.column("text_hash")[0] == work.column("text_hash")[1]
+    marked = clean.mark_duplicates(work.select(["doc_id", "drop_reason", "text_hash"]))
+    reasons = dict(zip(marked.column("doc_id").to_pylist(), marked.column("drop_reason").to_pylist()))
+    assert reasons == {"a#1": "", "b#1": "duplicate", "c#1": "too_short", "d#1": ""}  # smallest doc_id kept
+    # independent of row order
+    again = clean.mark_duplicates(work.select(["doc_id", "drop_reason", "text_hash"]).take([3, 2, 1, 0]))
+    assert again.equals(marked)
+
+
+def test_run_clean_counts_and_dedups_across_files(ray_session, tmp_path, demo_files):
+    from pipelines import stage_store
+    from pipelines.stages import read
+
+    import shutil
+    shutil.copy(demo_files[0], tmp_path / "copy.txt.gz")  # every document of this file twice
+    (tmp_path / "junk.txt").write_bytes(b"\x00\x01\x02\xff\xfe" * 200 + b"\n\nshort one\n")
+    root = str(tmp_path / "root")
+    read_uri = read.run_read(read.ReadConfig(), [demo_files[0], str(tmp_path / "copy.txt.gz"),
+                                                 str(tmp_path / "junk.txt")], root)
+    uri = clean.run_clean(clean.CleanConfig(num_buckets=4, docs_per_block=300), read_uri, root)
+    stats = stage_store.read_stats(uri)
+    kept = stage_store.read_table(uri)
+    ids = kept.column("doc_id").to_pylist()
+    # every text of the demo file has a copy whose doc_id sorts first ("/tmp/..." < the repo path)
+    assert ids == sorted(ids) and not any(i.startswith(demo_files[0] + "#") for i in ids)
+    assert stats["dropped"]["duplicate"] >= stats["documents"] * 0.9  # nearly all of the first file is copied
+    assert stats["dropped"]["binary"] == 1 and stats["dropped"]["too_short"] >= 1
+    assert stats["documents_in"] == stats["documents"] + sum(stats["dropped"].values())
+    assert len(set(kept.column("text").to_pylist())) == kept.num_rows

@@ -1,0 +1,84 @@
+import bz2
+import gzip
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from pipelines.stages import read
+
+CFG = read.ReadConfig()
+
+
+def test_core_splits_documents_on_blank_lines():
+    lines = ["First doc line one.\n", "line two.\n", "\n", "\n", "Second doc.\r\n", "   \n", "Third."]
+    out = pa.concat_tables(read.core(iter(lines), "f.txt"))
+    assert out.to_pylist() == [
+        {"doc_id": "f.txt#000000000", "text": "First doc line one.\nline two."},
+        {"doc_id": "f.txt#000000001", "text": "Second doc."},
+        {"doc_id": "f.txt#000000002", "text": "Third."},
+    ]
+
+
+def test_core_jsonl_and_errors_name_the_line():
+    out = pa.concat_tables(read.core(iter(['{"text": "a b"}\n', "\n", '{"text": "c", "x": 1}\n']), "f.jsonl", "jsonl"))
+    assert out.column("text").to_pylist() == ["a b", "c"]
+    with pytest.raises(read.ReadError, match=r"f.jsonl:2: not valid JSON"):
+        list(read.core(iter(['{"text": "a"}', "{oops"]), "f.jsonl", "jsonl"))
+    with pytest.raises(read.ReadError, match=r"f.jsonl:1: no string field 'body'"):
+        list(read.core(iter(['{"text": "a"}']), "f.jsonl", "jsonl", text_field="body"))
+
+
+@pytest.mark.parametrize("name, pack", [
+    ("c.txt.gz", gzip.compress), ("c.txt.bz2", bz2.compress),
+    ("c.txt.zst", lambda b: zstandard.ZstdCompressor().compress(b)), ("c.txt", lambda b: b),
+])
+def test_read_file_compressed_formats(tmp_path, name, pack):
+    path = tmp_path / name
+    path.write_bytes(pack("Doc one.\n\nDoc two, caf\xc3\xa9 \xff\xfe bad bytes.\n".encode("latin-1")))
+    out = pa.concat_tables(read.read_file(str(path), CFG))
+    assert out.column("text").to_pylist() == ["Doc one.", "Doc two, café \ufffd\ufffd bad bytes."]
+
+
+def test_read_jsonl_gz_and_parquet(tmp_path):
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(b'{"text": "x y"}\n{"text": "z"}\n'))
+    assert pa.concat_tables(read.read_file(str(tmp_path / "a.jsonl.gz"), CFG)).column("text").to_pylist() == ["x y", "z"]
+    pq.write_table(pa.table({"text": ["p", "q"], "n": [1, 2]}), tmp_path / "b.parquet")
+    out = pa.concat_tables(read.read_file(str(tmp_path / "b.parquet"), CFG))
+    assert out.to_pylist() == [{"doc_id": f"{tmp_path}/b.parquet#000000000", "text": "p"},
+                               {"doc_id": f"{tmp_path}/b.parquet#000000001", "text": "q"}]
+    with pytest.raises(read.ReadError, match="no column 'body'"):
+        list(read.read_file(str(tmp_path / "b.parquet"), read.ReadConfig(text_field="body")))
+
+
+def test_unreadable_and_missing_files_are_clear_errors(tmp_path):
+    (tmp_path / "broken.txt.gz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
+    with pytest.raises(read.ReadError, match=r"cannot read .*broken.txt.gz"):
+        list(read.read_file(str(tmp_path / "broken.txt.gz"), CFG))
+    with pytest.raises(FileNotFoundError, match="no file matches"):
+        read.run_read(CFG, str(tmp_path / "nothing-*.txt"), str(tmp_path / "root"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read.run_read(CFG, str(tmp_path / "missing.txt"), str(tmp_path / "root"))
+
+
+def test_run_read_many_files_in_parallel(ray_session, tmp_path, demo_files):
+    from pipelines import stage_store
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.txt").write_text("Small doc.\n\nAnother one.\n")
+    uri = read.run_read(CFG, [str(tmp_path / "in"), *demo_files], str(tmp_path / "root"))
+    table = stage_store.read_table(uri)
+    ids = table.column("doc_id").to_pylist()
+    assert ids == sorted(ids) and len(set(ids)) == len(ids) > 4000
+    stats = stage_store.read_stats(uri)
+    assert stats["files"] == 3 and stats["documents"] == table.num_rows and stats["chars"] > 3_000_000
+
+
+def test_empty_corpus_is_an_error(ray_session, tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n   \n")
+    with pytest.raises(ValueError, match="corpus is empty"):
+        read.run_read(CFG, str(tmp_path / "empty.txt"), str(tmp_path / "root"))
+    assert not any(p.name.startswith("_tmp") for p in (tmp_path / "root" / "read").iterdir())

@@ -1,0 +1,74 @@
+import os
+
+import pyarrow as pa
+import pytest
+
+from pipelines import stage_store, storage
+from pipelines.schemas import DOCUMENTS
+
+
+def _table(n: int, start: int = 0) -> pa.Table:
+    return pa.table({"doc_id": [f"d{i:04d}" for i in range(start, start + n)],
+                     "text": [f"text {i}" for i in range(start, start + n)]}, schema=DOCUMENTS)
+
+
+def _produce_in(batches):
+    def produce(writer):
+        stage_store.write_batches(writer, iter(batches), DOCUMENTS, rows_per_shard=4)
+        writer.stats["documents"] = sum(b.num_rows for b in batches)
+    return produce
+
+
+def test_commit_writes_manifest_last_and_rerun_skips(tmp_path):
+    root = str(tmp_path)
+    uri = stage_store.run_stage(root, "demo", {"a": 1}, ("in",), _produce_in([_table(10)]))
+    assert stage_store.is_complete(uri)
+    m = stage_store.read_manifest(uri)
+    assert [f["name"] for f in m["files"]] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert [f["rows"] for f in m["files"]] == [4, 4, 2] and m["num_rows"] == 10
+    assert stage_store.read_stats(uri)["documents"] == 10
+    assert stage_store.read_table(uri).equals(_table(10))
+    assert os.listdir(os.path.join(root, "demo")) == [os.path.basename(uri)]  # no temp dir left
+
+    def fail(writer):
+        raise AssertionError("a complete stage must not run again")
+    assert stage_store.run_stage(root, "demo", {"a": 1}, ("in",), fail) == uri
+
+
+def test_shards_do_not_depend_on_batching(tmp_path):
+    a = stage_store.run_stage(str(tmp_path / "a"), "s", {}, (), _produce_in([_table(10)]))
+    b = stage_store.run_stage(str(tmp_path / "b"), "s", {}, (), _produce_in([_table(3), _table(1, 3), _table(6, 4)]))
+    for fa, fb in zip(stage_store.data_files(a), stage_store.data_files(b), strict=True):
+        assert storage.read_bytes(fa) == storage.read_bytes(fb)
+
+
+def test_killed_stage_leaves_no_manifest_and_is_redone(tmp_path):
+    root = str(tmp_path)
+
+    def crash(writer):
+        writer.write_table(_table(3), DOCUMENTS)
+        raise KeyboardInterrupt  # killed half-way
+    with pytest.raises(KeyboardInterrupt):
+        stage_store.run_stage(root, "s", {"k": 2}, (), crash)
+    key = stage_store.stage_key("s", 1, {"k": 2})
+    final = stage_store.output_uri(root, "s", key)
+    assert not stage_store.is_complete(final)
+    # a kill -9 leaves its temp dir and even a moved-but-unmanifested final dir behind
+    os.makedirs(os.path.join(root, "s", f"_tmp-{key}-deadbeef"))
+    os.makedirs(final)
+    open(os.path.join(final, "part-00000.parquet"), "wb").write(b"half-written")
+    uri = stage_store.run_stage(root, "s", {"k": 2}, (), _produce_in([_table(5)]))
+    assert uri == final and stage_store.read_table(uri).equals(_table(5))
+    assert sorted(os.listdir(os.path.join(root, "s"))) == [key]
+
+
+def test_key_changes_with_config_inputs_and_version():
+    k = stage_store.stage_key("s", 1, {"a": 1}, "x")
+    assert k == stage_store.stage_key("s", 1, {"a": 1}, "x")
+    assert len({k, stage_store.stage_key("s", 1, {"a": 2}, "x"), stage_store.stage_key("s", 1, {"a": 1}, "y"),
+                stage_store.stage_key("s", 2, {"a": 1}, "x")}) == 4
+
+
+def test_incomplete_output_is_not_readable(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a completed stage output"):
+        stage_store.read_manifest(str(tmp_path))
