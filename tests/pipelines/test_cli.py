@@ -1,0 +1,158 @@
+"""bert-pipeline on real stages: strict configs, early errors that leave finished work alone,
+status, and a data-stage driver killed with SIGKILL that a re-run finishes without redoing work."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipelines import storage
+from pipelines.cli import main
+from pipelines.dag import read_manifest
+from pipelines.run_config import PRESETS, RunConfig, load_run_config
+from pipelines.typed_config import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO_CORPUS = os.path.join(REPO, "pipelines", "demo", "corpus", "python-000.txt.gz")
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory) -> str:
+    """The first ~400 documents of the shipped demo corpus (real prose)."""
+    out = tmp_path_factory.mktemp("corpus") / "docs.txt"
+    with gzip.open(DEMO_CORPUS, "rt", encoding="utf-8") as f:
+        docs = f.read().split("\n\n")[:400]
+    out.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return str(out)
+
+
+def small_config(tmp_path, corpus: str) -> str:
+    path = tmp_path / "small.yaml"
+    path.write_text(f"""
+preset: demo
+name: small
+root: {tmp_path / 'run'}
+data:
+  inputs: ["{corpus}"]
+  wordpiece: {{vocab_size: 1000}}
+ray: {{num_cpus: 2}}
+""")
+    return str(path)
+
+
+# --- configs -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_load(name):
+    cfg = load_run_config(name)
+    assert isinstance(cfg, RunConfig) and cfg.name
+
+
+def test_preset_large_inherits_base():
+    base, large = load_run_config("base"), load_run_config("large")
+    assert large.pretrain.model_preset == "large" and base.pretrain.model_preset == "base"
+    assert large.finetune == base.finetune and large.pretrain.deepspeed.zero_stage == 2
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.clean.min_char=5", r"unknown config key\(s\) data\.clean\.min_char"),
+    ("pretrain.num_workers=two", r"pretrain\.num_workers: expected an integer, got str"),
+    ("pretrain.model_preset=huge", r"model_preset 'huge'"),
+    ("ray.adress=x", r"unknown config key\(s\) ray\.adress"),
+])
+def test_bad_config_is_an_error_naming_the_key(override, message, tmp_path, capsys):
+    with pytest.raises(ConfigError, match=message):
+        load_run_config("demo", [override])
+    assert main(["run", "demo", override, f"root={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and override.split("=")[0].split(".")[-1] in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_preset_or_missing_file(capsys):
+    assert main(["run", "/nonexistent/conf.yaml"]) == 2
+    assert "neither a preset" in capsys.readouterr().err
+
+
+def test_missing_input_path_fails_before_any_work(tmp_path, capsys):
+    assert main(["run", "demo", f"root={tmp_path / 'run'}", "data.inputs=[/nonexistent/corpus/*.txt]"]) == 2
+    assert "/nonexistent/corpus/*.txt" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_status_of_a_missing_run(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
+
+
+# --- real stages -------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_run_skip_refuse_and_status(tmp_path, small_corpus, ray_session, capsys):
+    config = small_config(tmp_path, small_corpus)
+    root = str(tmp_path / "run")
+    assert main(["run", config, "--until", "clean"]) == 0
+    manifest = read_manifest(root)
+    assert [n for n, s in manifest["stages"].items() if s["state"] == "done"] == ["read", "clean"]
+    before = {f: os.path.getmtime(f) for f in storage.list_files(root)}
+
+    capsys.readouterr()
+    assert main(["run", config, "--until", "clean"]) == 0
+    assert "read: done already, skipped" in capsys.readouterr().out
+
+    # a different config against the same run root: refused before any work, nothing touched
+    assert main(["run", config, "data.clean.min_chars=50", "--until", "clean"]) == 2
+    err = capsys.readouterr().err
+    assert "different config" in err and "data.clean.min_chars: 200 -> 50" in err
+    assert {f: os.path.getmtime(f) for f in storage.list_files(root)} == before
+
+    assert main(["status", root]) == 0
+    out = capsys.readouterr().out
+    assert "read" in out and "done" in out and "pending" in out
+
+
+@pytest.mark.slow
+def test_driver_killed_in_a_data_stage_resumes(tmp_path, small_corpus):
+    """SIGKILL the driver while `split` runs; the re-run skips read/clean and finishes the rest."""
+    config = small_config(tmp_path, small_corpus)
+    root = str(tmp_path / "run")
+    cmd = [sys.executable, "-m", "pipelines.cli", "run", config, "--until", "wordpiece"]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            m = read_manifest(root) if os.path.exists(os.path.join(root, "manifest.json")) else None
+            if m and m["stages"].get("split", {}).get("state") == "running":
+                break
+            assert proc.poll() is None, "driver ended before the split stage started"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        _kill_group(proc.pid)
+    killed = read_manifest(root)
+    assert killed["stages"]["split"]["state"] == "running"  # as the driver left it
+    assert killed["stages"]["clean"]["state"] == "done"
+
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "read: done already, skipped" in out.stdout and "clean: done already, skipped" in out.stdout
+    final = read_manifest(root)
+    assert {n: s["state"] for n, s in final["stages"].items()} == {
+        "read": "done", "clean": "done", "split": "done", "wordpiece": "done"}
+    assert final["stages"]["split"]["attempts"] == 2 and final["stages"]["clean"]["attempts"] == 1
+    assert final["stages"]["clean"]["outputs"] == killed["stages"]["clean"]["outputs"]
+
+
+def _kill_group(pgid: int) -> None:
+    """The killed driver's own local Ray (same process group) goes too; nothing else is touched."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
