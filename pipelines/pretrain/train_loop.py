@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from bert_core import BertConfig, BertForPreTraining
+from bert_core import IGNORE_INDEX, BertConfig, BertForPreTraining
 from pipelines.pretrain import checkpointing as ckpt
 from pipelines.pretrain.config import PretrainConfig
 from pipelines.pretrain.deepspeed_config import build_deepspeed_config, uses_client_optimizer, weight_decay_groups
@@ -213,22 +213,24 @@ def _micro_batches(job: WorkerJob, state: ckpt.TrainState, world: int) -> Iterat
 
 
 class _Window:
-    """Sums over the steps since the last metrics line."""
+    """Sums over the steps since the last metrics line, kept on the device (no host sync per step)."""
 
     def __init__(self):
-        self.sums = torch.zeros(9, dtype=torch.float64)  # see add()
+        self.sums: torch.Tensor | None = None  # see add() for the 9 entries
         self.start = time.perf_counter()
         self.flops = 0.0
         self.input_seconds = 0.0  # waiting for the stream + masking, on this rank
 
     @torch.no_grad()
     def add(self, out, batch: dict[str, torch.Tensor]) -> None:
-        mlm_correct = (out.mlm_logits.argmax(-1) == out.mlm_labels).sum()
-        nsp_correct = (out.nsp_logits.argmax(-1) == batch["nsp_labels"]).sum()
-        n_mlm, n_seq = out.mlm_labels.numel(), batch["nsp_labels"].numel()
-        self.sums += torch.tensor([float(out.mlm_loss) * n_mlm, float(mlm_correct), n_mlm, float(out.nsp_loss) * n_seq,
-                                   float(nsp_correct), n_seq, batch["input_ids"].numel(),
-                                   float(batch["attention_mask"].sum()), 1.0], dtype=torch.float64)
+        valid = out.mlm_labels != IGNORE_INDEX  # the static (GPU) head also decodes filler slots
+        n_mlm = valid.sum().double()
+        n_seq = torch.tensor(float(batch["nsp_labels"].numel()), dtype=torch.float64, device=n_mlm.device)
+        row = torch.stack([
+            out.mlm_loss.detach().double() * n_mlm, ((out.mlm_logits.argmax(-1) == out.mlm_labels) & valid).sum().double(),
+            n_mlm, out.nsp_loss.detach().double() * n_seq, (out.nsp_logits.argmax(-1) == batch["nsp_labels"]).sum().double(),
+            n_seq, n_seq * batch["input_ids"].shape[1], batch["attention_mask"].sum().double(), torch.ones_like(n_seq)])
+        self.sums = row if self.sums is None else self.sums + row
 
 
 def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world: int, device, writer) -> None:
@@ -239,6 +241,8 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
     bert_config = job.bert_config()
     step, epoch, samples = state.step, state.epoch, state.samples_in_epoch
     latest: dict[str, Any] = {"step": step}
+    # On GPU the MLM head decodes a fixed number of slots per sequence: no host sync per step.
+    static_predictions = phase.max_predictions_per_seq if cfg.use_gpu else None
     engine.train()
     while step < phase.num_steps:
         _maybe_inject_fault(job.fault, step, rank)
@@ -249,12 +253,12 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
             if batch_epoch != epoch:
                 epoch, samples = batch_epoch, 0
             batch = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
-            out = engine(**batch)
+            out = engine(**batch, num_predictions=static_predictions)
             engine.backward(out.loss)
             engine.step()
             samples += phase.micro_batch_size * world
-            window.add(out, batch)
             window.flops += flops_per_step(bert_config, *batch["input_ids"].shape, out.mlm_labels.numel())
+            window.add(out, batch)
         step += 1
         state = dataclasses.replace(state, step=step, epoch=epoch, samples_in_epoch=samples, world_size=world,
                                     zero_stage=cfg.deepspeed.zero_stage)
@@ -272,19 +276,17 @@ def _summarise(window: _Window, engine, cfg: PretrainConfig, step: int, epoch: i
     """All-reduce the window's sums so the line describes every rank's batches."""
     import torch.distributed as dist
 
-    sums = window.sums.clone()
-    flops = torch.tensor([window.flops], dtype=torch.float64)
+    sums = torch.cat([window.sums, torch.tensor([window.flops], dtype=torch.float64, device=window.sums.device)])
     if dist.is_initialized():
         dist.all_reduce(sums)
-        dist.all_reduce(flops)
     seconds = time.perf_counter() - window.start
-    mlm_loss, mlm_ok, n_mlm, nsp_loss, nsp_ok, n_seq, positions, real_tokens, _ = sums.tolist()
+    mlm_loss, mlm_ok, n_mlm, nsp_loss, nsp_ok, n_seq, positions, real_tokens, _, flops = sums.tolist()
     out = {"step": step, "epoch": epoch, "mlm_loss": mlm_loss / max(n_mlm, 1), "mlm_accuracy": mlm_ok / max(n_mlm, 1),
            "nsp_loss": nsp_loss / max(n_seq, 1), "nsp_accuracy": nsp_ok / max(n_seq, 1),
            "learning_rate": float(engine.get_lr()[0]), "tokens_per_s": positions / seconds,
            "real_tokens_per_s": real_tokens / seconds, "samples_per_s": n_seq / seconds}
     out["input_wait_fraction"] = window.input_seconds / seconds  # rank 0's share of time spent waiting for data
-    utilisation = mfu(float(flops[0]) / world, seconds, H100_BF16_PEAK if cfg.use_gpu else None)
+    utilisation = mfu(flops / world, seconds, H100_BF16_PEAK if cfg.use_gpu else None)
     if utilisation is not None:
         out["mfu"] = utilisation
     return out

@@ -197,7 +197,7 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
     if cfg.materialize_instances:
         dataset = dataset.materialize()
     storage_uri = cfg.storage_path or storage.join(run_root, "runs")
-    storage_fs, storage_path = storage.filesystem(storage_uri)
+    storage_fs, storage_path = _ray_storage(storage_uri)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=job.to_loop_config(),
@@ -209,6 +209,7 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             callbacks=[_Progress(job.phase.num_steps, job.phase_index)],
+            worker_runtime_env={"env_vars": _worker_env(storage_uri, run_root, instances_uri)},
         ),
         datasets={"train": dataset},
         dataset_config=ray.train.DataConfig(execution_options=_ordered()),
@@ -217,6 +218,37 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
     if result.checkpoint is None:
         raise RuntimeError(f"phase {job.phase_index} finished without a checkpoint")
     return result.checkpoint
+
+
+def _ray_storage(uri: str):
+    """(filesystem, path) for Ray Train. The filesystem is pickled to the Train controller and workers,
+    which may not share the driver's environment, so S3 credentials found in the driver's
+    environment are bound into it (without them the default AWS chain applies there)."""
+    fs, path = storage.filesystem(uri)
+    if uri.startswith("s3://") and os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        import pyarrow.fs as pafs
+
+        kwargs = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"), "allow_delayed_open": True,
+                  "access_key": os.environ["AWS_ACCESS_KEY_ID"], "secret_key": os.environ["AWS_SECRET_ACCESS_KEY"],
+                  "session_token": os.environ.get("AWS_SESSION_TOKEN")}
+        endpoint = storage.s3_endpoint()
+        if endpoint:
+            scheme, _, host = endpoint.partition("://")
+            kwargs.update(endpoint_override=host, scheme=scheme or "http")
+        fs = pafs.S3FileSystem(**kwargs)
+    return fs, path
+
+
+_FORWARDED_ENV = ("DS_ACCELERATOR", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION",
+                  "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def _worker_env(*uris: str) -> dict[str, str]:
+    """The driver's DeepSpeed accelerator and, when a URI is remote, its object-store settings, so
+    workers reach the same endpoint (on a cluster with instance roles these are simply unset)."""
+    remote = any(not storage.is_local(u) for u in uris)
+    return {name: os.environ[name] for name in _FORWARDED_ENV
+            if name in os.environ and (remote or not name.startswith("AWS_"))}
 
 
 def _ordered():
