@@ -21,10 +21,12 @@ import tempfile
 from typing import Sequence
 
 import pyarrow.parquet as pq
+from ray.train import UserCallback
 
 from bert_core import WordPieceTokenizer
 from pipelines import storage
-from pipelines.pretrain.checkpointing import METRICS_FILE, load_consolidated
+from pipelines.pretrain.checkpointing import (METRICS_FILE, TRAIN_STATE, CheckpointError, TrainState, check_compatible,
+                                              load_consolidated)
 from pipelines.pretrain.config import PretrainConfig, run_identity
 from pipelines.pretrain.train_loop import FaultInjection, WorkerJob, train_loop_per_worker
 from pipelines.schemas import INSTANCES, check_schema
@@ -197,6 +199,8 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
     if cfg.materialize_instances:
         dataset = dataset.materialize()
     storage_uri = cfg.storage_path or storage.join(run_root, "runs")
+    run_name = f"pretrain-{job.run_identity}-phase{job.phase_index}"
+    check_existing_checkpoint(storage.join(storage_uri, run_name), job)
     storage_fs, storage_path = _ray_storage(storage_uri)
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -204,7 +208,7 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                                resources_per_worker={"CPU": cfg.cpus_per_worker}),
         run_config=ray.train.RunConfig(
-            name=f"pretrain-{job.run_identity}-phase{job.phase_index}",
+            name=run_name,
             storage_path=storage_path, storage_filesystem=storage_fs,
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
@@ -251,6 +255,27 @@ def _worker_env(*uris: str) -> dict[str, str]:
             if name in os.environ and (remote or not name.startswith("AWS_"))}
 
 
+def check_existing_checkpoint(run_uri: str, job: WorkerJob) -> None:
+    """Before starting workers: the newest checkpoint the restarted run would resume from must be
+    complete and belong to this run (same phase, identity and model)."""
+    import dataclasses
+
+    if not storage.is_dir(run_uri):
+        return
+    names = sorted({f[len(run_uri) + 1:].split("/")[0] for f in storage.list_files(run_uri)})
+    checkpoints = [n for n in names if n.startswith(f"phase{job.phase_index}-step")]
+    if not checkpoints:
+        return
+    newest = storage.join(run_uri, checkpoints[-1])
+    state_uri = storage.join(newest, TRAIN_STATE)
+    if not storage.exists(state_uri):
+        raise CheckpointError(f"checkpoint {newest} has no {TRAIN_STATE}: it is incomplete or not from this trainer; "
+                              f"remove {run_uri} to start the phase over")
+    saved = TrainState.from_json(storage.read_bytes(state_uri).decode("utf-8"))
+    check_compatible(saved, phase=job.phase_index, run_identity=job.run_identity,
+                     model_config=dataclasses.asdict(job.bert_config()))
+
+
 def _ordered():
     """Keep block order so a run's data order (and so its loss curve) repeats for the same seed."""
     from ray.data import ExecutionOptions
@@ -282,13 +307,7 @@ def _export(checkpoint, job: WorkerJob, vocab_file: str, export_uri: str, phase_
                                "phase": job.phase_index, "steps": job.phase.num_steps, "run_identity": job.run_identity})
 
 
-def _progress_base():
-    from ray.train import UserCallback
-
-    return UserCallback
-
-
-class _Progress(_progress_base()):
+class _Progress(UserCallback):
     """Progress bar (shown on the driver through Ray's tqdm) fed by rank 0's reported metrics."""
 
     def __init__(self, total: int, phase: int):

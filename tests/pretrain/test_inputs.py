@@ -87,3 +87,48 @@ def test_incompatible_init_checkpoint(pretrain_corpus, minilm_dir, tmp_path):
 def test_one_uri_per_phase_or_one_for_all(pretrain_corpus, tmp_path):
     instances, vocab, _ = pretrain_corpus
     _fails_fast(_cfg(), [instances, instances], vocab, str(tmp_path), PretrainInputError, "2 instance URIs for 1 phases")
+
+
+def _plant_checkpoint(pretrain_corpus, tmp_path, cfg, train_state: dict | None) -> str:
+    """Write a checkpoint directory where the run would look for one, as a crashed run leaves it."""
+    import json
+
+    from pipelines import storage
+    from pipelines.pretrain.config import run_identity
+
+    instances, vocab, _ = pretrain_corpus
+    identity = run_identity(cfg, instances, vocab)
+    ckpt = tmp_path / "pretrain" / identity / "runs" / f"pretrain-{identity}-phase0" / "phase0-step00000004"
+    (ckpt / "deepspeed").mkdir(parents=True)
+    (ckpt / "deepspeed" / "latest").write_text("state")
+    if train_state is not None:
+        storage.write_json_atomic(str(ckpt / "train_state.json"), train_state)
+    return identity
+
+
+def test_incomplete_checkpoint_in_storage(pretrain_corpus, tmp_path):
+    from pipelines.pretrain.checkpointing import CheckpointError
+
+    instances, vocab, _ = pretrain_corpus
+    cfg = _cfg()
+    _plant_checkpoint(pretrain_corpus, tmp_path, cfg, None)
+    _fails_fast(cfg, instances, vocab, str(tmp_path), CheckpointError, "has no train_state.json")
+
+
+def test_checkpoint_of_another_model_in_storage(pretrain_corpus, tmp_path):
+    from pipelines.pretrain.checkpointing import CheckpointError
+
+    instances, vocab, _ = pretrain_corpus
+    cfg = _cfg()
+    identity = run_identity_of(cfg, pretrain_corpus)
+    _plant_checkpoint(pretrain_corpus, tmp_path, cfg, {
+        "phase": 0, "step": 4, "epoch": 0, "samples_in_epoch": 64, "world_size": 2, "zero_stage": 1,
+        "run_identity": identity, "model_config": {"hidden_size": 256, "vocab_size": 1000}})
+    _fails_fast(cfg, instances, vocab, str(tmp_path), CheckpointError, "checkpoint model differs.*hidden_size")
+
+
+def run_identity_of(cfg, pretrain_corpus) -> str:
+    from pipelines.pretrain.config import run_identity
+
+    instances, vocab, _ = pretrain_corpus
+    return run_identity(cfg, instances, vocab)
