@@ -62,7 +62,8 @@ class OptimizerConfig:
 @dataclass(frozen=True)
 class DeepSpeedSettings:
     zero_stage: int = 1
-    """ZeRO stage: 0 (plain data parallel), 1 (optimizer state sharded), 2 (+ gradients), 3 (+ weights)."""
+    """ZeRO stage: 0 (plain data parallel), 1 (optimizer state sharded), 2 (+ gradients), 3 (+ weights).
+    LAMB runs with stage 0 only."""
     offload_optimizer: bool = False
     """Keep optimizer state on the CPU (ZeRO >= 1; uses DeepSpeed's CPU Adam, so AdamW only)."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -137,9 +138,11 @@ class PretrainConfig:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
         for phase in self.phases:
             self.gradient_accumulation_steps(phase)
-        if self.optimizer.name == "lamb" and self.deepspeed.offload_optimizer:
-            raise ConfigError("optimizer.name 'lamb' cannot be combined with deepspeed.offload_optimizer "
-                              "(DeepSpeed's offload runs CPU Adam only)")
+        if self.optimizer.name == "lamb" and self.deepspeed.zero_stage != 0:
+            # ZeRO flattens and partitions the weights, so a per-layer trust ratio is no longer per
+            # layer; DeepSpeed lists LAMB as unsupported with ZeRO.
+            raise ConfigError("optimizer.name 'lamb' needs deepspeed.zero_stage 0 (DeepSpeed's ZeRO supports "
+                              "Adam-type optimizers only)")
 
     @property
     def precision(self) -> str:

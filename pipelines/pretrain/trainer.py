@@ -111,7 +111,7 @@ def check_before_work(cfg: PretrainConfig, inputs: list[str], tokenizer: WordPie
         raise ConfigError(f"precision {cfg.precision} needs use_gpu=true; CPU training (gloo) runs fp32")
     if cfg.use_gpu:
         _check_gpus(cfg.num_workers)
-    for index, (phase, uri) in enumerate(zip(cfg.phases, inputs)):
+    for index, (phase, uri) in enumerate(zip(cfg.phases, inputs, strict=True)):
         _check_instances(uri, index, phase.max_seq_length, phase.global_batch_size, tokenizer)
     if cfg.init_from:
         _check_init_from(cfg, tokenizer.vocab_size)

@@ -91,8 +91,6 @@ def test_one_uri_per_phase_or_one_for_all(pretrain_corpus, tmp_path):
 
 def _plant_checkpoint(pretrain_corpus, tmp_path, cfg, train_state: dict | None) -> str:
     """Write a checkpoint directory where the run would look for one, as a crashed run leaves it."""
-    import json
-
     from pipelines import storage
     from pipelines.pretrain.config import run_identity
 

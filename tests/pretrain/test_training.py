@@ -64,7 +64,7 @@ def zero0_and_zero2(pretrain_corpus, tmp_path_factory, ray_session):
 def test_zero2_matches_zero0_loss_curve(zero0_and_zero2):
     curve0, curve2 = (_metrics(zero0_and_zero2[s]) for s in (0, 2))
     assert [m["step"] for m in curve0] == [m["step"] for m in curve2] == list(range(1, STEPS + 1))
-    for a, b in zip(curve0, curve2):
+    for a, b in zip(curve0, curve2, strict=True):
         assert a["mlm_loss"] == pytest.approx(b["mlm_loss"], rel=2e-3), (a, b)
         assert a["nsp_loss"] == pytest.approx(b["nsp_loss"], rel=2e-3), (a, b)
     assert curve0[-1]["mlm_loss"] < curve0[0]["mlm_loss"]
