@@ -4,6 +4,12 @@ Either trains a BERT WordPiece vocabulary (``[PAD] [UNK] [CLS] [SEP] [MASK]`` ta
 ``tokenizers`` from all sentences, or a deterministic sample of documents (chosen by a hash of their
 doc_id), streamed from Ray Data in corpus order; or, with ``vocab_file``, adopts a given
 ``vocab.txt`` (any storage URI).
+
+Determinism: ``tokenizers``' WordPiece trainer is not deterministic (its hash maps break ties among
+equally frequent pairs differently on each run, so two trainings on the same text can differ). The
+stage store makes that harmless for resuming: a committed vocabulary is reused by every re-run and
+all downstream stages are byte-deterministic given it. Pass ``vocab_file`` for a fully reproducible
+chain from scratch.
 """
 from __future__ import annotations
 

@@ -1,0 +1,92 @@
+"""NSP pairs: instance-for-instance agreement with the original algorithm, and its statistics on the
+real demo corpus."""
+import random
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from bench import original_bert
+from pipelines.schemas import TOKENIZED
+from pipelines.stages import nsp_pairs
+
+CFG = nsp_pairs.NspConfig(max_seq_length=128)
+
+
+def _docs_as_id_lists(tokenized: pa.Table) -> list[list[list[int]]]:
+    return tokenized.column("sentence_ids").to_pylist()
+
+
+@pytest.mark.parametrize("max_seq_length, short_seq_prob", [(128, 0.1), (32, 0.3), (8, 0.1)])
+def test_same_instances_as_the_original(demo_tokenized, max_seq_length, short_seq_prob):
+    """The lengths-only planner + numpy assembly reproduce create_instances_from_document exactly
+    when both draw from the same random stream."""
+    cfg = nsp_pairs.NspConfig(max_seq_length=max_seq_length, short_seq_prob=short_seq_prob)
+    table = demo_tokenized.slice(0, 400)
+    docs = _docs_as_id_lists(table)
+    expected = []
+    rng = random.Random(7)
+    for k in range(len(docs)):
+        expected += original_bert.create_instances_from_document(docs, k, max_seq_length, short_seq_prob, rng,
+                                                                 cls=cfg.cls_id, sep=cfg.sep_id)
+    lengths = [[len(s) for s in d] for d in docs]
+    plans, _ = nsp_pairs.plan_instances(lengths, cfg, random.Random(7))
+    col = table.column("sentence_ids").combine_chunks()
+    sentences = col.flatten()
+    flat = sentences.flatten().to_numpy().astype(np.int32)
+    sent_off = sentences.offsets.to_numpy().astype(np.int64) - sentences.offsets[0].as_py()
+    doc_off = col.offsets.to_numpy().astype(np.int64) - col.offsets[0].as_py()
+    got = nsp_pairs.assemble(plans, flat, sent_off, doc_off, cfg, 0)
+    assert got.num_rows == len(expected) > 300
+    assert got.column("input_ids").to_pylist() == [e["tokens"] for e in expected]
+    assert got.column("token_type_ids").to_pylist() == [e["segment_ids"] for e in expected]
+    assert got.column("is_random_next").to_pylist() == [e["is_random_next"] for e in expected]
+
+
+def test_statistics_on_the_demo_corpus(demo_tokenized):
+    cfg = nsp_pairs.NspConfig(max_seq_length=128, dupe_factor=3)
+    out, doc_stats = nsp_pairs.partition_instances(demo_tokenized, cfg, 0)
+    n = out.num_rows
+    random_next = np.array(out.column("is_random_next").to_pylist())
+    forced = np.array(out.column("forced_random_next").to_pylist())
+    tossed = random_next[~forced]
+    assert n > 20_000
+    assert abs(tossed.mean() - 0.5) < 0.02, tossed.mean()  # the coin for B
+    # chunks of one sentence must take a random B, as in the original; so overall it is higher
+    assert random_next.mean() >= tossed.mean()
+    share_short = doc_stats["short_target_document_passes"] / doc_stats["document_passes"]
+    assert abs(share_short - 0.1) < 0.02, share_short
+    lengths = pc.list_value_length(out.column("input_ids")).to_numpy()
+    assert lengths.max() <= 128 and (lengths == out.column("num_tokens").to_numpy()).all()
+    for ids, types in zip(out.column("input_ids").to_pylist()[:3000], out.column("token_type_ids").to_pylist()[:3000]):
+        sep = [i for i, t in enumerate(ids) if t == cfg.sep_id]
+        assert ids[0] == cfg.cls_id and ids.count(cfg.cls_id) == 1 and len(sep) == 2 and sep[1] == len(ids) - 1
+        assert types == [0] * (sep[0] + 1) + [1] * (len(ids) - sep[0] - 1)
+        assert sep[0] >= 2 and sep[1] - sep[0] >= 2  # A and B each hold a token
+    assert len(set(out.column("instance_id").to_pylist())) == n
+
+
+def test_core_ignores_row_order_and_passes_differ(demo_tokenized):
+    table = demo_tokenized.slice(0, 300)
+    a = nsp_pairs.core(table, CFG, 3)
+    assert nsp_pairs.core(table.take(np.arange(300)[::-1]), CFG, 3).equals(a)
+    two = nsp_pairs.core(table, nsp_pairs.NspConfig(dupe_factor=2), 3)
+    assert two.num_rows > 1.8 * a.num_rows
+
+
+def test_single_sentence_document_and_tiny_inputs():
+    table = pa.table({"doc_id": ["a", "b", "c"], "sentence_ids": [[[10, 11, 12]], [[20, 21], [22]], [[]]]},
+                     schema=TOKENIZED)
+    out = nsp_pairs.core(table, nsp_pairs.NspConfig(max_seq_length=8, short_seq_prob=0.0), 0)
+    for row in out.to_pylist():
+        assert len(row["input_ids"]) <= 8 and row["input_ids"][0] == 2 and row["input_ids"][-1] == 3
+    # document "a" has one sentence: its B is always random
+    assert out.num_rows >= 2 and out.column("forced_random_next").to_pylist().count(True) >= 1
+
+
+def test_bad_config_is_a_clear_error():
+    with pytest.raises(ValueError, match="max_seq_length must be at least 8"):
+        nsp_pairs.NspConfig(max_seq_length=7)
+    with pytest.raises(ValueError, match="short_seq_prob"):
+        nsp_pairs.NspConfig(short_seq_prob=1.5)
