@@ -22,9 +22,9 @@ import time
 import torch
 
 from bert_core import BertConfig, BertForPreTraining, count_parameters, mask_tokens
-from pipelines.pretrain.metrics import flops_per_step
+from pipelines.pretrain.metrics import H100_BF16_PEAK, flops_per_step
 
-H100_BF16_PEAK_TFLOPS = 800.0
+H100_BF16_PEAK_TFLOPS = H100_BF16_PEAK / 1e12
 
 
 def make_batches(config: BertConfig, batch: int, seq: int, count: int, device: torch.device) -> list[dict]:

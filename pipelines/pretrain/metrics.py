@@ -15,6 +15,9 @@ from typing import Any
 
 from bert_core import BertConfig
 
+H100_BF16_PEAK = 800e12
+"""Measured dense bf16 matmul peak of an H100, FLOP/s: the denominator of MFU on GPU."""
+
 
 def encoder_matmul_params(config: BertConfig) -> int:
     """Weights that take part in a matmul for every token (embeddings and the decoder excluded)."""

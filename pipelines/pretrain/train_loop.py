@@ -24,12 +24,9 @@ from bert_core import IGNORE_INDEX, BertConfig, BertForPreTraining
 from pipelines.pretrain import checkpointing as ckpt
 from pipelines.pretrain.config import PretrainConfig
 from pipelines.pretrain.deepspeed_config import build_deepspeed_config, uses_client_optimizer, weight_decay_groups
-from pipelines.pretrain.metrics import MetricsWriter, flops_per_step, mfu
+from pipelines.pretrain.metrics import H100_BF16_PEAK, MetricsWriter, flops_per_step, mfu
 from pipelines.stages.dynamic_masking import VocabInfo, mask_batch
 from pipelines.typed_config import from_dict, to_dict
-
-H100_BF16_PEAK = 800e12  # measured dense bf16 matmul peak, FLOP/s
-
 
 @dataclass(frozen=True)
 class FaultInjection:
@@ -104,8 +101,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                            optimizer=client_opt, config=ds_config, dist_init_required=False)
     _finish_restore(engine, job, state, restore_dir, world)
     writer = MetricsWriter(job.metrics_dir) if rank == 0 else None
-    if writer is not None and restore_dir is not None:
-        _restore_metrics_log(restore_dir.path, writer)
+    if writer is not None:
+        _restore_metrics_log(restore_dir.path if restore_dir else None, writer)
     if restore_dir is not None:
         restore_dir.cleanup()
     try:
@@ -178,10 +175,11 @@ def _load_hf_weights(model: BertForPreTraining, uri: str) -> None:
     load_hf_state_dict(model, load_safetensors(storage.read_bytes(uri)))
 
 
-def _restore_metrics_log(directory: str, writer: MetricsWriter) -> None:
-    """The log up to the restored step replaces the local one, so the curve continues, not repeats."""
-    src = os.path.join(directory, ckpt.METRICS_FILE)
-    if os.path.isfile(src):
+def _restore_metrics_log(directory: str | None, writer: MetricsWriter) -> None:
+    """The log up to the restored step replaces the local one, so the curve continues, not repeats
+    (a fresh start, ``directory`` None, starts an empty log)."""
+    src = os.path.join(directory, ckpt.METRICS_FILE) if directory else ""
+    if src and os.path.isfile(src):
         shutil.copyfile(src, writer.path)
     elif os.path.exists(writer.path):
         os.remove(writer.path)
