@@ -94,7 +94,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.dag import format_status, read_manifest
     from pipelines.run_config import bert_pipeline, check_inputs
 
+    from cluster.storage import check_run_root
+
     cfg = load_config(args)
+    check_run_root(cfg.root)
     pipeline = bert_pipeline()
     to_run, to_skip, _ = pipeline.plan(cfg, cfg.root, args.from_stage, args.until)  # refusals happen here
     if "read" in to_run:
@@ -140,6 +143,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 # --- cluster jobs ---------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace) -> int:
     from cluster import jobs
+    from pipelines import storage
     from pipelines.run_config import bert_pipeline, check_inputs
     from pipelines.typed_config import to_dict
 
@@ -150,6 +154,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} {stage!r}: no such stage; stages are {', '.join(names)}")
     if not any(u.startswith("demo:") for u in cfg.data.inputs):
         check_inputs(cfg)  # a local path here is not the cluster's; still, catch typos in s3:// globs
+    address = jobs.resolve_address(args.address)
+    if storage.is_local(cfg.root) and not any(h in address for h in ("127.0.0.1", "localhost")):
+        print(f"warning: run root {cfg.root!r} is a local path; on a multi-node cluster use s3://", file=sys.stderr)
     entrypoint = jobs.run_entrypoint(to_dict(cfg), args.from_stage, args.until)
     job = jobs.submit(args.address, entrypoint, metadata={"run_root": cfg.root, "name": cfg.name})
     print(f"submitted job {job} to {jobs.resolve_address(args.address)} (run root {cfg.root})", flush=True)
@@ -195,11 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().print_help()
         return 2
     from cluster.jobs import ClusterError
+    from cluster.storage import StorageError
     from pipelines.dag import PipelineError, StageFailed
 
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, UsageError, ClusterError) as e:
+    except (ConfigError, UsageError, ClusterError, StorageError) as e:
         print(f"bert-pipeline {args.command}: error: {e}", file=sys.stderr)
         return 2
     except StageFailed as e:

@@ -108,6 +108,11 @@ def diff_configs(old: Any, new: Any, prefix: str = "") -> list[str]:
         for k in sorted(set(old) | set(new)):
             out += diff_configs(old.get(k), new.get(k), f"{prefix}{k}.")
         return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        out = []
+        for i, (a, b) in enumerate(zip(old, new)):
+            out += diff_configs(a, b, f"{prefix.rstrip('.')}[{i}].")
+        return out
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 

@@ -40,3 +40,35 @@ def test_unreachable_address_is_a_clear_error():
     assert time.time() - t0 < 30
     with pytest.raises(jobs.ClusterError, match="expected the dashboard URL"):
         jobs.connect("127.0.0.1:6379")
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_cli_submit_runs_a_config_as_a_job(head, tmp_path, capsys):
+    """`bert-pipeline submit` validates locally, ships the project, the job runs the DAG on the head."""
+    import gzip
+    import os
+
+    from pipelines.cli import main
+    from pipelines.dag import read_manifest
+
+    corpus = tmp_path / "docs.txt"
+    demo = os.path.join(jobs.PROJECT_ROOT, "pipelines", "demo", "corpus", "python-000.txt.gz")
+    with gzip.open(demo, "rt", encoding="utf-8") as f:
+        corpus.write_text("\n\n".join(f.read().split("\n\n")[:100]) + "\n", encoding="utf-8")
+    root = tmp_path / "run"
+    args = ["demo", f"root={root}", f"data.inputs=[{corpus}]", "--until", "clean"]
+
+    assert main(["submit", "--address", head.dashboard_url, "demo", "data.clean.min_chars=ten"]) == 2
+    assert "data.clean.min_chars: expected an integer" in capsys.readouterr().err
+
+    assert main(["submit", "--address", head.dashboard_url, *args]) == 0
+    out = capsys.readouterr().out
+    job = out.split("submitted job ", 1)[1].split()[0]
+    assert "[2/2] clean: done" in out and f"job {job}: SUCCEEDED" in out
+    assert {n: s["state"] for n, s in read_manifest(str(root))["stages"].items()} == {"read": "done", "clean": "done"}
+
+    assert main(["logs", "--address", head.dashboard_url, job]) == 0
+    assert "[1/2] read: running" in capsys.readouterr().out
+    assert main(["submit", "--address", f"http://127.0.0.1:{free_port()}", *args]) == 2
+    assert "cannot reach a Ray cluster" in capsys.readouterr().err
