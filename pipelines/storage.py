@@ -70,6 +70,10 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         if endpoint:
             scheme, _, host = endpoint.partition("://")
             kwargs.update(endpoint_override=host, scheme=scheme or "http")
+        if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+            # explicit, so the filesystem still works when pickled to a Ray worker without this env
+            kwargs.update(access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                          session_token=os.environ.get("AWS_SESSION_TOKEN"))
         return pafs.S3FileSystem(**kwargs), uri[len("s3://"):]
     fs, path = pafs.FileSystem.from_uri(uri)
     return fs, path

@@ -1,0 +1,43 @@
+"""Input and output on a real S3-compatible server (moto on 127.0.0.1): raw text read from
+``s3://``, every stage committed under an ``s3://`` root, and the vocabulary taken from ``s3://``."""
+from __future__ import annotations
+
+import gzip
+import os
+
+import boto3
+
+from pipelines import stage_store, storage
+from pipelines.preprocess import STAGES, PreprocessConfig, run_preprocessing
+from pipelines.stages.dynamic_masking import MaskingConfig, VocabInfo, iter_masked_batches
+from pipelines.stages.wordpiece import WordPieceConfig, load_tokenizer
+
+
+def test_s3_in_and_out(ray_session, s3_bucket, demo_files, minilm_dir):
+    bucket = s3_bucket[len("s3://"):]
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    with gzip.open(demo_files[0], "rt", encoding="utf-8") as f:
+        docs = f.read().split("\n\n")[:300]
+    for i in range(2):
+        body = gzip.compress("\n\n".join(docs[i::2]).encode("utf-8"))
+        s3.put_object(Bucket=bucket, Key=f"corpus/part-{i}.txt.gz", Body=body)
+    with open(os.path.join(minilm_dir, "vocab.txt"), "rb") as f:
+        s3.put_object(Bucket=bucket, Key="vocab/vocab.txt", Body=f.read())
+
+    cfg = PreprocessConfig(inputs=(f"{s3_bucket}/corpus/*.txt.gz",),
+                           wordpiece=WordPieceConfig(vocab_file=f"{s3_bucket}/vocab/vocab.txt"))
+    root = f"{s3_bucket}/work"
+    uris = run_preprocessing(cfg, root)
+    assert all(u.startswith(root + "/") and stage_store.is_complete(u) for u in uris.values())
+    assert stage_store.read_table(uris["read"]).column("doc_id")[0].as_py() == f"{s3_bucket}/corpus/part-0.txt.gz#000000000"
+    nsp = stage_store.read_table(uris["nsp_pairs"])
+    assert nsp.num_rows == stage_store.read_stats(uris["nsp_pairs"])["pairs"] > 300
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="work/")["Contents"]]
+    assert not any("/_tmp-" in k for k in keys)
+    assert {k.split("/")[1] for k in keys} - {""} == set(STAGES)  # "work/" is a directory marker
+    assert run_preprocessing(cfg, root) == uris  # complete: nothing redone
+
+    tok = load_tokenizer(uris["wordpiece"])
+    batch = next(iter_masked_batches(uris["nsp_pairs"], MaskingConfig(batch_size=8), VocabInfo.from_tokenizer(tok), epoch=0))
+    assert batch["input_ids"].shape == (8, 128)
+    assert storage.exists(storage.join(uris["nsp_pairs"], "manifest.json"))
