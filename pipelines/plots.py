@@ -38,8 +38,10 @@ def finetune_curves(summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         if result.get("status") == "failed":
             continue
         lr = result.get("best_learning_rate")
+        if lr is None:
+            continue
         uri = storage.join(result["output_uri"], f"lr_{lr:g}", "metrics.json")
-        if lr is not None and storage.exists(uri):
+        if storage.exists(uri):
             curves[name] = storage.read_json(uri).get("epochs", [])
     return curves
 

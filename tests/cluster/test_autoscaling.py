@@ -1,12 +1,14 @@
-"""Autoscaling with Ray's fake multi-node provider: resource requests from a Data stage and a GPU
-training task scale worker nodes up from zero and, once idle, back down to zero.
+"""Autoscaling with Ray's fake multi-node provider: the pipeline's Data stages (run by the CLI) and a
+GPU training task scale worker nodes up from zero and, once idle, back down to zero.
 
 The cluster is a ``ray start --head --autoscaling-config`` of our own (RAY_FAKE_CLUSTER=1) in its own
 process group, temp dir and ports, so the test session's Ray and anyone else's are untouched.
 """
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -15,8 +17,10 @@ import pytest
 
 from cluster.local import LocalHead
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 DRIVER = textwrap.dedent('''
-    import json, threading, time
+    import json, sys, threading, time
     import ray
 
     ray.init(log_to_driver=False)  # RAY_ADDRESS points at the fake cluster's head
@@ -38,10 +42,13 @@ DRIVER = textwrap.dedent('''
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    # A Data stage: 1 CPU per task; the head has 0 CPUs, so only a new CPU worker can run it.
-    ds = ray.data.range(8, override_num_blocks=4).map_batches(
-        lambda b: (time.sleep(1), b)[1], num_cpus=1, batch_size=2)
-    rows = ds.count()
+    # The pipeline's Data stages (read, clean) through the CLI: their Ray Data tasks ask for CPUs and
+    # the head has none, so only new CPU workers can run them.
+    from pipelines.cli import main
+    from pipelines.dag import read_manifest
+
+    rc = main(["run", "demo", "root=" + sys.argv[2], "data.inputs=[" + sys.argv[1] + "]", "--until", "clean"])
+    states = {n: s["state"] for n, s in read_manifest(sys.argv[2])["stages"].items()}
 
     # A training worker: asks for a GPU, which only the GPU worker type has.
     @ray.remote(num_gpus=1, num_cpus=1)
@@ -54,7 +61,7 @@ DRIVER = textwrap.dedent('''
         time.sleep(0.5)
     done.set()
     watcher.join()
-    print("RESULT " + json.dumps({"rows": rows, "gpu_ids": gpu_ids, "peak": peak,
+    print("RESULT " + json.dumps({"rc": rc, "states": states, "gpu_ids": gpu_ids, "peak": peak,
                                   "left": len(workers()), "down_s": round(time.time() - t0, 1)}))
 ''')
 
@@ -64,12 +71,17 @@ DRIVER = textwrap.dedent('''
 def test_fake_cluster_scales_up_from_zero_and_back_down(tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
+    corpus = tmp_path / "docs.txt"
+    with gzip.open(os.path.join(REPO, "pipelines", "demo", "corpus", "python-000.txt.gz"), "rt") as f:
+        corpus.write_text("\n\n".join(f.read().split("\n\n")[:200]) + "\n")
     with LocalHead.fake_autoscaling(cpu_workers_max=2, gpu_workers_max=1, idle_timeout_minutes=0.1) as head:
-        proc = subprocess.run([sys.executable, str(script)], env=head.client_env(), capture_output=True,
-                              text=True, timeout=240)
+        env = dict(head.client_env(), PYTHONPATH=REPO)
+        proc = subprocess.run([sys.executable, str(script), str(corpus), str(tmp_path / "run")], env=env,
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(lines[-1][len("RESULT "):])
-    assert result["rows"] == 8 and result["gpu_ids"] == [0]
+    assert result["rc"] == 0 and result["states"] == {"read": "done", "clean": "done"}
+    assert result["gpu_ids"] == [0]
     assert result["peak"]["cpu_worker"] >= 1 and result["peak"]["gpu_worker"] == 1
     assert result["left"] == 0, f"workers not scaled back down: {result}"
