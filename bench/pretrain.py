@@ -11,7 +11,9 @@ in memory, with as many torch threads as the Ray worker gets; measured before an
 path and averaged, so background load hits both alike. Overhead = 1 - full / baseline. On a shared
 machine the two can still see different load, so the loop's own ``input_wait_fraction`` (share of
 wall time rank 0 spent waiting for the stream and masking, measured inside the same steps) is
-printed too: it is the data path's overhead free of that noise.
+printed too: it is the data path's overhead free of that noise. Likewise tokens per CPU-second of
+the training process (baseline: the driver's; full path: rank 0's, ``tokens_per_cpu_s``) compare the
+step itself (DeepSpeed + masking vs bare torch) independently of how much CPU other load leaves.
 
 Tokens are padded sequence positions (batch x seq), the work the model does. The corpus is the demo
 corpus (pipelines/demo/corpus) tokenised with the bert-base-uncased vocabulary when the
@@ -89,16 +91,17 @@ def write_instances(lines: list[str], tokenizer: WordPieceTokenizer, seq_len: in
     return table.num_rows
 
 
-def baseline_tokens_per_s(config: BertConfig, batch: dict[str, np.ndarray], steps: int, threads: int) -> float:
-    """bert_core + torch AdamW on one in-memory batch: median step time -> tokens/s."""
+def baseline_tokens_per_s(config: BertConfig, batch: dict[str, np.ndarray], steps: int,
+                          threads: int) -> tuple[float, float]:
+    """bert_core + torch AdamW on one in-memory batch: (tokens per wall second, per CPU second)."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = BertForPreTraining(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
-    times = []
+    times, cpu_times = [], []
     for step in range(steps + 2):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         out = model(**tensors)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -106,7 +109,9 @@ def baseline_tokens_per_s(config: BertConfig, batch: dict[str, np.ndarray], step
         optimizer.zero_grad(set_to_none=True)
         if step >= 2:
             times.append(time.perf_counter() - start)
-    return tensors["input_ids"].numel() / statistics.median(times)
+            cpu_times.append(time.process_time() - cpu_start)
+    tokens = tensors["input_ids"].numel()
+    return tokens / statistics.median(times), tokens / statistics.median(cpu_times)
 
 
 def full_path_tokens_per_s(args, instances: str, vocab: str, root: str) -> tuple[float, list[dict]]:
@@ -122,8 +127,9 @@ def full_path_tokens_per_s(args, instances: str, vocab: str, root: str) -> tuple
                     "max_predictions_per_seq": round(0.15 * args.seq) + 1}]})
     export = run_pretraining(cfg, instances, vocab, root)
     windows = read_metrics(os.path.join(os.path.dirname(export), "metrics.jsonl"))
-    steady = [w["tokens_per_s"] for w in windows[1:]] or [windows[-1]["tokens_per_s"]]
-    return statistics.median(steady), windows
+    steady = windows[1:] or windows[-1:]
+    return (statistics.median(w["tokens_per_s"] for w in steady),
+            statistics.median(w["tokens_per_cpu_s"] for w in steady), windows)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -151,15 +157,20 @@ def main(argv: list[str] | None = None) -> dict:
         ray.init(num_cpus=args.workers * args.threads + 1, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}})
         ray.data.DataContext.get_current().enable_progress_bars = False
-        full, windows = full_path_tokens_per_s(args, os.path.join(root, "instances"), vocab, os.path.join(root, "out"))
+        full, full_cpu, windows = full_path_tokens_per_s(args, os.path.join(root, "instances"), vocab, os.path.join(root, "out"))
         ray.shutdown()
         after = baseline_tokens_per_s(config, batch, max(5, args.steps // 3), args.threads)
-    baseline = (before + after) / 2 * args.workers  # data parallel: each worker would do the baseline's work
+    # data parallel: each worker would do the baseline's work
+    baseline = (before[0] + after[0]) / 2 * args.workers
+    baseline_cpu = (before[1] + after[1]) / 2
     report = {"preset": args.preset, "seq": args.seq, "micro_batch": args.micro_batch, "workers": args.workers,
               "threads_per_worker": args.threads, "instances": num_instances, "vocab_size": tokenizer.vocab_size,
-              "baseline_tokens_per_s": round(baseline, 1), "baseline_before": round(before, 1),
-              "baseline_after": round(after, 1), "full_path_tokens_per_s": round(full, 1),
+              "load_average_1min": round(os.getloadavg()[0], 1),
+              "baseline_tokens_per_s": round(baseline, 1), "baseline_before": round(before[0], 1),
+              "baseline_after": round(after[0], 1), "full_path_tokens_per_s": round(full, 1),
               "overhead_pct": round(100 * (1 - full / baseline), 1),
+              "baseline_tokens_per_cpu_s": round(baseline_cpu, 1), "full_path_tokens_per_cpu_s": round(full_cpu, 1),
+              "overhead_cpu_pct": round(100 * (1 - full_cpu / baseline_cpu), 1),
               "full_path_windows": [round(w["tokens_per_s"], 1) for w in windows],
               "input_wait_pct": [round(100 * w["input_wait_fraction"], 1) for w in windows]}
     print(json.dumps(report, indent=2))

@@ -53,9 +53,14 @@ class MetricsWriter:
         self.path = os.path.join(directory, "metrics.jsonl")
         self._tb = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # needs the `tensorboard` package
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # needs the `tensorboard` package
+            except ImportError:
+                import warnings
 
-            self._tb = SummaryWriter(log_dir=directory)
+                warnings.warn("tensorboard is not installed: metrics go to metrics.jsonl only", stacklevel=2)
+            else:
+                self._tb = SummaryWriter(log_dir=directory)
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         record = {"step": step, **metrics}

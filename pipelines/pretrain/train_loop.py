@@ -216,6 +216,7 @@ class _Window:
     def __init__(self):
         self.sums: torch.Tensor | None = None  # see add() for the 9 entries
         self.start = time.perf_counter()
+        self.cpu_start = time.process_time()  # CPU time of this process, all threads
         self.flops = 0.0
         self.input_seconds = 0.0  # waiting for the stream + masking, on this rank
 
@@ -284,6 +285,8 @@ def _summarise(window: _Window, engine, cfg: PretrainConfig, step: int, epoch: i
            "learning_rate": float(engine.get_lr()[0]), "tokens_per_s": positions / seconds,
            "real_tokens_per_s": real_tokens / seconds, "samples_per_s": n_seq / seconds}
     out["input_wait_fraction"] = window.input_seconds / seconds  # rank 0's share of time spent waiting for data
+    # Tokens per CPU-second of rank 0's process: comparable across runs on a machine shared with other load.
+    out["tokens_per_cpu_s"] = positions / world / max(time.process_time() - window.cpu_start, 1e-9)
     utilisation = mfu(flops / world, seconds, H100_BF16_PEAK if cfg.use_gpu else None)
     if utilisation is not None:
         out["mfu"] = utilisation
