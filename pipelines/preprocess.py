@@ -17,7 +17,7 @@ from pipelines.stages.nsp_pairs import NspConfig, run_nsp_pairs
 from pipelines.stages.read import ReadConfig, run_read
 from pipelines.stages.split import SplitConfig, run_split
 from pipelines.stages.tokenize import TokenizeConfig, run_tokenize
-from pipelines.stages.wordpiece import WordPieceConfig, load_tokenizer, run_wordpiece
+from pipelines.stages.wordpiece import WordPieceConfig, run_wordpiece
 from pipelines import stage_store
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,6 @@ class PreprocessConfig:
     nsp: NspConfig = NspConfig()
 
 
-def nsp_config_for(cfg: NspConfig, wordpiece_uri: str) -> NspConfig:
-    """``cfg`` with [CLS]/[SEP] ids taken from the vocabulary actually used."""
-    tok = load_tokenizer(wordpiece_uri)
-    return dataclasses.replace(cfg, cls_id=tok.cls_id, sep_id=tok.sep_id)
-
-
 def run_preprocessing(cfg: PreprocessConfig, root: str, *, num_actors: int | None = None) -> dict[str, str]:
     """Run (or skip, when complete) every stage under ``root``; -> {stage: output URI}."""
     import ray
@@ -54,7 +48,7 @@ def run_preprocessing(cfg: PreprocessConfig, root: str, *, num_actors: int | Non
     out["split"] = run_split(cfg.split, out["clean"], root)
     out["wordpiece"] = run_wordpiece(cfg.wordpiece, out["split"], root)
     out["tokenize"] = run_tokenize(cfg.tokenize, out["split"], out["wordpiece"], root, num_actors=num_actors)
-    out["nsp_pairs"] = run_nsp_pairs(nsp_config_for(cfg.nsp, out["wordpiece"]), out["tokenize"], root)
+    out["nsp_pairs"] = run_nsp_pairs(cfg.nsp, out["tokenize"], root)
     for stage in STAGES:
         log.info("%s: %s %s", stage, out[stage], stage_store.read_stats(out[stage]))
     return out

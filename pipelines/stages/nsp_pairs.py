@@ -50,8 +50,10 @@ class NspConfig:
     seed: int = 12345
     docs_per_partition: int = 2000
     """Documents per partition: the pool "random next" segments are drawn from."""
-    cls_id: int = 2
-    sep_id: int = 3
+    cls_id: int | None = None
+    """Id of [CLS]; None: taken from the vocabulary the tokenize stage used."""
+    sep_id: int | None = None
+    """Id of [SEP]; None: likewise."""
 
     def __post_init__(self) -> None:
         if self.max_seq_length < 8:
@@ -178,6 +180,8 @@ def partition_instances(table: pa.Table, cfg: NspConfig, partition: int) -> tupl
 def assemble(plans: list[tuple], flat: np.ndarray, sent_off: np.ndarray, doc_off: np.ndarray,
               cfg: NspConfig, partition: int) -> pa.Table:
     """[CLS] A [SEP] B [SEP] id arrays from the plans, cut out of the flat token array."""
+    if cfg.cls_id is None or cfg.sep_id is None:
+        raise ValueError("nsp_pairs: cls_id and sep_id must be set (run_nsp_pairs takes them from the vocabulary)")
     cls_, sep = np.array([cfg.cls_id], np.int32), np.array([cfg.sep_id], np.int32)
     pieces, types, lengths = [], [], []
     for (da, a0, a1), (db, b0, b1), (af, ab, bf, bb), *_ in plans:
@@ -224,8 +228,27 @@ def write_partition(group: pa.Table, cfg: NspConfig, tmp_uri: str, env: dict[str
     return pa.table({k: [v] for k, v in row.items()})
 
 
+def special_ids_of(tokenized_uri: str) -> tuple[int, int]:
+    """[CLS] and [SEP] ids of the vocabulary a tokenize output was made with (its manifest names the
+    wordpiece output, a sibling under the same root)."""
+    from pipelines.stages.wordpiece import load_tokenizer
+
+    manifest = stage_store.read_manifest(tokenized_uri)
+    stage_root = tokenized_uri.rstrip("/").rsplit("/", 2)[0]
+    wordpiece = [i for i in manifest["inputs"] if isinstance(i, str) and i.startswith("wordpiece/")]
+    if not wordpiece:
+        raise ValueError(f"nsp_pairs: {tokenized_uri} does not name its vocabulary; set cls_id and sep_id")
+    tok = load_tokenizer(storage.join(stage_root, wordpiece[0]))
+    return tok.cls_id, tok.sep_id
+
+
 def run_nsp_pairs(cfg: NspConfig, tokenized_uri: str, root: str) -> str:
     """Sample NSP pairs from the TOKENIZED at ``tokenized_uri`` into ``{root}/nsp_pairs/{key}/``."""
+    key_cfg = cfg
+    if cfg.cls_id is None or cfg.sep_id is None:
+        cls_id, sep_id = special_ids_of(tokenized_uri)
+        cfg = dataclasses.replace(cfg, cls_id=cfg.cls_id if cfg.cls_id is not None else cls_id,
+                                  sep_id=cfg.sep_id if cfg.sep_id is not None else sep_id)
     num_docs = stage_store.read_manifest(tokenized_uri)["num_rows"]
     num_partitions = max(1, math.ceil(num_docs / cfg.docs_per_partition))
 
@@ -253,4 +276,4 @@ def run_nsp_pairs(cfg: NspConfig, tokenized_uri: str, root: str) -> str:
             random_next_fraction_of_tosses=round((totals["random_next"] - totals["forced_random_next"]) / max(tossed, 1), 4),
             short_target_fraction=round(totals["short_target_document_passes"] / max(totals["document_passes"], 1), 4))
 
-    return stage_store.run_stage(root, STAGE, cfg, (stage_store.input_identity(tokenized_uri),), produce)
+    return stage_store.run_stage(root, STAGE, key_cfg, (stage_store.input_identity(tokenized_uri),), produce)

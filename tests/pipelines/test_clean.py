@@ -23,6 +23,11 @@ def test_drop_reasons():
     assert clean.clean_text("\ufffd" * 30 + "words", CFG)[1] == "binary"
 
 
+def test_a_100_mb_single_line_is_a_counted_drop():
+    text, reason, _, _ = clean.clean_text("word " * 20_000_000, clean.CleanConfig())
+    assert (text, reason) == ("", "too_long")
+
+
 def test_core_and_duplicates():
     docs = pa.table({"doc_id": ["b#1", "a#1", "c#1", "d#1"],
                      "text": ["The same   prose, twice over.", "The same prose, twice over.", "tiny",

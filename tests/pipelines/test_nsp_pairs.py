@@ -1,5 +1,6 @@
 """NSP pairs: instance-for-instance agreement with the original algorithm, and its statistics on the
 real demo corpus."""
+import dataclasses
 import random
 
 import numpy as np
@@ -11,7 +12,7 @@ from bench import original_bert
 from pipelines.schemas import TOKENIZED
 from pipelines.stages import nsp_pairs
 
-CFG = nsp_pairs.NspConfig(max_seq_length=128)
+CFG = nsp_pairs.NspConfig(max_seq_length=128, cls_id=101, sep_id=102)
 
 
 def _docs_as_id_lists(tokenized: pa.Table) -> list[list[list[int]]]:
@@ -22,7 +23,7 @@ def _docs_as_id_lists(tokenized: pa.Table) -> list[list[list[int]]]:
 def test_same_instances_as_the_original(demo_tokenized, max_seq_length, short_seq_prob):
     """The lengths-only planner + numpy assembly reproduce create_instances_from_document exactly
     when both draw from the same random stream."""
-    cfg = nsp_pairs.NspConfig(max_seq_length=max_seq_length, short_seq_prob=short_seq_prob)
+    cfg = nsp_pairs.NspConfig(max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, cls_id=101, sep_id=102)
     table = demo_tokenized.slice(0, 400)
     docs = _docs_as_id_lists(table)
     expected = []
@@ -45,7 +46,7 @@ def test_same_instances_as_the_original(demo_tokenized, max_seq_length, short_se
 
 
 def test_statistics_on_the_demo_corpus(demo_tokenized):
-    cfg = nsp_pairs.NspConfig(max_seq_length=128, dupe_factor=3)
+    cfg = nsp_pairs.NspConfig(max_seq_length=128, dupe_factor=3, cls_id=101, sep_id=102)
     out, doc_stats = nsp_pairs.partition_instances(demo_tokenized, cfg, 0)
     n = out.num_rows
     random_next = np.array(out.column("is_random_next").to_pylist())
@@ -71,14 +72,14 @@ def test_core_ignores_row_order_and_passes_differ(demo_tokenized):
     table = demo_tokenized.slice(0, 300)
     a = nsp_pairs.core(table, CFG, 3)
     assert nsp_pairs.core(table.take(np.arange(300)[::-1]), CFG, 3).equals(a)
-    two = nsp_pairs.core(table, nsp_pairs.NspConfig(dupe_factor=2), 3)
+    two = nsp_pairs.core(table, dataclasses.replace(CFG, dupe_factor=2), 3)
     assert two.num_rows > 1.8 * a.num_rows
 
 
 def test_single_sentence_document_and_tiny_inputs():
     table = pa.table({"doc_id": ["a", "b", "c"], "sentence_ids": [[[10, 11, 12]], [[20, 21], [22]], [[]]]},
                      schema=TOKENIZED)
-    out = nsp_pairs.core(table, nsp_pairs.NspConfig(max_seq_length=8, short_seq_prob=0.0), 0)
+    out = nsp_pairs.core(table, nsp_pairs.NspConfig(max_seq_length=8, short_seq_prob=0.0, cls_id=2, sep_id=3), 0)
     for row in out.to_pylist():
         assert len(row["input_ids"]) <= 8 and row["input_ids"][0] == 2 and row["input_ids"][-1] == 3
     # document "a" has one sentence: its B is always random

@@ -58,6 +58,8 @@ def test_chain_rerun_and_kill_resume(ray_session, tmp_path, demo_files):
     assert nsp["pairs"] > 9000 and nsp["max_num_tokens"] <= 128
     assert abs(nsp["random_next_fraction_of_tosses"] - 0.5) < 0.03
     assert stage_store.read_stats(uris["tokenize"])["tokens"] > 600_000
+    first = stage_store.read_table(uris["nsp_pairs"]).slice(0, 1).to_pylist()[0]["input_ids"]
+    assert first[0] == 101 and first[-1] == 102  # [CLS]/[SEP] of the vocabulary used (bert-base-uncased)
 
     before = _all_paths(root_a)
     started = time.time()
