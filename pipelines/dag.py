@@ -225,8 +225,9 @@ class Pipeline:
             log: Callable[[str], None] = print) -> RunResult:
         to_run, to_skip, manifest = self.plan(cfg, root, from_stage, until)
         hashes = self.stage_hashes(cfg)
-        manifest["driver"] = {"host": socket.gethostname(), "pid": os.getpid()}
-        self._save(root, manifest)
+        if to_run:  # a run with nothing to do leaves the manifest untouched
+            manifest["driver"] = {"host": socket.gethostname(), "pid": os.getpid()}
+            self._save(root, manifest)
         total = len(to_run) + len(to_skip)
         for i, name in enumerate(n for n in self.stages if n in to_run or n in to_skip):
             prefix = f"[{i + 1}/{total}] {name}"
