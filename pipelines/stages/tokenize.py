@@ -62,9 +62,11 @@ def tokenized_dataset(sentences_uri: str, wordpiece_uri: str, cfg: TokenizeConfi
 
     if num_actors is None:
         num_actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    ds = stage_store.read_dataset(sentences_uri, rows_per_block=cfg.docs_per_block)
-    return ds.map_batches(Encoder, fn_constructor_args=(wordpiece_uri, cfg.lowercase, storage.capture_env()), batch_size=None,
-                          batch_format="pyarrow", concurrency=(1, num_actors))
+    # Read (and re-block) first: actors hold their CPUs for the whole stage, and read tasks that
+    # must run alongside them could never be scheduled on a 1-CPU node (a deadlock).
+    ds = stage_store.read_dataset(sentences_uri, rows_per_block=cfg.docs_per_block).materialize()
+    return ds.map_batches(Encoder, fn_constructor_args=(wordpiece_uri, cfg.lowercase, storage.capture_env()),
+                          batch_size=None, batch_format="pyarrow", concurrency=(1, num_actors))
 
 
 def run_tokenize(cfg: TokenizeConfig, sentences_uri: str, wordpiece_uri: str, root: str,
