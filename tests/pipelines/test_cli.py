@@ -185,7 +185,7 @@ finetune:
       data_uri: "demo:task"
       spec: {{name: movie_sentiment, text_a: sentence, labels: ["0", "1"], metrics: [accuracy], test_files: []}}
       hyper_params: {{learning_rate: 0.0001, batch_size: 32, num_epochs: 1, max_seq_length: 64,
-                      max_train_examples: 256, max_eval_examples: 256}}
+                      max_train_examples: 128, max_eval_examples: 128}}
       num_cpus: 1
 """)
     cmd = [sys.executable, "-m", "pipelines.cli", "run", str(config)]
