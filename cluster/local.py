@@ -72,11 +72,13 @@ class LocalHead:
                  env: dict[str, str] | None = None):
         self.port = free_port()
         self.dashboard_port = free_port()
+        # The job agent's HTTP port defaults to 52365 for every Ray on the machine; when another Ray
+        # holds it the agent runs without HTTP, never registers, and every job submission times out.
+        self.agent_port = free_port()
         self.tmp = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")  # short: Ray's socket paths have a limit
         self.num_cpus = num_cpus
         self.autoscaling_config = autoscaling_config
-        # Ray's default token auth stays on (its job agent does not register with RAY_AUTH_MODE=disabled
-        # in 2.60); the head and clients on this machine share ~/.ray/auth_token.
+        # Ray's default token auth stays on; the head and clients on this machine share ~/.ray/auth_token.
         self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", **(env or {}))
         self.proc: subprocess.Popen | None = None
         self.log_path = os.path.join(self.tmp, "ray-start.log")
@@ -106,6 +108,7 @@ class LocalHead:
         cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
                f"--port={self.port}", f"--num-cpus={self.num_cpus}",
                "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+               f"--dashboard-agent-listen-port={self.agent_port}",
                f"--temp-dir={self.tmp}", "--disable-usage-stats"]
         if self.autoscaling_config is not None:
             path = os.path.join(self.tmp, "autoscaling.yaml")
