@@ -125,10 +125,14 @@ class WordPieceTokenizer:
 
     def encode_pairs(self, pairs: Sequence[tuple[str, str | None]], max_length: int) -> Iterator[dict]:
         """[CLS] A [SEP] B [SEP] encodings truncated longest-first to ``max_length``, padded to it."""
+        if max_length < 4:
+            raise ValueError(f"max_length {max_length} leaves no room for tokens")
+        # A copy with truncation on, so the shared tokenizer's settings never change under a caller.
+        truncating = Tokenizer.from_str(self.tokenizer.to_str())
+        truncating.enable_truncation(max_length, strategy="longest_first")
+        truncating.no_padding()
         for a, b in pairs:
-            enc = self.tokenizer.encode(a, b) if b is not None else self.tokenizer.encode(a)
-            if len(enc.ids) > max_length:
-                enc.truncate(max_length, strategy="longest_first")
+            enc = truncating.encode(a, b) if b is not None else truncating.encode(a)
             ids, types = enc.ids, enc.type_ids
             pad = max_length - len(ids)
             yield {"input_ids": ids + [self.pad_id] * pad, "token_type_ids": types + [0] * pad,

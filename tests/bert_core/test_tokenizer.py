@@ -67,3 +67,16 @@ def test_bad_vocab_files(tmp_path):
     partial.write_text("[PAD]\n[UNK]\nhello\n")
     with pytest.raises(ValueError, match=r"lacks special token\(s\) \[CLS\], \[SEP\], \[MASK\]"):
         WordPieceTokenizer.load(str(partial))
+
+
+def test_encode_pairs_truncates_longest_first_like_transformers(minilm_dir):
+    vocab = os.path.join(minilm_dir, "vocab.txt")
+    ours = WordPieceTokenizer.load(vocab)
+    ref = transformers.BertTokenizer(vocab, do_lower_case=True)
+    lines = _real_lines(40)
+    pairs = [(lines[i], lines[i + 1]) for i in range(0, 40, 2)] + [(lines[0], None)]
+    for (a, b), row in zip(pairs, ours.encode_pairs(pairs, 24)):
+        expected = ref(a, b, truncation="longest_first", max_length=24, padding="max_length")
+        assert row["input_ids"] == expected["input_ids"]
+        assert row["token_type_ids"] == expected["token_type_ids"]
+        assert row["attention_mask"] == expected["attention_mask"]
