@@ -123,17 +123,21 @@ class WordPieceTokenizer:
     def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = False) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)]
 
-    def encode_pairs(self, pairs: Sequence[tuple[str, str | None]], max_length: int) -> Iterator[dict]:
-        """[CLS] A [SEP] B [SEP] encodings truncated longest-first to ``max_length``, padded to it."""
+    def encode_truncated(self, pairs: Sequence[tuple[str, str | None]], max_length: int) -> list[tuple[list[int], list[int]]]:
+        """Unpadded ``(input_ids, token_type_ids)`` of ``[CLS] A [SEP] B [SEP]``, truncated to
+        ``max_length`` longest-first across the two segments (tokenizers' own algorithm)."""
         if max_length < 4:
             raise ValueError(f"max_length {max_length} leaves no room for tokens")
         # A copy with truncation on, so the shared tokenizer's settings never change under a caller.
         truncating = Tokenizer.from_str(self.tokenizer.to_str())
         truncating.enable_truncation(max_length, strategy="longest_first")
         truncating.no_padding()
-        for a, b in pairs:
-            enc = truncating.encode(a, b) if b is not None else truncating.encode(a)
-            ids, types = enc.ids, enc.type_ids
+        inputs = [a if b is None else (a, b) for a, b in pairs]
+        return [(e.ids, e.type_ids) for e in truncating.encode_batch(inputs)]
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str | None]], max_length: int) -> Iterator[dict]:
+        """[CLS] A [SEP] B [SEP] encodings truncated longest-first to ``max_length``, padded to it."""
+        for ids, types in self.encode_truncated(pairs, max_length):
             pad = max_length - len(ids)
             yield {"input_ids": ids + [self.pad_id] * pad, "token_type_ids": types + [0] * pad,
                    "attention_mask": [1] * len(ids) + [0] * pad}

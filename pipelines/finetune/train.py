@@ -113,14 +113,8 @@ class Encoded:
 
 def encode_examples(tok: WordPieceTokenizer, examples: Sequence[glue.Example], max_seq_length: int,
                     regression: bool) -> Encoded:
-    inputs = [(e.text_a, e.text_b) if e.text_b is not None else e.text_a for e in examples]
-    # Truncation inside the tokenizer: only there is "longest_first" applied across the two segments.
-    tok.tokenizer.enable_truncation(max_seq_length, strategy="longest_first")
-    try:
-        encodings = tok.tokenizer.encode_batch(inputs)
-    finally:
-        tok.tokenizer.no_truncation()
-    ids, types = [e.ids for e in encodings], [e.type_ids for e in encodings]
+    encoded = tok.encode_truncated([(e.text_a, e.text_b) for e in examples], max_seq_length)
+    ids, types = [i for i, _ in encoded], [t for _, t in encoded]
     labels = None
     if examples and examples[0].label is not None:
         labels = np.array([e.label for e in examples], dtype=np.float32 if regression else np.int64)
