@@ -17,8 +17,7 @@ import time
 import torch
 
 from bert_core import BertConfig, BertForPreTraining, count_parameters, mask_tokens
-
-H100_BF16_PEAK = 800e12  # measured dense bf16 matmul peak quoted in the issue (FLOP/s)
+from pipelines.pretrain.metrics import H100_BF16_PEAK, flops_per_step
 
 
 def max_predictions(seq: int) -> int:
@@ -37,16 +36,6 @@ def make_batch(config: BertConfig, batch: int, seq: int, device: str, seed: int 
                               seed=seed, max_predictions_per_seq=max_predictions(seq))
     nsp = torch.randint(0, 2, (batch,), generator=g)
     return [t.to(device) for t in (ids, types, mask, labels, nsp)]
-
-
-def train_flops_per_step(config: BertConfig, batch: int, seq: int, masked_fraction: float) -> float:
-    """Matmul FLOPs of one training step (forward + backward = 3x forward) of the work bert_core does."""
-    H, I, L, V = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.vocab_size
-    tokens = batch * seq
-    per_token_fwd = L * (2 * (4 * H * H + 2 * H * I) + 4 * seq * H)  # projections + attention
-    head_fwd = masked_fraction * 2 * (H * H + H * V)  # MLM head only on selected positions
-    pooled_fwd = (2 * (H * H + 2 * H)) / seq
-    return 3 * tokens * (per_token_fwd + head_fwd + pooled_fwd)
 
 
 def build(kind: str, config: BertConfig, device: str):
@@ -113,7 +102,7 @@ def measure(preset: str, args) -> dict:
             sync(args.device)
             times[kind].append(time.perf_counter() - t0)
     tokens = args.batch * args.seq
-    flops = train_flops_per_step(config, args.batch, args.seq, float((batch[3] != -100).float().mean()))
+    flops = flops_per_step(config, args.batch, args.seq, int((batch[3] != -100).sum()))
     out = {"preset": preset, "params": count_parameters(build("bert_core", config, "cpu")),
            "batch": args.batch, "seq": args.seq, "dtype": args.dtype, "device": args.device}
     for kind, ts in times.items():
