@@ -34,7 +34,8 @@ def test_cpu_adamw_zero2_exact():
                       "params": {"warmup_min_lr": 0.0, "warmup_max_lr": 2e-4, "warmup_num_steps": 10,
                                  "total_num_steps": 100, "warmup_type": "linear"}},
         "optimizer": {"type": "AdamW", "params": {"lr": 2e-4, "betas": [0.9, 0.999], "eps": 1e-6,
-                                                  "weight_decay": 0.01, "torch_adam": True}},
+                                                  "weight_decay": 0.01, "torch_adam": True,
+                                                  "fused": True}},
     }
 
 

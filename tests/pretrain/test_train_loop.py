@@ -1,0 +1,87 @@
+"""The single-rank all-reduce skip changes nothing but speed: a real DeepSpeed ZeRO-0 engine in this
+process (gloo, world size 1) with and without it ends at bit-identical weights."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from bert_core import BertConfig, BertForPreTraining
+from pipelines.pretrain.config import PretrainConfig
+from pipelines.pretrain.deepspeed_config import build_deepspeed_config, weight_decay_groups
+from pipelines.pretrain.train_loop import skip_single_rank_allreduce
+from pipelines.typed_config import from_dict
+
+
+@pytest.fixture(scope="module")
+def single_rank_group():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"DS_ACCELERATOR": "cpu", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _cfg(zero_stage: int) -> PretrainConfig:
+    return from_dict(PretrainConfig, {
+        "model_preset": "tiny", "num_workers": 1, "deepspeed": {"zero_stage": zero_stage},
+        "phases": [{"max_seq_length": 16, "micro_batch_size": 4, "global_batch_size": 8, "num_steps": 10,
+                    "warmup_steps": 1, "learning_rate": 1e-3}]})
+
+
+def _train(cfg: PretrainConfig, skip: bool) -> tuple[bool, dict[str, torch.Tensor]]:
+    import deepspeed
+
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig.preset("tiny", vocab_size=100, max_position_embeddings=16,
+                                                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=weight_decay_groups(model, 0.01),
+                                           config=build_deepspeed_config(cfg, cfg.phases[0], 1),
+                                           dist_init_required=False)
+    skipped = skip_single_rank_allreduce(engine, cfg, 1) if skip else False
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3 * 2):  # 3 optimizer steps of 2 accumulated micro-batches
+        ids = torch.randint(5, 100, (4, 16), generator=g)
+        labels = torch.where(torch.rand(4, 16, generator=g) < 0.15, ids, torch.full_like(ids, -100))
+        out = engine(input_ids=ids, token_type_ids=torch.zeros_like(ids), attention_mask=torch.ones_like(ids),
+                     mlm_labels=labels, nsp_labels=torch.randint(0, 2, (4,), generator=g))
+        engine.backward(out.loss)
+        engine.step()
+    assert engine.global_steps == 3
+    return skipped, {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
+
+
+def test_zero0_single_rank_skip_gives_identical_weights(single_rank_group):
+    cfg = _cfg(0)
+    skipped, fast = _train(cfg, skip=True)
+    _, reference = _train(cfg, skip=False)
+    assert skipped
+    torch.manual_seed(0)
+    initial = BertForPreTraining(BertConfig.preset("tiny", vocab_size=100, max_position_embeddings=16)).state_dict()
+    assert not torch.equal(fast["bert.embeddings.word.weight"],
+                           initial["bert.embeddings.word.weight"])  # it trained
+    for name, tensor in reference.items():
+        assert torch.equal(fast[name], tensor), name
+
+
+@pytest.mark.parametrize("zero_stage, workers", [(1, 1), (0, 2)])
+def test_skip_only_where_the_all_reduce_is_a_no_op(zero_stage, workers):
+    class Engine:
+        enable_backward_allreduce = True
+
+    engine = Engine()
+    assert not skip_single_rank_allreduce(engine, _cfg(zero_stage), workers)
+    assert engine.enable_backward_allreduce
