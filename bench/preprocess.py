@@ -81,7 +81,7 @@ def run_ours(files: list[str], cores: int) -> dict:
     cfg = PreprocessConfig(inputs=tuple(files), wordpiece=WordPieceConfig(vocab_file=vocab_file()))
     with tempfile.TemporaryDirectory() as root:
         started = time.time()
-        uris = run_preprocessing(cfg, root, num_actors=cores)
+        uris = run_preprocessing(cfg, root)
         seconds = time.time() - started
         tokens = stage_store.read_stats(uris["tokenize"])["tokens"]
         pairs = stage_store.read_stats(uris["nsp_pairs"])["pairs"]

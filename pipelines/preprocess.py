@@ -36,18 +36,20 @@ class PreprocessConfig:
     nsp: NspConfig = NspConfig()
 
 
-def run_preprocessing(cfg: PreprocessConfig, root: str, *, num_actors: int | None = None) -> dict[str, str]:
-    """Run (or skip, when complete) every stage under ``root``; -> {stage: output URI}."""
+def run_preprocessing(cfg: PreprocessConfig, root: str, *, concurrency: int | None = None) -> dict[str, str]:
+    """Run (or skip, when complete) every stage under ``root``; -> {stage: output URI}. ``concurrency``
+    caps the tasks a stage runs at once (default: as many as the cluster's CPUs); it never changes
+    the output."""
     import ray
 
     if not ray.is_initialized():
         ray.init()
     out: dict[str, str] = {}
-    out["read"] = run_read(cfg.read, list(cfg.inputs), root)
-    out["clean"] = run_clean(cfg.clean, out["read"], root)
-    out["split"] = run_split(cfg.split, out["clean"], root)
+    out["read"] = run_read(cfg.read, list(cfg.inputs), root, concurrency=concurrency)
+    out["clean"] = run_clean(cfg.clean, out["read"], root, concurrency=concurrency)
+    out["split"] = run_split(cfg.split, out["clean"], root, concurrency=concurrency)
     out["wordpiece"] = run_wordpiece(cfg.wordpiece, out["split"], root)
-    out["tokenize"] = run_tokenize(cfg.tokenize, out["split"], out["wordpiece"], root, num_actors=num_actors)
+    out["tokenize"] = run_tokenize(cfg.tokenize, out["split"], out["wordpiece"], root, concurrency=concurrency)
     out["nsp_pairs"] = run_nsp_pairs(cfg.nsp, out["tokenize"], root)
     for stage in STAGES:
         log.info("%s: %s %s", stage, out[stage], stage_store.read_stats(out[stage]))

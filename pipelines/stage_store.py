@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import time
 import uuid
 from typing import Any, Callable, Iterable, Iterator
@@ -220,6 +221,74 @@ def write_batches(writer: StageWriter, batches: Iterable[pa.Table], schema: pa.S
                 pending, num_pending = ([rest] if rest.num_rows else []), rest.num_rows
     if num_pending:
         writer.write_table(pa.concat_tables(pending))
+
+
+def map_shards(writer: StageWriter, shards: list[str], fn: Callable[..., tuple[Any, dict[str, Any]]],
+               fn_args: tuple = (), *, schema: pa.Schema, desc: str = "", read_input: bool = True,
+               prefix: str = "part", record: bool = True, num_cpus: float = 1,
+               concurrency: int | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Run ``fn(shard table, *fn_args) -> (table or iterable of tables, stats)`` on every input shard in a
+    Ray Data task that writes its result itself, as ``part-{shard:05d}.parquet`` (or
+    ``part-{shard:05d}-{k:04d}.parquet`` for an iterable, written as it streams) in the stage's temporary directory: no row passes
+    through the driver. Output shard ``i`` comes from input shard ``i`` alone, so the bytes do not
+    depend on how many workers ran. Empty tables write no file. With ``read_input=False`` ``fn`` gets
+    the shard's URI instead of its table. ``concurrency`` caps the tasks running at once. ``prefix`` and
+``record=False`` write work files (``{prefix}-...``) that are not part of the output.
+    Returns the sum of every shard's numeric stats (``max_*`` keys take the maximum) and the URIs of
+    the files written, in shard order."""
+    import ray.data
+    from tqdm import tqdm
+
+    if not shards:
+        raise ValueError(f"{writer.stage}: no input shard")
+    items = [{"index": i, "uri": uri} for i, uri in enumerate(shards)]
+    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        _shard_task, fn_args=(fn, fn_args, schema, writer.tmp, read_input, prefix, storage.capture_env()),
+        batch_size=1, batch_format="pyarrow", num_cpus=num_cpus, concurrency=concurrency)
+    totals: dict[str, Any] = {}
+    written: list[str] = []
+    with tqdm(total=len(items), desc=desc or writer.stage, unit=" shards", mininterval=2.0, leave=False) as bar:
+        for row in ds.iter_rows():  # in shard order (run_stage preserves order)
+            if row["rows"]:
+                written.append(storage.join(writer.tmp, row["name"]))
+                if record:
+                    writer.add_file(row["name"], int(row["bytes"]), int(row["rows"]))
+            for key, value in json.loads(row["stats"]).items():
+                totals[key] = max(totals.get(key, value), value) if key.startswith("max_") else totals.get(key, 0) + value
+            bar.update(int(row["first"]))
+    return totals, written
+
+
+def _shard_task(batch: pa.Table, fn, fn_args: tuple, schema: pa.Schema, tmp: str, read_input: bool, prefix: str,
+                env: dict[str, str]) -> pa.Table:
+    """``map_shards``' task: one shard in, its file(s) written; -> a row per file, stats on the first."""
+    storage.apply_env(env)
+    index, uri = batch.column("index")[0].as_py(), batch.column("uri")[0].as_py()
+    result, stats = fn(read_parquet(uri) if read_input else uri, *fn_args)
+    single = isinstance(result, pa.Table)
+    rows: dict[str, list] = {"name": [], "bytes": [], "rows": [], "stats": [], "first": []}
+    for k, table in enumerate([result] if single else result):  # a stream is written as it comes
+        name = f"{prefix}-{index:05d}.parquet" if single else f"{prefix}-{index:05d}-{k:04d}.parquet"
+        num_bytes = 0
+        if table.num_rows:
+            data = table_to_parquet_bytes(table.select(schema.names).cast(schema))
+            storage.write_bytes_atomic(storage.join(tmp, name), data)
+            num_bytes = len(data)
+        for key, value in (("name", name), ("bytes", num_bytes), ("rows", table.num_rows), ("stats", "{}"),
+                           ("first", not rows["first"])):
+            rows[key].append(value)
+    if not rows["name"]:
+        rows = {"name": [""], "bytes": [0], "rows": [0], "stats": ["{}"], "first": [True]}
+    rows["stats"][0] = json.dumps(stats)  # complete now that the stream is consumed
+    return pa.table(rows)
+
+
+def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """One parquet file at ``uri``; errors name it."""
+    try:
+        return pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=columns)
+    except Exception as e:
+        raise ValueError(f"cannot read parquet {uri}: {type(e).__name__}: {e}") from e
 
 
 def iter_arrow(ds, batch_size: int | None = 4096) -> Iterator[pa.Table]:

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import schemas, stage_store
+from pipelines import schemas, stage_store, storage
 
 STAGE = "clean"
 REASONS = ("binary", "too_short", "too_long", "duplicate")
@@ -46,9 +46,6 @@ class CleanConfig:
     """Lines whose non-space characters are less than this share letters are dropped as markup."""
     num_buckets: int = 16
     """Hash partitions for corpus-wide de-duplication."""
-    docs_per_block: int = 500
-    """Documents per Ray block (the unit of parallel work)."""
-    rows_per_shard: int = 20000
 
 
 _BAD = re.compile(r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
@@ -130,8 +127,8 @@ def mark_duplicates(table: pa.Table) -> pa.Table:
     return t.set_column(t.schema.get_field_index("drop_reason"), "drop_reason", pa.array(reason, pa.string()))
 
 
-def _by_bucket(block: pa.Table, num_buckets: int) -> tuple[pa.Table, ...]:
-    small = block.select(["doc_id", "drop_reason", "text_hash", "bucket"])
+def _by_bucket(work_uri: str, num_buckets: int) -> tuple[pa.Table, ...]:
+    small = stage_store.read_parquet(work_uri, columns=["doc_id", "drop_reason", "text_hash", "bucket"])
     kept = small.filter(pc.equal(small.column("drop_reason"), ""))
     parts = tuple(kept.filter(pc.equal(kept.column("bucket"), b)) for b in range(num_buckets))
     return parts if num_buckets > 1 else parts[0]
@@ -142,15 +139,16 @@ def _duplicates_in_bucket(*parts: pa.Table) -> list[str]:
     return marked.filter(pc.equal(marked.column("drop_reason"), "duplicate")).column("doc_id").to_pylist()
 
 
-def find_duplicates(work_ds, num_buckets: int) -> set[str]:
-    """doc_ids of every duplicate but the first copy, by a hash shuffle in plain Ray tasks: each block
-    sends (doc_id, hash) of its kept rows to the bucket of the hash, so every copy of a text meets in
-    one task and no process holds all hashes; only duplicate ids come back to the driver."""
+def find_duplicates(work_uris: list[str], num_buckets: int, env: dict[str, str] | None = None) -> set[str]:
+    """doc_ids of every duplicate but the first copy, by a hash shuffle in plain Ray tasks: each work
+    file sends (doc_id, hash) of its kept rows to the bucket of the hash, so every copy of a text
+    meets in one task and no process holds all hashes; only duplicate ids come back to the driver."""
     import ray
 
-    split_block = ray.remote(num_returns=num_buckets)(_by_bucket)
+    opts = {"runtime_env": {"env_vars": env}} if env else {}
+    split_block = ray.remote(num_returns=num_buckets)(_by_bucket).options(**opts)
     find_in_bucket = ray.remote(_duplicates_in_bucket)
-    per_block = [split_block.remote(ref, num_buckets) for ref in work_ds.to_arrow_refs()]
+    per_block = [split_block.remote(uri, num_buckets) for uri in work_uris]
     if num_buckets == 1:
         per_block = [[ref] for ref in per_block]
     found = [find_in_bucket.remote(*[parts[b] for parts in per_block]) for b in range(num_buckets)]
@@ -165,36 +163,48 @@ def mark_found_duplicates(table: pa.Table, duplicates: set[str]) -> pa.Table:
     return table.set_column(table.schema.get_field_index("drop_reason"), "drop_reason", reason)
 
 
-class _Counter:
-    def __init__(self) -> None:
-        self.stats = {"documents_in": 0, "documents": 0, "dropped": {r: 0 for r in REASONS},
-                      "markup_lines_dropped": 0, "bad_chars_removed": 0, "chars": 0}
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        s = self.stats
-        s["documents_in"] += table.num_rows
-        s["markup_lines_dropped"] += pc.sum(table.column("num_markup_lines")).as_py() or 0
-        s["bad_chars_removed"] += pc.sum(table.column("num_bad_chars")).as_py() or 0
-        for reason in REASONS:
-            s["dropped"][reason] += pc.sum(pc.equal(table.column("drop_reason"), reason)).as_py() or 0
-        kept = table.filter(pc.equal(table.column("drop_reason"), ""))
-        s["documents"] += kept.num_rows
-        s["chars"] += pc.sum(pc.utf8_length(kept.column("text"))).as_py() or 0
-        return kept
+def clean_shard(table: pa.Table, cfg: CleanConfig) -> tuple[pa.Table, dict[str, int]]:
+    """Pass 1 on one shard: ``core`` (WORK rows, every input row kept for the counts)."""
+    return core(table, cfg), {}
 
 
-def run_clean(cfg: CleanConfig, documents_uri: str, root: str) -> str:
-    """Clean the DOCUMENTS at ``documents_uri`` into ``{root}/clean/{key}/``; returns its URI."""
+def finish_shard(work: pa.Table, duplicates_ref) -> tuple[pa.Table, dict[str, int]]:
+    """Pass 2 on one shard: mark the corpus-wide duplicates, count every drop, keep the rest."""
+    import ray
+
+    table = mark_found_duplicates(work, ray.get(duplicates_ref[0]))
+    stats = {"documents_in": table.num_rows,
+             "markup_lines_dropped": pc.sum(table.column("num_markup_lines")).as_py() or 0,
+             "bad_chars_removed": pc.sum(table.column("num_bad_chars")).as_py() or 0}
+    for reason in REASONS:
+        stats[f"dropped.{reason}"] = pc.sum(pc.equal(table.column("drop_reason"), reason)).as_py() or 0
+    kept = table.filter(pc.equal(table.column("drop_reason"), ""))
+    stats["documents"] = kept.num_rows
+    stats["chars"] = pc.sum(pc.utf8_length(kept.column("text"))).as_py() or 0
+    return kept.select(schemas.DOCUMENTS.names), stats
+
+
+def run_clean(cfg: CleanConfig, documents_uri: str, root: str, *, concurrency: int | None = None) -> str:
+    """Clean the DOCUMENTS at ``documents_uri`` into ``{root}/clean/{key}/``; returns its URI.
+
+    Pass 1 (a Ray Data task per input shard) writes WORK files into the stage's temporary directory;
+    the hash shuffle finds the duplicates; pass 2 (a task per WORK file) writes the output shards."""
+    import ray
+
     def produce(writer: stage_store.StageWriter) -> None:
-        counter = _Counter()
-        work = stage_store.read_dataset(documents_uri, rows_per_block=cfg.docs_per_block).map_batches(
-            core, fn_args=(cfg,), batch_format="pyarrow", batch_size=None).materialize()
-        duplicates = find_duplicates(work, cfg.num_buckets)
-        stage_store.write_batches(writer, stage_store.iter_arrow(work), schemas.DOCUMENTS, cfg.rows_per_shard,
-                                  on_batch=lambda t: counter(mark_found_duplicates(t, duplicates)), desc="clean")
-        if counter.stats["documents"] == 0:
-            raise ValueError(f"clean: every document was dropped ({counter.stats['dropped']}); "
+        shards = stage_store.data_files(documents_uri)
+        _, work = stage_store.map_shards(writer, shards, clean_shard, (cfg,), schema=WORK, desc="clean",
+                                         prefix="work", record=False, concurrency=concurrency)
+        duplicates = find_duplicates(work, cfg.num_buckets, storage.capture_env())
+        totals, _ = stage_store.map_shards(writer, work, finish_shard, ([ray.put(duplicates)],),
+                                        schema=schemas.DOCUMENTS, desc="clean", concurrency=concurrency)
+        for uri in work:
+            storage.remove_tree(uri)
+        stats = {k: v for k, v in totals.items() if not k.startswith("dropped.")}
+        stats["dropped"] = {r: totals.get(f"dropped.{r}", 0) for r in REASONS}
+        if not stats.get("documents"):
+            raise ValueError(f"clean: every document was dropped ({stats['dropped']}); "
                              f"check the input or lower min_chars={cfg.min_chars}")
-        writer.stats.update(counter.stats)
+        writer.stats.update(stats)
 
-    return stage_store.run_stage(root, STAGE, cfg, (stage_store.input_identity(documents_uri),), produce)
+    return stage_store.run_stage(root, STAGE, cfg, (stage_store.input_identity(documents_uri),), produce, version=2)

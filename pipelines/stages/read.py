@@ -34,9 +34,10 @@ class ReadConfig:
     text_field: str = "text"
     """Field of ``.jsonl`` records / column of parquet files that holds the text."""
     docs_per_batch: int = 2000
-    """Documents per table handed downstream while a file streams."""
-    rows_per_shard: int = 20000
-    """Rows per output parquet shard."""
+    """Documents per table while a file streams (bounds memory in ``documents_dataset``)."""
+    rows_per_shard: int = 5000
+    """Rows per output parquet shard; the shards of every file are the unit of parallel work for the
+    stages that follow, so a big file becomes several."""
 
 
 class ReadError(RuntimeError):
@@ -121,24 +122,6 @@ def read_file(uri: str, cfg: ReadConfig) -> Iterator[pa.Table]:
         raise ReadError(f"cannot read {uri}: {type(e).__name__}: {e}") from e
 
 
-class _ReadFiles:
-    def __init__(self, cfg: ReadConfig, env: dict[str, str]):
-        self.cfg, self.env = cfg, env
-
-    def __call__(self, batch: dict) -> Iterator[pa.Table]:
-        storage.apply_env(self.env)
-        for uri in batch["uri"]:
-            yield from read_file(str(uri), self.cfg)
-
-
-def documents_dataset(files: list[str], cfg: ReadConfig):
-    """Lazy Ray Dataset of DOCUMENTS rows, one read task per file, in file order."""
-    import ray.data
-
-    files_ds = ray.data.from_items([{"uri": f} for f in files], override_num_blocks=len(files))
-    return files_ds.map_batches(_ReadFiles(cfg, storage.capture_env()), batch_size=1, batch_format="numpy")
-
-
 def input_identity(files: list[str]) -> list[list]:
     """Names and sizes of the input files (what the stage key hashes)."""
     out = []
@@ -150,8 +133,31 @@ def input_identity(files: list[str]) -> list[list]:
     return out
 
 
-def run_read(cfg: ReadConfig, inputs: str | list[str], root: str) -> str:
-    """Read ``inputs`` (URIs, globs or directories) into ``{root}/read/{key}/``; returns its URI."""
+def read_shards(uri: str, cfg: ReadConfig) -> tuple[Iterator[pa.Table], dict[str, int]]:
+    """One input file -> its DOCUMENTS as a stream of ``rows_per_shard``-row tables, and counts that
+    are complete once the stream is."""
+    counts = {"documents": 0, "chars": 0}
+
+    def shards() -> Iterator[pa.Table]:
+        pending: list[pa.Table] = []
+        for table in read_file(uri, cfg):
+            counts["documents"] += table.num_rows
+            counts["chars"] += pc.sum(pc.utf8_length(table.column("text"))).as_py() or 0
+            pending.append(table)
+            merged = pa.concat_tables(pending)
+            while merged.num_rows >= cfg.rows_per_shard:
+                yield merged.slice(0, cfg.rows_per_shard)
+                merged = merged.slice(cfg.rows_per_shard)
+            pending = [merged]
+        if pending and pending[0].num_rows:
+            yield pending[0]
+
+    return shards(), counts
+
+
+def run_read(cfg: ReadConfig, inputs: str | list[str], root: str, *, concurrency: int | None = None) -> str:
+    """Read ``inputs`` (URIs, globs or directories) into ``{root}/read/{key}/``; returns its URI.
+    One Ray Data task per file writes that file's documents as ``part-{file:05d}-{k:04d}.parquet``."""
     patterns = [inputs] if isinstance(inputs, str) else list(inputs)
     if not patterns:
         raise ValueError("read: no input given")
@@ -159,15 +165,9 @@ def run_read(cfg: ReadConfig, inputs: str | list[str], root: str) -> str:
 
     def produce(writer: stage_store.StageWriter) -> None:
         started = time.time()
-        counts = {"documents": 0, "chars": 0}
-
-        def count(table: pa.Table) -> None:
-            counts["documents"] += table.num_rows
-            counts["chars"] += pc.sum(pc.utf8_length(table.column("text"))).as_py() or 0
-
-        stage_store.write_batches(writer, stage_store.iter_arrow(documents_dataset(files, cfg), None),
-                                  schemas.DOCUMENTS, cfg.rows_per_shard, on_batch=count, desc="read")
-        if counts["documents"] == 0:
+        counts, _ = stage_store.map_shards(writer, files, read_shards, (cfg,), schema=schemas.DOCUMENTS,
+                                        desc="read", read_input=False, concurrency=concurrency)
+        if not counts.get("documents"):
             raise ValueError(f"read: the corpus is empty: {len(files)} file(s) from {patterns} hold no document")
         writer.stats.update(counts, files=len(files), input_bytes=sum(s or 0 for _, s in input_identity(files)),
                             read_seconds=round(time.time() - started, 3))

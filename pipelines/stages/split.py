@@ -35,9 +35,6 @@ _BOUNDARY = re.compile(r"([.!?\u2026]+)([\"'\u201d\u2019)\]]*)\s+(?=[\"'\u201c\u
 class SplitConfig:
     min_sentence_chars: int = 2
     """Shorter pieces are joined to the sentence before them."""
-    docs_per_block: int = 500
-    """Documents per Ray block (the unit of parallel work)."""
-    rows_per_shard: int = 20000
 
 
 def _is_false_boundary(line: str, end: int, punct: str) -> bool:
@@ -92,22 +89,21 @@ def core(table: pa.Table, cfg: SplitConfig) -> pa.Table:
     return pa.table({"doc_id": ids, "sentences": docs}, schema=schemas.SENTENCES)
 
 
-def run_split(cfg: SplitConfig, documents_uri: str, root: str) -> str:
-    """Split the cleaned DOCUMENTS at ``documents_uri`` into ``{root}/split/{key}/``."""
+def split_shard(table: pa.Table, cfg: SplitConfig) -> tuple[pa.Table, dict[str, int]]:
+    """``core`` on one shard, with its counts."""
+    out = core(table, cfg)
+    lengths = pc.list_value_length(out.column("sentences"))
+    return out, {"documents": out.num_rows, "sentences": pc.sum(lengths).as_py() or 0,
+                 "single_sentence_documents": pc.sum(pc.equal(lengths, 1)).as_py() or 0}
+
+
+def run_split(cfg: SplitConfig, documents_uri: str, root: str, *, concurrency: int | None = None) -> str:
+    """Split the cleaned DOCUMENTS at ``documents_uri`` into ``{root}/split/{key}/``: one Ray Data task
+    per input shard, each writing its output shard; ``concurrency`` caps the tasks at once (speed only)."""
     def produce(writer: stage_store.StageWriter) -> None:
-        stats = {"documents": 0, "sentences": 0, "single_sentence_documents": 0}
-
-        def count(table: pa.Table) -> None:
-            lengths = pc.list_value_length(table.column("sentences"))
-            stats["documents"] += table.num_rows
-            stats["sentences"] += pc.sum(lengths).as_py() or 0
-            stats["single_sentence_documents"] += pc.sum(pc.equal(lengths, 1)).as_py() or 0
-
-        ds = stage_store.read_dataset(documents_uri, rows_per_block=cfg.docs_per_block).map_batches(
-            core, fn_args=(cfg,), batch_format="pyarrow", batch_size=None)
-        stage_store.write_batches(writer, stage_store.iter_arrow(ds), schemas.SENTENCES, cfg.rows_per_shard,
-                                  on_batch=count, desc="split")
-        if stats["sentences"] == 0:
+        stats, _ = stage_store.map_shards(writer, stage_store.data_files(documents_uri), split_shard, (cfg,),
+                                       schema=schemas.SENTENCES, desc="split", concurrency=concurrency)
+        if not stats.get("sentences"):
             raise ValueError(f"split: no sentence in {documents_uri}")
         writer.stats.update(stats)
 

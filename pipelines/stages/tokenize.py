@@ -1,18 +1,21 @@
 """SENTENCES + a wordpiece stage output -> TOKENIZED (doc_id, sentence_ids).
 
-An actor stage: each actor loads the tokenizer once, then encodes whole batches of sentences with
-the Rust tokenizer (no special tokens). Empty sentences (nothing left after normalisation) are
+One Ray Data task per input shard encodes all its sentences in one call to the Rust tokenizer (no
+special tokens) and writes its output shard. Each worker process loads the tokenizer once and keeps
+it for the shards that follow (an actor pool would do the same, but costs an actor start per stage
+and routes every block through the driver). Empty sentences (nothing left after normalisation) are
 dropped, and so are documents left with no sentence.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import schemas, stage_store, storage
+from pipelines import schemas, stage_store
 from pipelines.stages.wordpiece import load_tokenizer
 
 STAGE = "tokenize"
@@ -21,9 +24,6 @@ STAGE = "tokenize"
 @dataclasses.dataclass(frozen=True)
 class TokenizeConfig:
     lowercase: bool = True
-    docs_per_block: int = 500
-    """Documents per Ray block (the unit of parallel work)."""
-    rows_per_shard: int = 20000
 
 
 def core(table: pa.Table, tokenizer) -> pa.Table:
@@ -46,46 +46,29 @@ def core(table: pa.Table, tokenizer) -> pa.Table:
     return out.cast(schemas.TOKENIZED)
 
 
-class Encoder:
-    """Ray Data actor: loads the tokenizer once, encodes batches."""
-
-    def __init__(self, wordpiece_uri: str, lowercase: bool, env: dict[str, str]):
-        storage.apply_env(env)
-        self.tokenizer = load_tokenizer(wordpiece_uri, lowercase)
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        return core(table, self.tokenizer)
+_TOKENIZERS: dict[tuple[str, bool], Any] = {}  # per worker process: (wordpiece URI, lowercase) -> tokenizer
 
 
-def tokenized_dataset(sentences_uri: str, wordpiece_uri: str, cfg: TokenizeConfig, num_actors: int | None = None):
-    import ray
+def encode_shard(table: pa.Table, wordpiece_uri: str, lowercase: bool) -> tuple[pa.Table, dict[str, int]]:
+    """``core`` on one shard with the (cached) tokenizer of ``wordpiece_uri``, with its counts."""
+    key = (wordpiece_uri, lowercase)
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = load_tokenizer(wordpiece_uri, lowercase)
+    out = core(table, _TOKENIZERS[key])
+    lengths = pc.list_value_length(out.column("sentence_ids"))
+    return out, {"documents": out.num_rows, "sentences": pc.sum(lengths).as_py() or 0,
+                 "tokens": pc.sum(pc.list_value_length(pc.list_flatten(out.column("sentence_ids")))).as_py() or 0}
 
-    if num_actors is None:
-        num_actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    # Read (and re-block) first: actors hold their CPUs for the whole stage, and read tasks that
-    # must run alongside them could never be scheduled on a 1-CPU node (a deadlock).
-    ds = stage_store.read_dataset(sentences_uri, rows_per_block=cfg.docs_per_block).materialize()
-    return ds.map_batches(Encoder, fn_constructor_args=(wordpiece_uri, cfg.lowercase, storage.capture_env()),
-                          batch_size=None, batch_format="pyarrow", concurrency=(1, num_actors))
 
-
-def run_tokenize(cfg: TokenizeConfig, sentences_uri: str, wordpiece_uri: str, root: str,
-                 *, num_actors: int | None = None) -> str:
+def run_tokenize(cfg: TokenizeConfig, sentences_uri: str, wordpiece_uri: str, root: str, *,
+                 concurrency: int | None = None) -> str:
     """Encode the SENTENCES at ``sentences_uri`` into ``{root}/tokenize/{key}/``; returns its URI.
-    ``num_actors`` (default: one per cluster CPU) changes speed, never the output."""
+    ``concurrency`` caps the tasks running at once: it changes speed, never the output."""
     def produce(writer: stage_store.StageWriter) -> None:
-        stats = {"documents": 0, "sentences": 0, "tokens": 0}
-
-        def count(table: pa.Table) -> None:
-            stats["documents"] += table.num_rows
-            lengths = pc.list_value_length(table.column("sentence_ids"))
-            stats["sentences"] += pc.sum(lengths).as_py() or 0
-            stats["tokens"] += pc.sum(pc.list_value_length(pc.list_flatten(table.column("sentence_ids")))).as_py() or 0
-
-        ds = tokenized_dataset(sentences_uri, wordpiece_uri, cfg, num_actors)
-        stage_store.write_batches(writer, stage_store.iter_arrow(ds), schemas.TOKENIZED, cfg.rows_per_shard,
-                                  on_batch=count, desc="tokenize")
-        if stats["tokens"] == 0:
+        stats, _ = stage_store.map_shards(writer, stage_store.data_files(sentences_uri), encode_shard,
+                                       (wordpiece_uri, cfg.lowercase), schema=schemas.TOKENIZED, desc="tokenize",
+                                          concurrency=concurrency)
+        if not stats.get("tokens"):
             raise ValueError(f"tokenize: no token in {sentences_uri}")
         writer.stats.update(stats)
 

@@ -53,7 +53,7 @@ def test_run_clean_counts_and_dedups_across_files(ray_session, tmp_path, demo_fi
     root = str(tmp_path / "root")
     read_uri = read.run_read(read.ReadConfig(), [demo_files[0], str(tmp_path / "copy.txt.gz"),
                                                  str(tmp_path / "junk.txt")], root)
-    uri = clean.run_clean(clean.CleanConfig(num_buckets=4, docs_per_block=300), read_uri, root)
+    uri = clean.run_clean(clean.CleanConfig(num_buckets=4), read_uri, root)
     stats = stage_store.read_stats(uri)
     kept = stage_store.read_table(uri)
     ids = kept.column("doc_id").to_pylist()
