@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import math
 import random
 from typing import Any
@@ -215,17 +214,28 @@ def _stats(table: pa.Table) -> dict[str, int]:
     }
 
 
-def write_partition(group: pa.Table, cfg: NspConfig, tmp_uri: str, env: dict[str, str]) -> pa.Table:
-    """map_groups function: one partition -> its parquet file in the stage's temp dir; returns one
-    row of file metadata and statistics."""
+def split_by_partition(uri: str, seed: int, num_partitions: int, env: dict[str, str]) -> tuple[pa.Table, ...]:
+    """Shuffle map side: one TOKENIZED shard -> its rows of each partition (one sort, then slices)."""
     storage.apply_env(env)
-    partition = int(group.column("partition")[0].as_py())
-    out, doc_stats = partition_instances(group.select(["doc_id", "sentence_ids"]), cfg, partition)
+    table = stage_store.read_parquet(uri, columns=["doc_id", "sentence_ids"])
+    parts = partition_of(table.column("doc_id").to_pylist(), seed, num_partitions)
+    order = np.argsort(parts, kind="stable")
+    table = table.take(pa.array(order))
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(parts, minlength=num_partitions))])
+    out = tuple(table.slice(int(bounds[p]), int(bounds[p + 1] - bounds[p])) for p in range(num_partitions))
+    return out if num_partitions > 1 else out[0]
+
+
+def write_partition(cfg: NspConfig, tmp_uri: str, env: dict[str, str], partition: int,
+                    *parts: pa.Table) -> dict[str, Any]:
+    """Shuffle reduce side: one partition's rows from every shard -> its parquet file in the stage's
+    temp dir; returns the file's metadata and statistics."""
+    storage.apply_env(env)
+    out, doc_stats = partition_instances(pa.concat_tables(parts), cfg, partition)
     name = f"part-{partition:05d}.parquet"
     data = stage_store.table_to_parquet_bytes(out)
     storage.write_bytes_atomic(storage.join(tmp_uri, name), data)
-    row = {"name": name, "bytes": len(data), **doc_stats, **_stats(out)}
-    return pa.table({k: [v] for k, v in row.items()})
+    return {"name": name, "bytes": len(data), **doc_stats, **_stats(out)}
 
 
 def special_ids_of(tokenized_uri: str) -> tuple[int, int]:
@@ -252,18 +262,23 @@ def run_nsp_pairs(cfg: NspConfig, tokenized_uri: str, root: str) -> str:
     num_docs = stage_store.read_manifest(tokenized_uri)["num_rows"]
     num_partitions = max(1, math.ceil(num_docs / cfg.docs_per_partition))
 
-    def add_partition(table: pa.Table) -> pa.Table:
-        parts = partition_of(table.column("doc_id").to_pylist(), cfg.seed, num_partitions)
-        return table.append_column("partition", pa.array(parts, pa.int32()))
-
     def produce(writer: stage_store.StageWriter) -> None:
-        ds = stage_store.read_dataset(tokenized_uri).map_batches(add_partition, batch_format="pyarrow")
-        metas = ds.groupby("partition", num_partitions=num_partitions).map_groups(write_partition, fn_args=(cfg, writer.tmp, storage.capture_env()),
-                                                    batch_format="pyarrow")
+        # A hash shuffle in plain Ray tasks: every shard sends each partition its rows, every
+        # partition task gathers its rows from all shards and writes its file.
+        import ray
+
+        env = storage.capture_env()
+        split = ray.remote(num_returns=num_partitions)(split_by_partition)
+        per_shard = [split.remote(uri, cfg.seed, num_partitions, env) for uri in stage_store.data_files(tokenized_uri)]
+        if num_partitions == 1:
+            per_shard = [[ref] for ref in per_shard]
+        write = ray.remote(write_partition)
+        metas = ray.get([write.remote(cfg, writer.tmp, env, p, *[parts[p] for parts in per_shard])
+                         for p in range(num_partitions)])
         totals: dict[str, int] = {"document_passes": 0, "short_target_document_passes": 0,
                                   "documents_without_tokens": 0, "pairs": 0, "random_next": 0,
                                   "forced_random_next": 0, "short_target_pairs": 0, "tokens": 0, "max_num_tokens": 0}
-        for row in metas.iter_rows():
+        for row in metas:
             writer.add_file(row["name"], int(row["bytes"]), int(row["pairs"]))
             for k in totals:
                 totals[k] = max(totals[k], int(row[k])) if k == "max_num_tokens" else totals[k] + int(row[k])
