@@ -121,7 +121,8 @@ class WordPieceTokenizer:
         return self.tokenizer.encode(text, pair, add_special_tokens=add_special_tokens).ids
 
     def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = False) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)]
+        # encode_batch_fast: the same ids without character offsets (~15% faster)
+        return [e.ids for e in self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=add_special_tokens)]
 
     def encode_truncated(self, pairs: Sequence[tuple[str, str | None]], max_length: int) -> list[tuple[list[int], list[int]]]:
         """Unpadded ``(input_ids, token_type_ids)`` of ``[CLS] A [SEP] B [SEP]``, truncated to
