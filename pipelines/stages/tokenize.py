@@ -1,15 +1,16 @@
 """SENTENCES + a wordpiece stage output -> TOKENIZED (doc_id, sentence_ids).
 
-One Ray Data task per input shard encodes all its sentences in one call to the Rust tokenizer (no
-special tokens) and writes its output shard. Each worker process loads the tokenizer once and keeps
-it for the shards that follow (an actor pool would do the same, but costs an actor start per stage
+One Ray Data task per input shard encodes all its sentences (no special tokens; each distinct
+space-separated chunk goes through the Rust tokenizer once, see ``SentenceEncoder``) and writes its
+output shard. Each worker process loads the tokenizer once and keeps it (and its chunk cache) for the
+shards that follow (an actor pool would do the same, but costs an actor start per stage
 and routes every block through the driver). Empty sentences (nothing left after normalisation) are
 dropped, and so are documents left with no sentence.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from itertools import chain
 
 import numpy as np
 import pyarrow as pa
@@ -26,14 +27,72 @@ class TokenizeConfig:
     lowercase: bool = True
 
 
+class SentenceEncoder:
+    """Token ids of many sentences at once, as (flat int32 ids, int64 length per sentence).
+
+    With BERT's normaliser and pre-tokeniser (``BertNormalizer`` + ``BertPreTokenizer``: every
+    character is normalised on its own and words never span an ASCII space) a sentence's ids are
+    the concatenation of the ids of its space-separated chunks. Prose repeats its words, so each
+    distinct chunk goes through the Rust tokenizer once and is then looked up in a per-process
+    cache, emptied when it would pass ``max_entries`` (it holds at most that many chunks, or one
+    call's). Any other tokenizer pipeline encodes whole sentences.
+    """
+
+    def __init__(self, tokenizer, max_entries: int = 1_000_000):
+        self.tokenizer, self.max_entries = tokenizer, max_entries
+        self.cache: dict[str, list[int]] = {}
+        inner = getattr(tokenizer, "tokenizer", None)
+        self.by_chunk = (type(getattr(inner, "pre_tokenizer", None)).__name__ == "BertPreTokenizer"
+                         and type(getattr(inner, "normalizer", None)).__name__ in ("BertNormalizer", "NoneType"))
+
+    def _encode_chunks(self, chunks: list[str], per_text: int = 2000) -> list[list[int]]:
+        """Ids of each chunk. The tokenizer costs ~10 us per input string, so chunks go in joined by
+        spaces, ``per_text`` at a time, and each token is given back to the chunk its offset falls in."""
+        starts, texts = [], []
+        for i in range(0, len(chunks), per_text):
+            part = chunks[i:i + per_text]
+            starts.append(np.cumsum([0] + [len(c) + 1 for c in part[:-1]]))
+            texts.append(" ".join(part))
+        out: list[list[int]] = []
+        for encoding, first_char in zip(self.tokenizer.tokenizer.encode_batch(texts, add_special_tokens=False), starts):
+            ids = encoding.ids
+            token_starts = np.fromiter((o[0] for o in encoding.offsets), dtype=np.int64, count=len(ids))
+            chunk_of_token = np.searchsorted(first_char, token_starts, side="right") - 1
+            bounds = np.concatenate([[0], np.cumsum(np.bincount(chunk_of_token, minlength=len(first_char)))])
+            out += [ids[bounds[k]:bounds[k + 1]] for k in range(len(first_char))]
+        return out
+
+    def encode(self, sentences: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        if not self.by_chunk:
+            encoded = self.tokenizer.encode_batch(sentences, add_special_tokens=False)
+            lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+            return np.fromiter(chain.from_iterable(encoded), dtype=np.int32, count=int(lengths.sum())), lengths
+        # " ".join(...).split(" ") is every sentence's split(" ") back to back, in one C call
+        chunks = " ".join(sentences).split(" ")
+        chunks_per_sentence = np.fromiter((s.count(" ") for s in sentences), dtype=np.int64,
+                                          count=len(sentences)) + 1
+        distinct = set(chunks)
+        missing = distinct.difference(self.cache)
+        if len(self.cache) + len(missing) > self.max_entries:
+            self.cache.clear()
+            missing = distinct
+        if missing:
+            missing = sorted(missing)
+            self.cache.update(zip(missing, self._encode_chunks(missing)))
+        ids = list(map(self.cache.__getitem__, chunks))
+        chunk_lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        values = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(chunk_lengths.sum()))
+        ends = np.concatenate([[0], np.cumsum(chunk_lengths)])[np.cumsum(chunks_per_sentence)]
+        return values, np.diff(ends, prepend=0)
+
+
 def core(table: pa.Table, tokenizer) -> pa.Table:
-    """SENTENCES -> TOKENIZED with a ``bert_core.tokenizer.WordPieceTokenizer``."""
+    """SENTENCES -> TOKENIZED with a ``bert_core.tokenizer.WordPieceTokenizer`` (or a
+    ``SentenceEncoder`` around one, to keep its cache between calls)."""
     schemas.check_schema(table, schemas.SENTENCES, "tokenize")
+    encoder = tokenizer if isinstance(tokenizer, SentenceEncoder) else SentenceEncoder(tokenizer)
     sentences = table.column("sentences").combine_chunks()
-    flat = sentences.flatten().to_pylist()
-    encoded = tokenizer.encode_batch(flat, add_special_tokens=False)
-    sent_lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
-    values = np.fromiter((i for e in encoded for i in e), dtype=np.int32, count=int(sent_lengths.sum()))
+    values, sent_lengths = encoder.encode(sentences.flatten().to_pylist())
     keep = sent_lengths > 0
     doc_offsets = sentences.offsets.to_numpy() - sentences.offsets[0].as_py()
     kept_before = np.concatenate([[0], np.cumsum(keep)])
@@ -46,15 +105,15 @@ def core(table: pa.Table, tokenizer) -> pa.Table:
     return out.cast(schemas.TOKENIZED)
 
 
-_TOKENIZERS: dict[tuple[str, bool], Any] = {}  # per worker process: (wordpiece URI, lowercase) -> tokenizer
+_ENCODERS: dict[tuple[str, bool], SentenceEncoder] = {}  # per worker process: (wordpiece URI, lowercase) -> encoder
 
 
 def encode_shard(table: pa.Table, wordpiece_uri: str, lowercase: bool) -> tuple[pa.Table, dict[str, int]]:
     """``core`` on one shard with the (cached) tokenizer of ``wordpiece_uri``, with its counts."""
     key = (wordpiece_uri, lowercase)
-    if key not in _TOKENIZERS:
-        _TOKENIZERS[key] = load_tokenizer(wordpiece_uri, lowercase)
-    out = core(table, _TOKENIZERS[key])
+    if key not in _ENCODERS:
+        _ENCODERS[key] = SentenceEncoder(load_tokenizer(wordpiece_uri, lowercase))
+    out = core(table, _ENCODERS[key])
     lengths = pc.list_value_length(out.column("sentence_ids"))
     return out, {"documents": out.num_rows, "sentences": pc.sum(lengths).as_py() or 0,
                  "tokens": pc.sum(pc.list_value_length(pc.list_flatten(out.column("sentence_ids")))).as_py() or 0}
