@@ -19,6 +19,7 @@ import posixpath
 import time
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -36,8 +37,11 @@ class ReadConfig:
     docs_per_batch: int = 2000
     """Documents per table while a file streams (bounds memory in ``documents_dataset``)."""
     rows_per_shard: int = 5000
-    """Rows per output parquet shard; the shards of every file are the unit of parallel work for the
-    stages that follow, so a big file becomes several."""
+    """At most this many rows per output parquet shard. The shards are the unit of parallel work of
+    the stages that follow, so a big file becomes several."""
+    chars_per_shard: int = 1_000_000
+    """A shard ends at the document that takes it to this many characters (so shards cost about the
+    same to process however long the documents are)."""
 
 
 class ReadError(RuntimeError):
@@ -133,24 +137,34 @@ def input_identity(files: list[str]) -> list[list]:
     return out
 
 
+def _shard_end(table: pa.Table, cfg: ReadConfig) -> int | None:
+    """Rows of the first full shard of ``table``, or None while it holds less than one shard."""
+    chars = np.cumsum(pc.utf8_length(table.column("text")).to_numpy(zero_copy_only=False))
+    by_chars = int(np.searchsorted(chars, cfg.chars_per_shard)) + 1 if len(chars) and chars[-1] >= cfg.chars_per_shard else None
+    by_rows = cfg.rows_per_shard if table.num_rows >= cfg.rows_per_shard else None
+    ends = [e for e in (by_chars, by_rows) if e is not None]
+    return min(ends) if ends else None
+
+
 def read_shards(uri: str, cfg: ReadConfig) -> tuple[Iterator[pa.Table], dict[str, int]]:
     """One input file -> its DOCUMENTS as a stream of ``rows_per_shard``-row tables, and counts that
     are complete once the stream is."""
     counts = {"documents": 0, "chars": 0}
 
     def shards() -> Iterator[pa.Table]:
-        pending: list[pa.Table] = []
+        pending = pa.table({"doc_id": [], "text": []}, schema=schemas.DOCUMENTS)
         for table in read_file(uri, cfg):
             counts["documents"] += table.num_rows
             counts["chars"] += pc.sum(pc.utf8_length(table.column("text"))).as_py() or 0
-            pending.append(table)
-            merged = pa.concat_tables(pending)
-            while merged.num_rows >= cfg.rows_per_shard:
-                yield merged.slice(0, cfg.rows_per_shard)
-                merged = merged.slice(cfg.rows_per_shard)
-            pending = [merged]
-        if pending and pending[0].num_rows:
-            yield pending[0]
+            pending = pa.concat_tables([pending, table])
+            while True:
+                cut = _shard_end(pending, cfg)
+                if cut is None:
+                    break
+                yield pending.slice(0, cut)
+                pending = pending.slice(cut)
+        if pending.num_rows:
+            yield pending
 
     return shards(), counts
 

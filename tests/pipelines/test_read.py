@@ -82,3 +82,18 @@ def test_empty_corpus_is_an_error(ray_session, tmp_path):
     with pytest.raises(ValueError, match="corpus is empty"):
         read.run_read(CFG, str(tmp_path / "empty.txt"), str(tmp_path / "root"))
     assert not any(p.name.startswith("_tmp") for p in (tmp_path / "root" / "read").iterdir())
+
+
+def test_read_shards_cut_by_rows_or_characters(tmp_path):
+    from pipelines.stages.read import ReadConfig, read_shards
+
+    path = tmp_path / "docs.txt"
+    path.write_text("\n\n".join(f"doc {i} " + "w" * 294 for i in range(5)) + "\n", encoding="utf-8")
+    for cfg, sizes in [(ReadConfig(chars_per_shard=500, rows_per_shard=4), [2, 2, 1]),
+                       (ReadConfig(chars_per_shard=10**6, rows_per_shard=3), [3, 2]),
+                       (ReadConfig(chars_per_shard=10**6, docs_per_batch=2), [5])]:
+        shards, counts = read_shards(str(path), cfg)
+        tables = list(shards)
+        assert [t.num_rows for t in tables] == sizes
+        assert counts == {"documents": 5, "chars": 5 * 300}
+        assert [d for t in tables for d in t.column("doc_id").to_pylist()] == [f"{path}#{i:09d}" for i in range(5)]
