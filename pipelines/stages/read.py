@@ -39,7 +39,7 @@ class ReadConfig:
     rows_per_shard: int = 5000
     """At most this many rows per output parquet shard. The shards are the unit of parallel work of
     the stages that follow, so a big file becomes several."""
-    chars_per_shard: int = 1_000_000
+    chars_per_shard: int = 4_000_000
     """A shard ends at the document that takes it to this many characters (so shards cost about the
     same to process however long the documents are)."""
 
