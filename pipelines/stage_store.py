@@ -4,8 +4,8 @@
 ``{root}/{stage}/_tmp-{key}-{random}/``, then ``commit`` moves that to the final directory, writes
 ``stats.json`` and, last, ``manifest.json``. Only a directory with a manifest is complete: a run killed
 half-way leaves none and its directory is removed and redone, never read. Data files are named
-``part-00000.parquet``... in row order with a fixed number of rows each, so the bytes depend only on
-the rows, not on how many Ray workers or blocks produced them.
+``part-00000.parquet``... in row order; each is made from one input shard (``map_shards``) or one
+partition, so the bytes depend only on the input, not on how many Ray workers or blocks produced them.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import io
 import json
 import time
 import uuid
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -193,34 +193,6 @@ def preserve_order() -> Iterator[None]:
         yield
     finally:
         ctx.execution_options.preserve_order = old
-
-
-def write_batches(writer: StageWriter, batches: Iterable[pa.Table], schema: pa.Schema, rows_per_shard: int,
-                  on_batch: Callable[[pa.Table], pa.Table | None] | None = None, desc: str = "") -> None:
-    """Cut an ordered stream of tables into shards of exactly ``rows_per_shard`` rows (the last may be
-    shorter) so the files do not depend on how the stream was batched. ``on_batch`` may count stats
-    and return a filtered table. Shows a progress bar."""
-    from tqdm import tqdm
-
-    pending: list[pa.Table] = []
-    num_pending = 0
-    with tqdm(desc=desc or writer.stage, unit=" rows", mininterval=2.0, leave=False) as bar:
-        for table in batches:
-            if on_batch is not None:
-                filtered = on_batch(table)
-                table = table if filtered is None else filtered  # an empty table is falsy: no `or`
-            bar.update(table.num_rows)
-            if table.num_rows == 0:
-                continue
-            pending.append(table.select(schema.names).cast(schema))
-            num_pending += table.num_rows
-            while num_pending >= rows_per_shard:
-                merged = pa.concat_tables(pending)
-                writer.write_table(merged.slice(0, rows_per_shard))
-                rest = merged.slice(rows_per_shard)
-                pending, num_pending = ([rest] if rest.num_rows else []), rest.num_rows
-    if num_pending:
-        writer.write_table(pa.concat_tables(pending))
 
 
 def map_shards(writer: StageWriter, shards: list[str], fn: Callable[..., tuple[Any, dict[str, Any]]],

@@ -14,8 +14,10 @@ def _table(n: int, start: int = 0) -> pa.Table:
 
 def _produce_in(batches):
     def produce(writer):
-        stage_store.write_batches(writer, iter(batches), DOCUMENTS, rows_per_shard=4)
-        writer.stats["documents"] = sum(b.num_rows for b in batches)
+        table = pa.concat_tables(batches)
+        for start in range(0, table.num_rows, 4):
+            writer.write_table(table.slice(start, 4), DOCUMENTS)
+        writer.stats["documents"] = table.num_rows
     return produce
 
 
@@ -35,11 +37,56 @@ def test_commit_writes_manifest_last_and_rerun_skips(tmp_path):
     assert stage_store.run_stage(root, "demo", {"a": 1}, ("in",), fail) == uri
 
 
-def test_shards_do_not_depend_on_batching(tmp_path):
-    a = stage_store.run_stage(str(tmp_path / "a"), "s", {}, (), _produce_in([_table(10)]))
-    b = stage_store.run_stage(str(tmp_path / "b"), "s", {}, (), _produce_in([_table(3), _table(1, 3), _table(6, 4)]))
-    for fa, fb in zip(stage_store.data_files(a), stage_store.data_files(b), strict=True):
-        assert storage.read_bytes(fa) == storage.read_bytes(fb)
+def _upper_and_split(table: pa.Table, parts: int):
+    """map_shards function: upper-cased text, the shard cut in ``parts`` tables (one may be empty)."""
+    out = table.set_column(1, "text", pa.array([t.upper() for t in table.column("text").to_pylist()]))
+    n = -(-out.num_rows // parts)
+    stats = {"rows_in": table.num_rows, "max_len": max(len(t) for t in table.column("text").to_pylist())}
+    return ([out.slice(k * n, n) for k in range(parts)] if parts > 1 else out), stats
+
+
+def _shards(root) -> list[str]:
+    uri = stage_store.run_stage(str(root), "in", {}, (), _produce_in([_table(10)]))  # shards of 4, 4, 2 rows
+    return stage_store.data_files(uri)
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_map_shards_writes_shard_i_from_input_i_whatever_the_parallelism(tmp_path, ray_session, parts):
+    shards = _shards(tmp_path)
+    outputs, manifests = [], []
+    for concurrency in (1, None):
+        def produce(writer):
+            stats, written = stage_store.map_shards(writer, shards, _upper_and_split, (parts,), schema=DOCUMENTS,
+                                                    concurrency=concurrency)
+            assert stats == {"rows_in": 10, "max_len": 7}  # summed, max_ taken as the maximum
+            assert written == [storage.join(writer.tmp, f["name"]) for f in writer.files]
+            writer.stats.update(stats)
+        uri = stage_store.run_stage(str(tmp_path / f"c{concurrency}"), "up", {}, (), produce)
+        outputs.append([storage.read_bytes(f) for f in stage_store.data_files(uri)])
+        manifests.append(stage_store.read_manifest(uri)["files"])
+    assert outputs[0] == outputs[1] and manifests[0] == manifests[1]
+    names = [f["name"] for f in manifests[0]]
+    if parts == 1:
+        assert names == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    else:  # the 2-row shard cut in 3 leaves an empty third table: no file for it
+        assert names == ["part-00000-0000.parquet", "part-00000-0001.parquet", "part-00000-0002.parquet",
+                         "part-00001-0000.parquet", "part-00001-0001.parquet", "part-00001-0002.parquet",
+                         "part-00002-0000.parquet", "part-00002-0001.parquet"]
+    table = stage_store.read_table(uri)
+    assert table.column("doc_id").to_pylist() == [f"d{i:04d}" for i in range(10)]
+    assert table.column("text").to_pylist() == [f"TEXT {i}" for i in range(10)]
+
+
+def test_map_shards_names_the_unreadable_shard(tmp_path, ray_session):
+    shards = _shards(tmp_path)
+    with open(shards[1], "wb") as f:
+        f.write(b"not parquet")
+
+    def produce(writer):
+        stage_store.map_shards(writer, shards, _upper_and_split, (1,), schema=DOCUMENTS)
+    with pytest.raises(Exception, match="cannot read parquet .*part-00001.parquet"):
+        stage_store.run_stage(str(tmp_path / "out"), "up", {}, (), produce)
+    assert os.listdir(tmp_path / "out" / "up") == []  # the temp dir was removed
 
 
 def test_killed_stage_leaves_no_manifest_and_is_redone(tmp_path):
