@@ -173,7 +173,7 @@ def run_stage(root: str, stage: str, cfg: Any, inputs: tuple[Any, ...],
     clean_stale(root, stage, key)
     writer = StageWriter(root, stage, key, cfg, inputs)
     try:
-        with preserve_order():
+        with stage_data_context():
             produce(writer)
     except BaseException:
         writer.abort()
@@ -182,7 +182,7 @@ def run_stage(root: str, stage: str, cfg: Any, inputs: tuple[Any, ...],
 
 
 @contextlib.contextmanager
-def preserve_order() -> Iterator[None]:
+def stage_data_context() -> Iterator[None]:
     """For the Ray Datasets built inside (a Dataset copies the DataContext when created): rows keep
     their order, and the operator resource reservation is off. The reservation keeps part of the
     CPUs for operators downstream, so a single map operator (all ``map_shards`` runs) ran one task
@@ -202,15 +202,16 @@ def map_shards(writer: StageWriter, shards: list[str], fn: Callable[..., tuple[A
                fn_args: tuple = (), *, schema: pa.Schema, desc: str = "", read_input: bool = True,
                prefix: str = "part", record: bool = True, num_cpus: float = 1,
                concurrency: int | None = None) -> tuple[dict[str, Any], list[str]]:
-    """Run ``fn(shard table, *fn_args) -> (table or iterable of tables, stats)`` on every input shard in a
-    Ray Data task that writes its result itself, as ``part-{shard:05d}.parquet`` (or
-    ``part-{shard:05d}-{k:04d}.parquet`` for an iterable, written as it streams) in the stage's temporary directory: no row passes
-    through the driver. Output shard ``i`` comes from input shard ``i`` alone, so the bytes do not
-    depend on how many workers ran. Empty tables write no file. With ``read_input=False`` ``fn`` gets
-    the shard's URI instead of its table. ``concurrency`` caps the tasks running at once. ``prefix`` and
-``record=False`` write work files (``{prefix}-...``) that are not part of the output.
-    Returns the sum of every shard's numeric stats (``max_*`` keys take the maximum) and the URIs of
-    the files written, in shard order."""
+    """Run ``fn(shard table, *fn_args) -> (table or iterable of tables, stats)`` on every input shard
+    in a Ray Data task that writes its result itself into the stage's temporary directory, as
+    ``part-{shard:05d}.parquet`` (or ``part-{shard:05d}-{k:04d}.parquet`` for an iterable, written as
+    it streams): no row passes through the driver. Output shard ``i`` comes from input shard ``i``
+    alone, so the bytes do not depend on how many workers ran. Empty tables write no file.
+
+    ``read_input=False``: ``fn`` gets the shard's URI instead of its table. ``concurrency`` caps the
+    tasks running at once. ``prefix`` with ``record=False`` writes work files that are not part of
+    the output. Returns the sum of every shard's numeric stats (``max_*`` keys take the maximum) and
+    the URIs of the files written, in shard order."""
     import ray.data
     from tqdm import tqdm
 
@@ -219,11 +220,12 @@ def map_shards(writer: StageWriter, shards: list[str], fn: Callable[..., tuple[A
     items = [{"index": i, "uri": uri} for i, uri in enumerate(shards)]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         _shard_task, fn_args=(fn, fn_args, schema, writer.tmp, read_input, prefix, storage.capture_env()),
-        batch_size=1, batch_format="pyarrow", num_cpus=num_cpus, concurrency=concurrency)
+        batch_size=1, batch_format="pyarrow", num_cpus=num_cpus,
+        compute=ray.data.TaskPoolStrategy(size=concurrency))
     totals: dict[str, Any] = {}
     written: list[str] = []
     with tqdm(total=len(items), desc=desc or writer.stage, unit=" shards", mininterval=2.0, leave=False) as bar:
-        for row in ds.iter_rows():  # in shard order (run_stage preserves order)
+        for row in ds.iter_rows():  # in shard order (see stage_data_context)
             if row["rows"]:
                 written.append(storage.join(writer.tmp, row["name"]))
                 if record:
