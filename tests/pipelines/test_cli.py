@@ -161,7 +161,7 @@ def _kill_group(pgid: int) -> None:
 @pytest.mark.slow
 def test_whole_run_on_s3_with_driver_killed_during_pretraining(tmp_path, small_corpus, s3_bucket):
     """Every stage output, checkpoint and report on S3 (moto on 127.0.0.1). The driver is SIGKILLed
-    once pretraining has written a checkpoint; the re-run skips the data stages, continues training
+    once Ray Train has committed a pretraining checkpoint; the re-run skips the data stages, continues training
     from that checkpoint (its first checkpoint is a later step) and finishes the run."""
     root = f"{s3_bucket}/runs/small"
     config = tmp_path / "s3.yaml"
@@ -194,7 +194,7 @@ finetune:
                             start_new_session=True)
     try:
         deadline = time.time() + 400
-        while not _checkpoint_steps(root):
+        while not _committed_steps(root):
             assert proc.poll() is None, "driver ended before pretraining wrote a checkpoint"
             assert time.time() < deadline, "no pretraining checkpoint in time"
             time.sleep(0.5)
@@ -202,7 +202,7 @@ finetune:
         proc.wait()
     finally:
         _kill_group(proc.pid)
-    killed_at = max(_checkpoint_steps(root))
+    killed_at = max(_committed_steps(root))
     killed = storage.read_json(f"{root}/manifest.json")
     assert killed["stages"]["pretrain"]["state"] == "running"
 
@@ -210,9 +210,12 @@ finetune:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for stage in ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs"):
         assert f"{stage}: done already, skipped" in out.stdout
-    reported = [int(s) for s in __import__("re").findall(r"phase0-step(\d+)\)", out.stdout + out.stderr)]
+    # Checkpoints the re-run wrote (its log also names the one it restored from, step killed_at).
+    reported = [int(s) for s in __import__("re").findall(r"successfully created at: Checkpoint\([^)]*phase0-step(\d+)\)",
+                                                         out.stdout + out.stderr)]
     if reported:  # worker logs reach the driver: training went on from the checkpoint, not from step 0
-        assert min(reported) > killed_at, (killed_at, reported)
+        lines = [l for l in (out.stdout + out.stderr).splitlines() if f"phase0-step{killed_at:08d}" in l]
+        assert min(reported) > killed_at, (killed_at, reported, lines[:6])
     final = storage.read_json(f"{root}/manifest.json")
     assert all(s["state"] == "done" for s in final["stages"].values()), final["stages"]
     assert final["stages"]["pretrain"]["attempts"] == 2
@@ -226,14 +229,22 @@ finetune:
     assert steps == sorted(set(steps)) and steps[-1] == 40  # the curve continues, no step twice
 
 
-def _checkpoint_steps(root: str) -> list[int]:
+def _committed_steps(root: str) -> list[int]:
+    """Steps of the checkpoints Ray Train has committed (its snapshot lists them; a checkpoint whose
+    files are written but not yet committed is lost with the driver, and the phase starts over)."""
     try:
         files = storage.list_files(f"{root}/pretrain")
     except (FileNotFoundError, OSError):
         return []
-    import re
-
-    return sorted({int(m.group(1)) for f in files for m in [re.search(r"/phase0-step(\d+)/", f)] if m})
+    steps = []
+    for f in files:
+        if f.endswith("/checkpoint_manager_snapshot.json"):
+            try:
+                snapshot = storage.read_json(f)
+            except (FileNotFoundError, OSError, ValueError):
+                continue
+            steps += [r["metrics"]["step"] for r in snapshot.get("checkpoint_results", [])]
+    return sorted(steps)
 
 
 def test_unwritable_s3_root_fails_early(s3_server, capsys):
