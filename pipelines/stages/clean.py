@@ -4,8 +4,8 @@ Per document (pure ``core``): Unicode normalisation; invalid UTF-8 (U+FFFD) and 
 removed; per line, whitespace collapsed and markup/boilerplate lines dropped; then the document is
 dropped, with a reason, when it looks binary, is shorter than ``min_chars`` or longer than
 ``max_chars``. Exact duplicates (same cleaned text) are removed across the corpus by hash
-partitioning (``groupby`` on a bucket of the text hash, so no machine holds every hash); the copy
-with the smallest ``doc_id`` is kept. Counts of every drop are written to stats.json.
+partitioning (``find_duplicates``: a shuffle on a bucket of the text hash, so no machine holds every
+hash); the copy with the smallest ``doc_id`` is kept. Counts of every drop are written to stats.json.
 """
 from __future__ import annotations
 
@@ -196,8 +196,9 @@ def run_clean(cfg: CleanConfig, documents_uri: str, root: str, *, concurrency: i
         _, work = stage_store.map_shards(writer, shards, clean_shard, (cfg,), schema=WORK, desc="clean",
                                          prefix="work", record=False, concurrency=concurrency)
         duplicates = find_duplicates(work, cfg.num_buckets, storage.capture_env())
+        # the duplicate ids go to the object store once; each task fetches them from there
         totals, _ = stage_store.map_shards(writer, work, finish_shard, ([ray.put(duplicates)],),
-                                        schema=schemas.DOCUMENTS, desc="clean", concurrency=concurrency)
+                                           schema=schemas.DOCUMENTS, desc="clean", concurrency=concurrency)
         for uri in work:
             storage.remove_tree(uri)
         stats = {k: v for k, v in totals.items() if not k.startswith("dropped.")}
