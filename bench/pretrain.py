@@ -6,8 +6,8 @@
 Full path: INSTANCES parquet -> Ray Data stream -> ``ray.train.get_dataset_shard`` -> dynamic masking
 (``mask_batch``) -> DeepSpeed engine step (AdamW), i.e. ``run_pretraining``. ``--zero-stage`` defaults
 to 0: on one worker ZeRO >= 1 partitions over a single rank, so it only adds DeepSpeed's copies into
-and out of its flat fp32 partition (about 8% more CPU per step of ``small``; ``--zero-stage 1`` shows it). Its tokens/s are the median
-of the rank-0 metric windows after the first (warm-up) one.
+and out of its flat fp32 partition (8-15% more CPU per step of ``small``; ``--zero-stage 1`` shows it).
+Its tokens/s are the median of the rank-0 metric windows after the first (warm-up) one.
 Baseline: the same model, batch shape and optimizer (torch's fused AdamW) stepped on one pre-masked
 batch held in memory, with as many torch threads as the Ray worker gets; measured before and after the full
 path and averaged, so background load hits both alike. Overhead = 1 - full / baseline. On a shared
@@ -116,7 +116,7 @@ def baseline_tokens_per_s(config: BertConfig, batch: dict[str, np.ndarray], step
     return tokens / statistics.median(times), tokens / statistics.median(cpu_times)
 
 
-def full_path_tokens_per_s(args, instances: str, vocab: str, root: str) -> tuple[float, list[dict]]:
+def full_path_tokens_per_s(args, instances: str, vocab: str, root: str) -> tuple[float, float, list[dict]]:
     from pipelines.pretrain import PretrainConfig, run_pretraining
     from pipelines.pretrain.metrics import read_metrics
     from pipelines.typed_config import from_dict

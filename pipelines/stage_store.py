@@ -72,18 +72,16 @@ def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-def read_dataset(uri: str, columns: list[str] | None = None, rows_per_block: int | None = None):
-    """A Ray Dataset over a completed output's shards (in row order). ``rows_per_block`` re-cuts the
-    blocks (a shard is one block otherwise) so downstream tasks run in parallel."""
+def read_dataset(uri: str, columns: list[str] | None = None):
+    """A Ray Dataset over a completed output's shards (in row order)."""
     import ray.data
 
     files = data_files(uri)
     if not files:
         raise ValueError(f"{uri} holds no data files")
     fs, _ = storage.filesystem(files[0])
-    ds = ray.data.read_parquet([storage.filesystem(f)[1] for f in files], filesystem=fs, columns=columns,
-                               shuffle=None)
-    return ds.repartition(target_num_rows_per_block=rows_per_block) if rows_per_block else ds
+    return ray.data.read_parquet([storage.filesystem(f)[1] for f in files], filesystem=fs, columns=columns,
+                                 shuffle=None)
 
 
 def table_to_parquet_bytes(table: pa.Table) -> bytes:
@@ -200,7 +198,7 @@ def stage_data_context() -> Iterator[None]:
 
 def map_shards(writer: StageWriter, shards: list[str], fn: Callable[..., tuple[Any, dict[str, Any]]],
                fn_args: tuple = (), *, schema: pa.Schema, desc: str = "", read_input: bool = True,
-               prefix: str = "part", record: bool = True, num_cpus: float = 1,
+               prefix: str = "part", record: bool = True,
                concurrency: int | None = None) -> tuple[dict[str, Any], list[str]]:
     """Run ``fn(shard table, *fn_args) -> (table or iterable of tables, stats)`` on every input shard
     in a Ray Data task that writes its result itself into the stage's temporary directory, as
@@ -220,8 +218,7 @@ def map_shards(writer: StageWriter, shards: list[str], fn: Callable[..., tuple[A
     items = [{"index": i, "uri": uri} for i, uri in enumerate(shards)]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         _shard_task, fn_args=(fn, fn_args, schema, writer.tmp, read_input, prefix, storage.capture_env()),
-        batch_size=1, batch_format="pyarrow", num_cpus=num_cpus,
-        compute=ray.data.TaskPoolStrategy(size=concurrency))
+        batch_size=1, batch_format="pyarrow", num_cpus=1, compute=ray.data.TaskPoolStrategy(size=concurrency))
     totals: dict[str, Any] = {}
     written: list[str] = []
     with tqdm(total=len(items), desc=desc or writer.stage, unit=" shards", mininterval=2.0, leave=False) as bar:
@@ -230,10 +227,16 @@ def map_shards(writer: StageWriter, shards: list[str], fn: Callable[..., tuple[A
                 written.append(storage.join(writer.tmp, row["name"]))
                 if record:
                     writer.add_file(row["name"], int(row["bytes"]), int(row["rows"]))
-            for key, value in json.loads(row["stats"]).items():
-                totals[key] = max(totals.get(key, value), value) if key.startswith("max_") else totals.get(key, 0) + value
+            add_stats(totals, json.loads(row["stats"]))
             bar.update(int(row["first"]))
     return totals, written
+
+
+def add_stats(totals: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """Add one shard's (or partition's) numeric stats into ``totals``; ``max_*`` keys keep the maximum."""
+    for key, value in stats.items():
+        totals[key] = max(totals.get(key, value), value) if key.startswith("max_") else totals.get(key, 0) + value
+    return totals
 
 
 def _shard_task(batch: pa.Table, fn, fn_args: tuple, schema: pa.Schema, tmp: str, read_input: bool, prefix: str,

@@ -127,7 +127,8 @@ def mark_duplicates(table: pa.Table) -> pa.Table:
     return t.set_column(t.schema.get_field_index("drop_reason"), "drop_reason", pa.array(reason, pa.string()))
 
 
-def _by_bucket(work_uri: str, num_buckets: int) -> tuple[pa.Table, ...]:
+def _by_bucket(work_uri: str, num_buckets: int, env: dict[str, str]) -> tuple[pa.Table, ...]:
+    storage.apply_env(env)
     small = stage_store.read_parquet(work_uri, columns=["doc_id", "drop_reason", "text_hash", "bucket"])
     kept = small.filter(pc.equal(small.column("drop_reason"), ""))
     parts = tuple(kept.filter(pc.equal(kept.column("bucket"), b)) for b in range(num_buckets))
@@ -139,16 +140,15 @@ def _duplicates_in_bucket(*parts: pa.Table) -> list[str]:
     return marked.filter(pc.equal(marked.column("drop_reason"), "duplicate")).column("doc_id").to_pylist()
 
 
-def find_duplicates(work_uris: list[str], num_buckets: int, env: dict[str, str] | None = None) -> set[str]:
+def find_duplicates(work_uris: list[str], num_buckets: int, env: dict[str, str]) -> set[str]:
     """doc_ids of every duplicate but the first copy, by a hash shuffle in plain Ray tasks: each work
     file sends (doc_id, hash) of its kept rows to the bucket of the hash, so every copy of a text
     meets in one task and no process holds all hashes; only duplicate ids come back to the driver."""
     import ray
 
-    opts = {"runtime_env": {"env_vars": env}} if env else {}
-    split_block = ray.remote(num_returns=num_buckets)(_by_bucket).options(**opts)
+    split_block = ray.remote(num_returns=num_buckets)(_by_bucket)
     find_in_bucket = ray.remote(_duplicates_in_bucket)
-    per_block = [split_block.remote(uri, num_buckets) for uri in work_uris]
+    per_block = [split_block.remote(uri, num_buckets, env) for uri in work_uris]
     if num_buckets == 1:
         per_block = [[ref] for ref in per_block]
     found = [find_in_bucket.remote(*[parts[b] for parts in per_block]) for b in range(num_buckets)]

@@ -275,13 +275,10 @@ def run_nsp_pairs(cfg: NspConfig, tokenized_uri: str, root: str) -> str:
         write = ray.remote(write_partition)
         metas = ray.get([write.remote(cfg, writer.tmp, env, p, *[parts[p] for parts in per_shard])
                          for p in range(num_partitions)])
-        totals: dict[str, int] = {"document_passes": 0, "short_target_document_passes": 0,
-                                  "documents_without_tokens": 0, "pairs": 0, "random_next": 0,
-                                  "forced_random_next": 0, "short_target_pairs": 0, "tokens": 0, "max_num_tokens": 0}
+        totals: dict[str, int] = {}
         for row in metas:
-            writer.add_file(row["name"], int(row["bytes"]), int(row["pairs"]))
-            for k in totals:
-                totals[k] = max(totals[k], int(row[k])) if k == "max_num_tokens" else totals[k] + int(row[k])
+            writer.add_file(row.pop("name"), row.pop("bytes"), row["pairs"])
+            stage_store.add_stats(totals, row)
         if totals["pairs"] == 0:
             raise ValueError(f"nsp_pairs: no pair could be made from {tokenized_uri}")
         tossed = totals["pairs"] - totals["forced_random_next"]

@@ -35,7 +35,7 @@ class ReadConfig:
     text_field: str = "text"
     """Field of ``.jsonl`` records / column of parquet files that holds the text."""
     docs_per_batch: int = 2000
-    """Documents per table while a file streams (bounds memory in ``documents_dataset``)."""
+    """Documents per table while a file streams (bounds the memory of a big file)."""
     rows_per_shard: int = 5000
     """At most this many rows per output parquet shard. The shards are the unit of parallel work of
     the stages that follow, so a big file becomes several."""
@@ -147,7 +147,7 @@ def _shard_end(table: pa.Table, cfg: ReadConfig) -> int | None:
 
 
 def read_shards(uri: str, cfg: ReadConfig) -> tuple[Iterator[pa.Table], dict[str, int]]:
-    """One input file -> its DOCUMENTS as a stream of ``rows_per_shard``-row tables, and counts that
+    """One input file -> its DOCUMENTS as a stream of shards (see ``_shard_end``), and counts that
     are complete once the stream is."""
     counts = {"documents": 0, "chars": 0}
 
@@ -180,7 +180,7 @@ def run_read(cfg: ReadConfig, inputs: str | list[str], root: str, *, concurrency
     def produce(writer: stage_store.StageWriter) -> None:
         started = time.time()
         counts, _ = stage_store.map_shards(writer, files, read_shards, (cfg,), schema=schemas.DOCUMENTS,
-                                        desc="read", read_input=False, concurrency=concurrency)
+                                           desc="read", read_input=False, concurrency=concurrency)
         if not counts.get("documents"):
             raise ValueError(f"read: the corpus is empty: {len(files)} file(s) from {patterns} hold no document")
         writer.stats.update(counts, files=len(files), input_bytes=sum(s or 0 for _, s in input_identity(files)),

@@ -102,7 +102,7 @@ def run_split(cfg: SplitConfig, documents_uri: str, root: str, *, concurrency: i
     per input shard, each writing its output shard; ``concurrency`` caps the tasks at once (speed only)."""
     def produce(writer: stage_store.StageWriter) -> None:
         stats, _ = stage_store.map_shards(writer, stage_store.data_files(documents_uri), split_shard, (cfg,),
-                                       schema=schemas.SENTENCES, desc="split", concurrency=concurrency)
+                                          schema=schemas.SENTENCES, desc="split", concurrency=concurrency)
         if not stats.get("sentences"):
             raise ValueError(f"split: no sentence in {documents_uri}")
         writer.stats.update(stats)

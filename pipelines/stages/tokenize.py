@@ -2,9 +2,8 @@
 
 One Ray Data task per input shard encodes all its sentences (no special tokens; each distinct
 space-separated chunk goes through the Rust tokenizer once, see ``SentenceEncoder``) and writes its
-output shard. Each worker process loads the tokenizer once and keeps it (and its chunk cache) for the
-shards that follow (an actor pool would do the same, but costs an actor start per stage
-and routes every block through the driver). Empty sentences (nothing left after normalisation) are
+output shard. Each worker process loads the tokenizer once and keeps it (and its chunk cache) for
+the shards that follow. Empty sentences (nothing left after normalisation) are
 dropped, and so are documents left with no sentence.
 """
 from __future__ import annotations
@@ -125,8 +124,8 @@ def run_tokenize(cfg: TokenizeConfig, sentences_uri: str, wordpiece_uri: str, ro
     ``concurrency`` caps the tasks running at once: it changes speed, never the output."""
     def produce(writer: stage_store.StageWriter) -> None:
         stats, _ = stage_store.map_shards(writer, stage_store.data_files(sentences_uri), encode_shard,
-                                       (wordpiece_uri, cfg.lowercase), schema=schemas.TOKENIZED, desc="tokenize",
-                                          concurrency=concurrency)
+                                          (wordpiece_uri, cfg.lowercase), schema=schemas.TOKENIZED,
+                                          desc="tokenize", concurrency=concurrency)
         if not stats.get("tokens"):
             raise ValueError(f"tokenize: no token in {sentences_uri}")
         writer.stats.update(stats)
