@@ -12,16 +12,8 @@ import uuid
 
 from pipelines import storage
 
-ENV_KEYS = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
-
-
 class StorageError(RuntimeError):
     """The run root cannot be used; the message names it and why."""
-
-
-def s3_settings() -> dict[str, str]:
-    """The S3 settings of this process that a job or worker needs (never credentials)."""
-    return {k: os.environ[k] for k in ENV_KEYS if os.environ.get(k)}
 
 
 def check_run_root(root: str, multi_node: bool = False) -> None:

@@ -159,7 +159,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"warning: run root {cfg.root!r} is a local path; on a multi-node cluster use s3://", file=sys.stderr)
     entrypoint = jobs.run_entrypoint(to_dict(cfg), args.from_stage, args.until)
     job = jobs.submit(args.address, entrypoint, metadata={"run_root": cfg.root, "name": cfg.name})
-    print(f"submitted job {job} to {jobs.resolve_address(args.address)} (run root {cfg.root})", flush=True)
+    print(f"submitted job {job} to {address} (run root {cfg.root})", flush=True)
     if args.no_follow:
         return 0
     state = jobs.follow(args.address, job, write=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
