@@ -111,6 +111,10 @@ class PretrainConfig:
     num_workers: int = 2
     """Ray Train workers (one process, and on GPU one device, each)."""
     use_gpu: bool = False
+    compile: bool | None = None
+    """torch.compile the model on each worker (DeepSpeed's ``engine.compile``): fuses LayerNorm, GELU,
+    dropout and residual adds into few kernels. None: on with GPUs, off on CPU (where compiling costs
+    more than a short run gains)."""
     cpus_per_worker: int = 1
     max_failures: int = 1
     """Worker-group restarts Ray Train may make; each restores the last checkpoint."""
@@ -145,6 +149,11 @@ class PretrainConfig:
                               "Adam-type optimizers only)")
 
     @property
+    def compiled(self) -> bool:
+        """The resolved ``compile``: None becomes True on GPU, False on CPU."""
+        return self.use_gpu if self.compile is None else self.compile
+
+    @property
     def precision(self) -> str:
         """The resolved precision: 'auto' becomes bf16 on GPU and fp32 on CPU."""
         if self.deepspeed.precision == "auto":
@@ -164,8 +173,8 @@ class PretrainConfig:
 
 # Fields that change how a run is executed but not what it computes: changing them and restarting
 # resumes the same run (e.g. rescaling from 2 workers to 1) instead of starting a new one.
-_EXECUTION_FIELDS = ("num_workers", "use_gpu", "cpus_per_worker", "max_failures", "metrics_every", "storage_path",
-                     "materialize_instances")
+_EXECUTION_FIELDS = ("num_workers", "use_gpu", "compile", "cpus_per_worker", "max_failures", "metrics_every",
+                     "storage_path", "materialize_instances")
 
 
 def run_identity(cfg: PretrainConfig, *inputs: str) -> str:

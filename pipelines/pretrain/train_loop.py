@@ -100,6 +100,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     engine, _, _, _ = deepspeed.initialize(model=model.to(device), model_parameters=groups if client_opt is None else None,
                                            optimizer=client_opt, config=ds_config, dist_init_required=False)
     skip_single_rank_allreduce(engine, job.cfg, world)
+    if job.cfg.compiled:
+        engine.compile(compile_kwargs={"dynamic": False})  # in place: state-dict names are unchanged
     _finish_restore(engine, job, state, restore_dir, world)
     writer = MetricsWriter(job.metrics_dir) if rank == 0 else None
     if writer is not None:
@@ -246,6 +248,14 @@ class _Window:
         self.sums = row if self.sums is None else self.sums + row
 
 
+def _to_device(array: np.ndarray, device: torch.device, pin: bool) -> torch.Tensor:
+    """Pinned host memory lets the copy to the GPU run asynchronously (the step does not wait for it)."""
+    tensor = torch.from_numpy(array)
+    if pin:
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world: int, device, writer) -> None:
     cfg, phase = job.cfg, job.phase
     accumulation = cfg.gradient_accumulation_steps(phase, world)
@@ -254,8 +264,10 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
     bert_config = job.bert_config()
     step, epoch, samples = state.step, state.epoch, state.samples_in_epoch
     latest: dict[str, Any] = {"step": step}
-    # On GPU the MLM head decodes a fixed number of slots per sequence: no host sync per step.
-    static_predictions = phase.max_predictions_per_seq if cfg.use_gpu else None
+    # On GPU, and whenever compiled, the MLM head decodes a fixed number of slots per sequence:
+    # no host sync per step, and one graph without data-dependent shapes.
+    static_predictions = phase.max_predictions_per_seq if cfg.use_gpu or cfg.compiled else None
+    pin = device.type == "cuda"
     engine.train()
     while step < phase.num_steps:
         _maybe_inject_fault(job.fault, step, rank)
@@ -265,7 +277,7 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
             window.input_seconds += time.perf_counter() - waited
             if batch_epoch != epoch:
                 epoch, samples = batch_epoch, 0
-            batch = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+            batch = {k: _to_device(v, device, pin) for k, v in arrays.items()}
             out = engine(**batch, num_predictions=static_predictions)
             engine.backward(out.loss)
             engine.step()

@@ -1,5 +1,6 @@
-"""The single-rank all-reduce skip changes nothing but speed: a real DeepSpeed ZeRO-0 engine in this
-process (gloo, world size 1) with and without it ends at bit-identical weights."""
+"""Speed-only switches of the train loop change nothing but speed, on a real DeepSpeed engine in this
+process (gloo, world size 1): the single-rank all-reduce skip (bit-identical weights) and
+``engine.compile`` (the same losses and weights up to float rounding)."""
 from __future__ import annotations
 
 import os
@@ -36,7 +37,8 @@ def _cfg(zero_stage: int) -> PretrainConfig:
                     "warmup_steps": 1, "learning_rate": 1e-3}]})
 
 
-def _train(cfg: PretrainConfig, skip: bool) -> tuple[bool, dict[str, torch.Tensor]]:
+def _train(cfg: PretrainConfig, skip: bool, compile: bool = False, losses: list | None = None,
+           num_predictions: int | None = None) -> tuple[bool, dict[str, torch.Tensor]]:
     import deepspeed
 
     torch.manual_seed(0)
@@ -46,12 +48,17 @@ def _train(cfg: PretrainConfig, skip: bool) -> tuple[bool, dict[str, torch.Tenso
                                            config=build_deepspeed_config(cfg, cfg.phases[0], 1),
                                            dist_init_required=False)
     skipped = skip_single_rank_allreduce(engine, cfg, 1) if skip else False
+    if compile:
+        engine.compile(compile_kwargs={"dynamic": False})  # as train_loop_per_worker does
     g = torch.Generator().manual_seed(1)
     for _ in range(3 * 2):  # 3 optimizer steps of 2 accumulated micro-batches
         ids = torch.randint(5, 100, (4, 16), generator=g)
         labels = torch.where(torch.rand(4, 16, generator=g) < 0.15, ids, torch.full_like(ids, -100))
         out = engine(input_ids=ids, token_type_ids=torch.zeros_like(ids), attention_mask=torch.ones_like(ids),
-                     mlm_labels=labels, nsp_labels=torch.randint(0, 2, (4,), generator=g))
+                     mlm_labels=labels, nsp_labels=torch.randint(0, 2, (4,), generator=g),
+                     num_predictions=num_predictions)
+        if losses is not None:
+            losses.append(out.loss.item())
         engine.backward(out.loss)
         engine.step()
     assert engine.global_steps == 3
@@ -79,3 +86,19 @@ def test_skip_only_where_the_all_reduce_is_a_no_op(zero_stage, workers):
     engine = Engine()
     assert not skip_single_rank_allreduce(engine, _cfg(zero_stage), workers)
     assert engine.enable_backward_allreduce
+
+
+def test_compiled_engine_trains_like_eager(single_rank_group):
+    from torch._dynamo.utils import counters
+
+    cfg = _cfg(0)
+    eager_losses, compiled_losses = [], []
+    _, eager = _train(cfg, skip=True, losses=eager_losses, num_predictions=8)
+    torch._dynamo.reset()
+    counters.clear()
+    _, compiled = _train(cfg, skip=True, compile=True, losses=compiled_losses, num_predictions=8)
+    assert counters["stats"]["unique_graphs"] >= 1  # it really went through the compiler
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-5)
+    assert eager_losses[-1] < eager_losses[0]
+    for name, tensor in eager.items():
+        torch.testing.assert_close(compiled[name], tensor, rtol=1e-4, atol=1e-5, msg=name)

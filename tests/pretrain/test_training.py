@@ -88,9 +88,10 @@ def test_export_opens_in_transformers(zero0_and_zero2):
 
 
 def test_worker_killed_mid_run_restores_last_checkpoint(pretrain_corpus, tmp_path, ray_session):
+    """Compiled (``compile: true``, as on GPU): checkpoints of the compiled engine save and restore."""
     instances, vocab, _ = pretrain_corpus
     marker = str(tmp_path / "fault-marker")
-    export = run_pretraining(_cfg(1, max_failures=1), instances, vocab, str(tmp_path),
+    export = run_pretraining(_cfg(1, max_failures=1, compile=True), instances, vocab, str(tmp_path),
                              fault_injection=FaultInjection(step=6, rank=1, marker_path=marker))
     assert os.path.exists(marker)  # the worker did die at step 6 on the first attempt
     curve = _metrics(export)
