@@ -1,92 +1,137 @@
 """Pretraining step throughput and model FLOPs utilisation on one GPU: plain torch + bert_core only
-(no Ray, no DeepSpeed), so it runs on a bare GPU machine.
+(no Ray, no DeepSpeed), so it runs on a bare GPU machine, with the step the trainer runs there.
 
-    python -m bench.pretrain_gpu                                   # base, bf16, seq 128, batch 256, CUDA
-    python -m bench.pretrain_gpu --compile                         # same, torch.compile'd
-    python -m bench.pretrain_gpu --steps 2 --preset tiny           # CPU smoke run (batch 8, fp32)
+    python -m bench.pretrain_gpu                                   # base, seq 128, batch 256, compiled, as the trainer
+    python -m bench.pretrain_gpu --precision autocast              # fp32 weights + bf16 autocast instead
+    python -m bench.pretrain_gpu --compile-mode max-autotune-no-cudagraphs
+    python -m bench.pretrain_gpu --profile 3                       # + the top CUDA kernels of 3 steps (stderr)
+    python -m bench.pretrain_gpu --steps 2 --preset tiny --device cpu --no-compile   # CPU smoke run
 
-One step = forward + backward + fused AdamW + grad clipping, bf16 autocast, on batches masked like the
-trainer's (15% of tokens, at most round(0.15 * seq) + 1 per sequence, 80/10/10), with the MLM head
-decoding a static number of slots per sequence (no host sync). FLOPs come from
-``pipelines.pretrain.metrics.flops_per_step`` (6 N tokens + 12 L H T per token for attention +
-the MLM/NSP heads), the same count the trainer logs; MFU = FLOP/s / peak (H100 dense bf16, measured:
-800 TFLOP/s; override with --peak-tflops).
+One step = forward + backward + gradient clipping + fused AdamW on batches masked like the trainer's
+(15% of tokens, at most round(0.15 * seq) + 1 per sequence, 80/10/10), the MLM head decoding a
+static number of slots per sequence (no host sync).
+
+``--precision bf16`` (default) is what the trainer's DeepSpeed bf16 mode does: the model holds bf16
+weights and gradients; AdamW updates an fp32 master copy that is copied back after each step.
+``autocast`` keeps fp32 weights and runs matmuls in bf16 (LayerNorm outputs and the residual
+stream stay fp32). FLOPs come from ``pipelines.pretrain.metrics.flops_per_step``, the count the
+trainer logs; MFU = FLOP/s / peak (H100 dense bf16, measured: 800 TFLOP/s; --peak-tflops).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import torch
 
-from bert_core import BertConfig, BertForPreTraining, count_parameters, mask_tokens
+from bench.model import make_batch, max_predictions
+from bert_core import BertConfig, BertForPreTraining, count_parameters
 from pipelines.pretrain.metrics import H100_BF16_PEAK, flops_per_step
 
 H100_BF16_PEAK_TFLOPS = H100_BF16_PEAK / 1e12
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
 
 
-def make_batches(config: BertConfig, batch: int, seq: int, count: int, device: torch.device) -> list[dict]:
-    """Masked [CLS] A [SEP] B [SEP] batches of random ids, full length (the trainer's static shapes)."""
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for k in range(count):
-        ids = torch.randint(5, config.vocab_size, (batch, seq), generator=g)
-        ids[:, 0], ids[:, seq // 2 - 1], ids[:, -1] = 2, 3, 3
-        types = torch.zeros_like(ids)
-        types[:, seq // 2:] = 1
-        inputs, labels = mask_tokens(ids, vocab_size=config.vocab_size, mask_token_id=4,
-                                     special_token_ids=(0, 1, 2, 3, 4), seed=k,
-                                     max_predictions_per_seq=round(0.15 * seq) + 1)
-        tensors = {"input_ids": inputs, "token_type_ids": types, "attention_mask": torch.ones_like(ids),
-                   "mlm_labels": labels, "nsp_labels": torch.randint(0, 2, (batch,), generator=g)}
-        out.append({k: v.to(device, non_blocking=True) for k, v in tensors.items()})
-    return out
+class MasterWeightAdamW:
+    """DeepSpeed's bf16 optimizer in miniature: bf16 model weights and gradients, fused AdamW over an
+    fp32 master copy, the result copied back into the bf16 weights."""
+
+    def __init__(self, params: list[torch.nn.Parameter], fused: bool, **hyper):
+        self.params = params
+        self.master = [p.detach().float().requires_grad_(True) for p in params]
+        self.optimizer = torch.optim.AdamW(self.master, fused=fused, **hyper)
+
+    def step(self, max_norm: float) -> None:
+        for m, p in zip(self.master, self.params):
+            m.grad = p.grad.float()
+        torch.nn.utils.clip_grad_norm_(self.master, max_norm, foreach=True)
+        self.optimizer.step()
+        torch._foreach_copy_([p.data for p in self.params], self.master)
+        for p in self.params:
+            p.grad = None
+
+
+def build_step(args, config: BertConfig, device: torch.device):
+    """The model and a closure running one training step on a batch list."""
+    torch.manual_seed(0)
+    model = BertForPreTraining(config).to(device).train()
+    on_gpu = device.type == "cuda"
+    hyper = {"lr": 1e-4, "weight_decay": 0.01}
+    if args.precision == "bf16":
+        model.to(torch.bfloat16)
+        optimizer = MasterWeightAdamW(list(model.parameters()), fused=on_gpu, **hyper)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), fused=on_gpu, **hyper)
+    forward = model
+    if args.compile:
+        forward = torch.compile(model, dynamic=False, mode=None if args.compile_mode == "default" else args.compile_mode)
+    autocast = args.precision == "autocast" and on_gpu
+    num_predictions = max_predictions(args.seq)
+
+    def step(batch: list) -> None:
+        ids, types, mask, labels, nsp = batch
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = forward(ids, types, mask, labels, nsp, num_predictions=num_predictions).loss
+        loss.backward()
+        if isinstance(optimizer, MasterWeightAdamW):
+            optimizer.step(1.0)
+        else:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    return model, step
+
+
+def profile_steps(step, batches: list, steps: int, sync) -> None:
+    """The CUDA kernels of ``steps`` steps by total time, to stderr."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for k in range(steps):
+            step(batches[k % len(batches)])
+        sync()
+    print(f"== top CUDA kernels of {steps} steps ==", file=sys.stderr)
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90),
+          file=sys.stderr, flush=True)
 
 
 def run(args) -> dict:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = torch.bfloat16 if args.dtype == "bf16" and device.type == "cuda" else torch.float32
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
     config = BertConfig.preset(args.preset)
-    torch.manual_seed(0)
-    model = BertForPreTraining(config).to(device).train()
-    params = count_parameters(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=device.type == "cuda")
-    forward = torch.compile(model) if args.compile else model
-    num_predictions = round(0.15 * args.seq) + 1
-    batches = make_batches(config, args.batch, args.seq, 4, device)
-
-    def step(batch: dict) -> None:
-        with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss = forward(**batch, num_predictions=num_predictions).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    model, step = build_step(args, config, device)
+    batches = [make_batch(config, args.batch, args.seq, str(device), seed=k) for k in range(4)]
+    if args.no_padding_mask:  # full-length rows: without a mask SDPA may take the flash kernel
+        batches = [[ids, types, None, labels, nsp] for ids, types, _, labels, nsp in batches]
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    start = time.perf_counter()
     for k in range(args.warmup):
         step(batches[k % len(batches)])
     sync()
+    warmup_s = time.perf_counter() - start
     times = []
     for k in range(args.steps):
         start = time.perf_counter()
         step(batches[k % len(batches)])
         sync()
         times.append(time.perf_counter() - start)
+    if args.profile:
+        profile_steps(step, batches, args.profile, sync)
     seconds = statistics.median(times)
-    masked = int((batches[0]["mlm_labels"] != -100).sum())
+    masked = int((batches[0][3] != -100).sum())
     flops = flops_per_step(config, args.batch, args.seq, masked)
-    result = {"preset": args.preset, "params": params, "device": str(device),
+    result = {"preset": args.preset, "params": count_parameters(model), "device": str(device),
               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-              "dtype": str(dtype).removeprefix("torch."), "batch": args.batch, "seq": args.seq,
-              "compile": args.compile, "steps": args.steps, "step_s": round(seconds, 5),
+              "precision": args.precision, "batch": args.batch, "seq": args.seq,
+              "compile": args.compile_mode if args.compile else None, "padding_mask": not args.no_padding_mask,
+              "steps": args.steps, "warmup_s": round(warmup_s, 1), "step_s": round(seconds, 5),
               "tokens_per_s": round(args.batch * args.seq / seconds, 1),
               "tflops_per_s": round(flops / seconds / 1e12, 2),
               "mfu": round(flops / seconds / (args.peak_tflops * 1e12), 4) if device.type == "cuda" else None}
@@ -102,9 +147,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--precision", default="bf16", choices=["bf16", "autocast", "fp32"],
+                   help="bf16: bf16 weights + fp32 master (the trainer's DeepSpeed bf16); autocast: fp32 weights, "
+                        "bf16 matmuls (CUDA only); fp32")
     p.add_argument("--device", default="auto")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="eager (default: torch.compile)")
+    p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES)
+    p.add_argument("--no-padding-mask", action="store_true", help="pass attention_mask=None (rows are full length)")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS", help="print the top CUDA kernels of STEPS steps")
     p.add_argument("--peak-tflops", type=float, default=H100_BF16_PEAK_TFLOPS)
     args = p.parse_args(argv)
     if args.steps < 1:
@@ -114,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
         on_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
         args.batch = 256 if on_gpu else 8
     result = run(args)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result), flush=True)
     return result
 
 

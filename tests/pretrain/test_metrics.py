@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from bert_core import BertConfig, BertForPreTraining
 from pipelines.pretrain.metrics import MetricsWriter, encoder_matmul_params, flops_per_step, mfu, read_metrics
@@ -44,9 +45,35 @@ def test_writer_appends_json_lines_and_tensorboard_events(tmp_path):
     assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
 
 
-def test_gpu_benchmark_smoke_on_cpu(capsys):
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_gpu_benchmark_smoke_on_cpu(capsys, precision):
     from bench.pretrain_gpu import main
 
-    result = main(["--steps", "2", "--preset", "tiny", "--device", "cpu", "--seq", "64"])
+    result = main(["--steps", "2", "--preset", "tiny", "--device", "cpu", "--seq", "64", "--no-compile",
+                   "--precision", precision])
     assert result["steps"] == 2 and result["tokens_per_s"] > 0 and result["mfu"] is None
-    assert json.loads(capsys.readouterr().out)["preset"] == "tiny"
+    assert json.loads(capsys.readouterr().out)["precision"] == precision
+
+
+def test_master_weight_adamw_is_adamw_on_fp32_copies():
+    """The GPU bench's stand-in for DeepSpeed's bf16 optimizer: bf16 weights end as the bf16 rounding
+    of an fp32 AdamW run fed the same (bf16) gradients, with the same clipping."""
+    from bench.pretrain_gpu import MasterWeightAdamW
+
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(5, 3).bfloat16()), torch.nn.Parameter(torch.randn(4).bfloat16())]
+    initial = [w.detach().clone() for w in weights]
+    reference = [w.detach().float().requires_grad_(True) for w in weights]
+    opt = MasterWeightAdamW(weights, fused=False, lr=0.1, weight_decay=0.01)
+    ref_opt = torch.optim.AdamW(reference, lr=0.1, weight_decay=0.01)
+    for k in range(3):
+        grads = [torch.randn_like(w) * (k + 1) for w in weights]  # bf16
+        for w, r, g in zip(weights, reference, grads):
+            w.grad, r.grad = g, g.float()
+        opt.step(max_norm=1.0)
+        torch.nn.utils.clip_grad_norm_(reference, 1.0)
+        ref_opt.step()
+        for w, r in zip(weights, reference):
+            assert w.grad is None and w.dtype == torch.bfloat16
+            assert torch.equal(w.detach(), r.detach().bfloat16())
+    assert all(not torch.equal(w.detach(), i) for w, i in zip(weights, initial))  # it did train
