@@ -53,14 +53,9 @@ class MetricsWriter:
         self.path = os.path.join(directory, "metrics.jsonl")
         self._tb = None
         if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter  # needs the `tensorboard` package
-            except ImportError:
-                import warnings
+            from torch.utils.tensorboard import SummaryWriter  # here, not at the top: the GPU bench has no tensorboard
 
-                warnings.warn("tensorboard is not installed: metrics go to metrics.jsonl only", stacklevel=2)
-            else:
-                self._tb = SummaryWriter(log_dir=directory)
+            self._tb = SummaryWriter(log_dir=directory)
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         record = {"step": step, **metrics}

@@ -201,7 +201,8 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
     storage_uri = cfg.storage_path or storage.join(run_root, "runs")
     run_name = f"pretrain-{job.run_identity}-phase{job.phase_index}"
     check_existing_checkpoint(storage.join(storage_uri, run_name), job)
-    storage_fs, storage_path = _ray_storage(storage_uri)
+    # Pickled to the Train controller and workers: an S3 filesystem carries the driver's credentials.
+    storage_fs, storage_path = storage.filesystem(storage_uri)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=job.to_loop_config(),
@@ -224,35 +225,14 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
     return result.checkpoint
 
 
-def _ray_storage(uri: str):
-    """(filesystem, path) for Ray Train. The filesystem is pickled to the Train controller and workers,
-    which may not share the driver's environment, so S3 credentials found in the driver's
-    environment are bound into it (without them the default AWS chain applies there)."""
-    fs, path = storage.filesystem(uri)
-    if uri.startswith("s3://") and os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
-        import pyarrow.fs as pafs
-
-        kwargs = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"), "allow_delayed_open": True,
-                  "access_key": os.environ["AWS_ACCESS_KEY_ID"], "secret_key": os.environ["AWS_SECRET_ACCESS_KEY"],
-                  "session_token": os.environ.get("AWS_SESSION_TOKEN")}
-        endpoint = storage.s3_endpoint()
-        if endpoint:
-            scheme, _, host = endpoint.partition("://")
-            kwargs.update(endpoint_override=host, scheme=scheme or "http")
-        fs = pafs.S3FileSystem(**kwargs)
-    return fs, path
-
-
-_FORWARDED_ENV = ("DS_ACCELERATOR", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION",
-                  "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-
-
 def _worker_env(*uris: str) -> dict[str, str]:
-    """The driver's DeepSpeed accelerator and, when a URI is remote, its object-store settings, so
-    workers reach the same endpoint (on a cluster with instance roles these are simply unset)."""
-    remote = any(not storage.is_local(u) for u in uris)
-    return {name: os.environ[name] for name in _FORWARDED_ENV
-            if name in os.environ and (remote or not name.startswith("AWS_"))}
+    """The driver's DeepSpeed accelerator and, when a URI is remote, its object-store settings
+    (``storage.capture_env``), so workers reach the same endpoint (on a cluster with instance roles
+    these are simply unset)."""
+    env = storage.capture_env() if any(not storage.is_local(u) for u in uris) else {}
+    if "DS_ACCELERATOR" in os.environ:
+        env["DS_ACCELERATOR"] = os.environ["DS_ACCELERATOR"]
+    return env
 
 
 def check_existing_checkpoint(run_uri: str, job: WorkerJob) -> None:

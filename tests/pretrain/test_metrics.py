@@ -35,7 +35,6 @@ def test_mfu():
 
 
 def test_writer_appends_json_lines_and_tensorboard_events(tmp_path):
-    pytest.importorskip("tensorboard")
     writer = MetricsWriter(str(tmp_path))
     writer.write(1, {"mlm_loss": 7.0, "note": "x"})
     writer.write(2, {"mlm_loss": 6.5})
