@@ -114,7 +114,7 @@ class PretrainConfig:
     compile: bool | None = None
     """torch.compile the model on each worker (DeepSpeed's ``engine.compile``): fuses LayerNorm, GELU,
     dropout and residual adds into few kernels. None: on with GPUs, off on CPU (where compiling costs
-    more than a short run gains)."""
+    more than a short run gains) and with ZeRO-3 (whose partitioned weights the compiler cannot trace)."""
     cpus_per_worker: int = 1
     max_failures: int = 1
     """Worker-group restarts Ray Train may make; each restores the last checkpoint."""
@@ -147,11 +147,18 @@ class PretrainConfig:
             # layer; DeepSpeed lists LAMB as unsupported with ZeRO.
             raise ConfigError("optimizer.name 'lamb' needs deepspeed.zero_stage 0 (DeepSpeed's ZeRO supports "
                               "Adam-type optimizers only)")
+        if self.compile and self.deepspeed.zero_stage == 3:
+            # Under ZeRO-3 each weight is an empty placeholder gathered by hooks at use; tracing it
+            # fails ("b must be 2D" in addmm), seen with DeepSpeed 0.19.8 and torch 2.13.
+            raise ConfigError("compile: true needs deepspeed.zero_stage 0, 1 or 2 (ZeRO-3's partitioned weights "
+                              "cannot be compiled); set compile: false or a lower stage")
 
     @property
     def compiled(self) -> bool:
-        """The resolved ``compile``: None becomes True on GPU, False on CPU."""
-        return self.use_gpu if self.compile is None else self.compile
+        """The resolved ``compile``: None becomes True on GPU below ZeRO-3, False otherwise."""
+        if self.compile is None:
+            return self.use_gpu and self.deepspeed.zero_stage < 3
+        return self.compile
 
     @property
     def precision(self) -> str:

@@ -86,10 +86,20 @@ def test_batch_sizes_that_do_not_divide_fail_at_build():
     ({"optimizer": {"name": "sgd"}}, "optimizer.name: 'sgd' is not one of"),
     ({"phases": [{"warmup_steps": 5000, "num_steps": 10}]}, "warmup_steps 5000"),
     ({"checkpoint_evry": 3}, "unknown config key"),
+    ({"compile": True, "deepspeed": {"zero_stage": 3}}, "compile: true needs deepspeed.zero_stage 0, 1 or 2"),
 ])
 def test_bad_config_values_name_the_field(override, match):
     with pytest.raises(ConfigError, match=match):
         from_dict(PretrainConfig, override)
+
+
+@pytest.mark.parametrize("compile, use_gpu, zero_stage, compiled", [
+    (None, True, 1, True), (None, False, 1, False), (None, True, 3, False), (False, True, 1, False),
+    (True, False, 2, True),
+])
+def test_compile_resolves_by_device_and_stage(compile, use_gpu, zero_stage, compiled):
+    cfg = from_dict(PretrainConfig, {"compile": compile, "use_gpu": use_gpu, "deepspeed": {"zero_stage": zero_stage}})
+    assert cfg.compiled is compiled
 
 
 def test_no_decay_groups_hold_layernorm_and_bias():

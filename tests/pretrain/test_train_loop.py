@@ -88,10 +88,11 @@ def test_skip_only_where_the_all_reduce_is_a_no_op(zero_stage, workers):
     assert engine.enable_backward_allreduce
 
 
-def test_compiled_engine_trains_like_eager(single_rank_group):
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_compiled_engine_trains_like_eager(single_rank_group, zero_stage):
     from torch._dynamo.utils import counters
 
-    cfg = _cfg(0)
+    cfg = _cfg(zero_stage)
     eager_losses, compiled_losses = [], []
     _, eager = _train(cfg, skip=True, losses=eager_losses, num_predictions=8)
     torch._dynamo.reset()
