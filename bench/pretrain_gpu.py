@@ -67,7 +67,8 @@ def build_step(args, config: BertConfig, device: torch.device):
         optimizer = torch.optim.AdamW(model.parameters(), fused=on_gpu, **hyper)
     forward = model
     if args.compile:
-        forward = torch.compile(model, dynamic=False, mode=None if args.compile_mode == "default" else args.compile_mode)
+        mode = None if args.compile_mode == "default" else args.compile_mode
+        forward = torch.compile(model, dynamic=False, mode=mode)
     autocast = args.precision == "autocast" and on_gpu
     num_predictions = max_predictions(args.seq)
 

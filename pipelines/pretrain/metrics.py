@@ -53,7 +53,7 @@ class MetricsWriter:
         self.path = os.path.join(directory, "metrics.jsonl")
         self._tb = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # here, not at the top: the GPU bench has no tensorboard
+            from torch.utils.tensorboard import SummaryWriter  # slow import; only rank 0 needs it
 
             self._tb = SummaryWriter(log_dir=directory)
 
