@@ -2,6 +2,8 @@
 
     python -m bench.pretrain                                  # small, seq 128, micro-batch 16, 1 worker x 2 CPUs
     python -m bench.pretrain --preset tiny --steps 10         # quick look
+    python -m bench.pretrain --compile                        # both sides torch.compile'd (``compile: true``;
+                                                              # on 2 CPUs ~9% slower than eager, so off by default)
 
 Full path: INSTANCES parquet -> Ray Data stream -> ``ray.train.get_dataset_shard`` -> dynamic masking
 (``mask_batch``) -> DeepSpeed engine step (AdamW), i.e. ``run_pretraining``. ``--zero-stage`` defaults
@@ -94,17 +96,21 @@ def write_instances(lines: list[str], tokenizer: WordPieceTokenizer, seq_len: in
 
 
 def baseline_tokens_per_s(config: BertConfig, batch: dict[str, np.ndarray], steps: int,
-                          threads: int) -> tuple[float, float]:
+                          threads: int, compile: bool = False) -> tuple[float, float]:
     """bert_core + torch AdamW on one in-memory batch: (tokens per wall second, per CPU second)."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = BertForPreTraining(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # the full path's optimizer on CPU
     tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
+    forward, extra = model, {}
+    if compile:  # as the train loop does when compiled: static MLM slots, one graph
+        forward = torch.compile(model, dynamic=False)
+        extra = {"num_predictions": int((tensors["mlm_labels"] != -100).sum(1).max())}
     times, cpu_times = [], []
     for step in range(steps + 2):
         start, cpu_start = time.perf_counter(), time.process_time()
-        out = model(**tensors)
+        out = forward(**tensors, **extra)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -123,7 +129,7 @@ def full_path_tokens_per_s(args, instances: str, vocab: str, root: str) -> tuple
 
     cfg = from_dict(PretrainConfig, {
         "model_preset": args.preset, "num_workers": args.workers, "cpus_per_worker": args.threads,
-        "checkpoint_every": 10**6, "metrics_every": args.metrics_every,
+        "checkpoint_every": 10**6, "metrics_every": args.metrics_every, "compile": args.compile,
         "deepspeed": {"zero_stage": args.zero_stage},
         "phases": [{"max_seq_length": args.seq, "micro_batch_size": args.micro_batch, "num_steps": args.steps,
                     "global_batch_size": args.micro_batch * args.workers, "warmup_steps": 1,
@@ -146,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--zero-stage", type=int, default=0, choices=(0, 1, 2, 3),
                         help="0 by default: with one worker ZeRO >= 1 has nothing to partition (see the docstring)")
     parser.add_argument("--threads", type=int, default=2, help="CPUs (torch threads) per worker and for the baseline")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the baseline and the full path")
     args = parser.parse_args(argv)
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import ray
@@ -157,18 +164,18 @@ def main(argv: list[str] | None = None) -> dict:
         num_instances = write_instances(lines, tokenizer, args.seq, os.path.join(root, "instances"))
         config = BertConfig.preset(args.preset, vocab_size=tokenizer.vocab_size, max_position_embeddings=512)
         batch = _one_masked_batch(os.path.join(root, "instances"), tokenizer, args)
-        before = baseline_tokens_per_s(config, batch, max(5, args.steps // 3), args.threads)
+        before = baseline_tokens_per_s(config, batch, max(5, args.steps // 3), args.threads, args.compile)
         # One logical CPU more than the workers hold, for Ray Data's read tasks.
         ray.init(num_cpus=args.workers * args.threads + 1, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}})
         ray.data.DataContext.get_current().enable_progress_bars = False
         full, full_cpu, windows = full_path_tokens_per_s(args, os.path.join(root, "instances"), vocab, os.path.join(root, "out"))
         ray.shutdown()
-        after = baseline_tokens_per_s(config, batch, max(5, args.steps // 3), args.threads)
+        after = baseline_tokens_per_s(config, batch, max(5, args.steps // 3), args.threads, args.compile)
     # data parallel: each worker would do the baseline's work
     baseline = (before[0] + after[0]) / 2 * args.workers
     baseline_cpu = (before[1] + after[1]) / 2
-    report = {"preset": args.preset, "zero_stage": args.zero_stage, "seq": args.seq, "micro_batch": args.micro_batch, "workers": args.workers,
+    report = {"preset": args.preset, "zero_stage": args.zero_stage, "compile": args.compile, "seq": args.seq, "micro_batch": args.micro_batch, "workers": args.workers,
               "threads_per_worker": args.threads, "instances": num_instances, "vocab_size": tokenizer.vocab_size,
               "load_average_1min": round(os.getloadavg()[0], 1),
               "baseline_tokens_per_s": round(baseline, 1), "baseline_before": round(before[0], 1),
