@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import glob
 import gzip
-import io
 import os
 import re
 from html.parser import HTMLParser

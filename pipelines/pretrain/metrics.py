@@ -11,12 +11,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from bert_core import BertConfig
 
 H100_BF16_PEAK = 800e12
 """Measured dense bf16 matmul peak of an H100, FLOP/s: the denominator of MFU on GPU."""
+
+BF16_PEAKS = {"H100": H100_BF16_PEAK, "H200": H100_BF16_PEAK, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
+"""Dense bf16 matmul peak by GPU model, FLOP/s. H100 and H200 as measured on lent machines (an
+8192^3 bf16 product on random data ran at 769-798 TFLOP/s); the others are datasheet figures."""
+
+
+def peak_flops(device_name: str) -> float | None:
+    """The bf16 peak for a ``torch.cuda.get_device_name()`` such as 'NVIDIA A100-SXM4-80GB'; None for
+    a GPU not in ``BF16_PEAKS`` (then no MFU is logged rather than a wrong one)."""
+    for word in re.split(r"[\s\-_]+", device_name.upper()):
+        if word in BF16_PEAKS:
+            return BF16_PEAKS[word]
+    return None
 
 
 def encoder_matmul_params(config: BertConfig) -> int:

@@ -24,7 +24,7 @@ from bert_core import IGNORE_INDEX, BertConfig, BertForPreTraining
 from pipelines.pretrain import checkpointing as ckpt
 from pipelines.pretrain.config import PretrainConfig
 from pipelines.pretrain.deepspeed_config import build_deepspeed_config, uses_client_optimizer, weight_decay_groups
-from pipelines.pretrain.metrics import H100_BF16_PEAK, MetricsWriter, flops_per_step, mfu
+from pipelines.pretrain.metrics import MetricsWriter, flops_per_step, mfu, peak_flops
 from pipelines.stages.dynamic_masking import VocabInfo, mask_batch
 from pipelines.typed_config import from_dict, to_dict
 
@@ -268,6 +268,7 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
     # no host sync per step, and one graph without data-dependent shapes.
     static_predictions = phase.max_predictions_per_seq if cfg.use_gpu or cfg.compiled else None
     pin = device.type == "cuda"
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     engine.train()
     while step < phase.num_steps:
         _maybe_inject_fault(job.fault, step, rank)
@@ -288,7 +289,7 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
         state = dataclasses.replace(state, step=step, epoch=epoch, samples_in_epoch=samples, world_size=world,
                                     zero_stage=cfg.deepspeed.zero_stage)
         if step % cfg.metrics_every == 0 or step == phase.num_steps:
-            latest = _summarise(window, engine, cfg, step, epoch, world)
+            latest = _summarise(window, engine, step, epoch, world, peak)
             window = _Window()
             if writer is not None:
                 writer.write(step, latest)
@@ -297,7 +298,7 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
             _save_and_report(engine, state, latest, writer)
 
 
-def _summarise(window: _Window, engine, cfg: PretrainConfig, step: int, epoch: int, world: int) -> dict[str, Any]:
+def _summarise(window: _Window, engine, step: int, epoch: int, world: int, peak: float | None) -> dict[str, Any]:
     """All-reduce the window's sums so the line describes every rank's batches."""
     import torch.distributed as dist
 
@@ -313,7 +314,7 @@ def _summarise(window: _Window, engine, cfg: PretrainConfig, step: int, epoch: i
     out["input_wait_fraction"] = window.input_seconds / seconds  # rank 0's share of time spent waiting for data
     # Tokens per CPU-second of rank 0's process: comparable across runs on a machine shared with other load.
     out["tokens_per_cpu_s"] = positions / world / max(time.process_time() - window.cpu_start, 1e-9)
-    utilisation = mfu(flops / world, seconds, H100_BF16_PEAK if cfg.use_gpu else None)
+    utilisation = mfu(flops / world, seconds, peak)  # per GPU, against its model's bf16 peak
     if utilisation is not None:
         out["mfu"] = utilisation
     return out

@@ -1,7 +1,5 @@
 import bz2
 import gzip
-import io
-import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bert_core import BertConfig, BertForPreTraining
-from pipelines.pretrain.metrics import MetricsWriter, encoder_matmul_params, flops_per_step, mfu, read_metrics
+from pipelines.pretrain.metrics import (MetricsWriter, encoder_matmul_params, flops_per_step, mfu, peak_flops,
+                                       read_metrics)
 
 
 def test_encoder_matmul_params_match_the_model():
@@ -27,6 +28,14 @@ def test_flops_per_step_is_6N_plus_attention_plus_heads():
     assert flops_per_step(c, B, T, masked) == pytest.approx(expected)
     # base at seq 128: about 0.55 GFLOP per token (6 x 85M encoder weights + attention + heads)
     assert 0.5e9 < flops_per_step(c, B, T, masked) / (B * T) < 0.6e9
+
+
+@pytest.mark.parametrize("name, peak", [
+    ("NVIDIA H100 80GB HBM3", 800e12), ("NVIDIA H200", 800e12), ("NVIDIA A100-SXM4-80GB", 312e12),
+    ("NVIDIA L40S", 362e12), ("NVIDIA L4", 121e12), ("Tesla V100-SXM2-16GB", None), ("NVIDIA L40", None),
+])
+def test_peak_by_gpu_name(name, peak):
+    assert peak_flops(name) == peak
 
 
 def test_mfu():

@@ -3,7 +3,6 @@ process (gloo, world size 1): the single-rank all-reduce skip (bit-identical wei
 ``engine.compile`` (the same losses and weights up to float rounding)."""
 from __future__ import annotations
 
-import os
 import socket
 
 import pytest
