@@ -232,6 +232,29 @@ def map_shards(writer: StageWriter, shards: list[str], fn: Callable[..., tuple[A
     return totals, written
 
 
+def hash_shuffle(inputs: list, split_fn: Callable[..., tuple[pa.Table, ...]], split_args: tuple,
+                 reduce_fn: Callable[..., Any], reduce_args: tuple, num_partitions: int) -> list:
+    """A hash shuffle in plain Ray tasks. Map side: ``split_fn(input, *split_args)`` returns one table
+    per partition, for every input. Reduce side: ``reduce_fn(*reduce_args, partition, *tables)`` gets
+    that partition's table from every input, once per partition. Only the reduce results come back
+    to the driver, in partition order. It makes inputs x partitions objects."""
+    import ray
+
+    split = ray.remote(num_returns=num_partitions)(_split_task)
+    per_input = [split.remote(split_fn, num_partitions, item, *split_args) for item in inputs]
+    if num_partitions == 1:
+        per_input = [[ref] for ref in per_input]  # num_returns=1 gives the ref itself, not a list
+    reduce = ray.remote(reduce_fn)
+    return ray.get([reduce.remote(*reduce_args, p, *[parts[p] for parts in per_input]) for p in range(num_partitions)])
+
+
+def _split_task(split_fn, num_partitions: int, *args):
+    parts = tuple(split_fn(*args))
+    if len(parts) != num_partitions:
+        raise ValueError(f"{split_fn.__name__} returned {len(parts)} partitions, expected {num_partitions}")
+    return parts if num_partitions > 1 else parts[0]
+
+
 def add_stats(totals: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
     """Add one shard's (or partition's) numeric stats into ``totals``; ``max_*`` keys keep the maximum."""
     for key, value in stats.items():

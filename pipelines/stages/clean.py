@@ -131,11 +131,10 @@ def _by_bucket(work_uri: str, num_buckets: int, env: dict[str, str]) -> tuple[pa
     storage.apply_env(env)
     small = stage_store.read_parquet(work_uri, columns=["doc_id", "drop_reason", "text_hash", "bucket"])
     kept = small.filter(pc.equal(small.column("drop_reason"), ""))
-    parts = tuple(kept.filter(pc.equal(kept.column("bucket"), b)) for b in range(num_buckets))
-    return parts if num_buckets > 1 else parts[0]
+    return tuple(kept.filter(pc.equal(kept.column("bucket"), b)) for b in range(num_buckets))
 
 
-def _duplicates_in_bucket(*parts: pa.Table) -> list[str]:
+def _duplicates_in_bucket(bucket: int, *parts: pa.Table) -> list[str]:
     marked = mark_duplicates(pa.concat_tables(parts))
     return marked.filter(pc.equal(marked.column("drop_reason"), "duplicate")).column("doc_id").to_pylist()
 
@@ -144,15 +143,9 @@ def find_duplicates(work_uris: list[str], num_buckets: int, env: dict[str, str])
     """doc_ids of every duplicate but the first copy, by a hash shuffle in plain Ray tasks: each work
     file sends (doc_id, hash) of its kept rows to the bucket of the hash, so every copy of a text
     meets in one task and no process holds all hashes; only duplicate ids come back to the driver."""
-    import ray
-
-    split_block = ray.remote(num_returns=num_buckets)(_by_bucket)
-    find_in_bucket = ray.remote(_duplicates_in_bucket)
-    per_block = [split_block.remote(uri, num_buckets, env) for uri in work_uris]
-    if num_buckets == 1:
-        per_block = [[ref] for ref in per_block]
-    found = [find_in_bucket.remote(*[parts[b] for parts in per_block]) for b in range(num_buckets)]
-    return {doc_id for ids in ray.get(found) for doc_id in ids}
+    found = stage_store.hash_shuffle(work_uris, _by_bucket, (num_buckets, env), _duplicates_in_bucket, (),
+                                     num_buckets)
+    return {doc_id for ids in found for doc_id in ids}
 
 
 def mark_found_duplicates(table: pa.Table, duplicates: set[str]) -> pa.Table:

@@ -222,8 +222,7 @@ def split_by_partition(uri: str, seed: int, num_partitions: int, env: dict[str, 
     order = np.argsort(parts, kind="stable")
     table = table.take(pa.array(order))
     bounds = np.concatenate([[0], np.cumsum(np.bincount(parts, minlength=num_partitions))])
-    out = tuple(table.slice(int(bounds[p]), int(bounds[p + 1] - bounds[p])) for p in range(num_partitions))
-    return out if num_partitions > 1 else out[0]
+    return tuple(table.slice(int(bounds[p]), int(bounds[p + 1] - bounds[p])) for p in range(num_partitions))
 
 
 def write_partition(cfg: NspConfig, tmp_uri: str, env: dict[str, str], partition: int,
@@ -263,18 +262,11 @@ def run_nsp_pairs(cfg: NspConfig, tokenized_uri: str, root: str) -> str:
     num_partitions = max(1, math.ceil(num_docs / cfg.docs_per_partition))
 
     def produce(writer: stage_store.StageWriter) -> None:
-        # A hash shuffle in plain Ray tasks: every shard sends each partition its rows, every
-        # partition task gathers its rows from all shards and writes its file.
-        import ray
-
+        # Every shard sends each partition its rows; every partition task writes its file.
         env = storage.capture_env()
-        split = ray.remote(num_returns=num_partitions)(split_by_partition)
-        per_shard = [split.remote(uri, cfg.seed, num_partitions, env) for uri in stage_store.data_files(tokenized_uri)]
-        if num_partitions == 1:
-            per_shard = [[ref] for ref in per_shard]
-        write = ray.remote(write_partition)
-        metas = ray.get([write.remote(cfg, writer.tmp, env, p, *[parts[p] for parts in per_shard])
-                         for p in range(num_partitions)])
+        metas = stage_store.hash_shuffle(stage_store.data_files(tokenized_uri), split_by_partition,
+                                         (cfg.seed, num_partitions, env), write_partition, (cfg, writer.tmp, env),
+                                         num_partitions)
         totals: dict[str, int] = {}
         for row in metas:
             writer.add_file(row.pop("name"), row.pop("bytes"), row["pairs"])

@@ -124,3 +124,22 @@ def test_key_changes_with_config_inputs_and_version():
 def test_incomplete_output_is_not_readable(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a completed stage output"):
         stage_store.read_manifest(str(tmp_path))
+
+
+def _make_shuffle_fns():
+    """hash_shuffle's two sides (nested, so Ray pickles them by value: workers cannot import tests)."""
+    def by_parity(numbers: list[int], num_partitions: int):
+        return tuple(pa.table({"n": pa.array([n for n in numbers if n % num_partitions == p], pa.int64())})
+                     for p in range(num_partitions))
+
+    def gather(label: str, partition: int, *tables: pa.Table):
+        return label, partition, len(tables), sorted(pa.concat_tables(tables).column("n").to_pylist())
+    return by_parity, gather
+
+
+@pytest.mark.parametrize("num_partitions", [1, 3])
+def test_hash_shuffle_meets_every_partition_from_every_input(ray_session, num_partitions):
+    by_parity, gather = _make_shuffle_fns()
+    inputs = [[0, 1, 2, 3], [4, 5], [6, 7, 8]]
+    out = stage_store.hash_shuffle(inputs, by_parity, (num_partitions,), gather, ("x",), num_partitions)
+    assert out == [("x", p, 3, [n for n in range(9) if n % num_partitions == p]) for p in range(num_partitions)]
