@@ -66,7 +66,7 @@ def stage_key(cfg: Any, *inputs: Any) -> str:
 
 def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
     """All shards of a completed output as one table (small outputs and tests)."""
-    tables = [pq.read_table(io.BytesIO(storage.read_bytes(f)), columns=columns) for f in data_files(uri)]
+    tables = [read_parquet(f, columns) for f in data_files(uri)]
     if not tables:
         raise ValueError(f"{uri} holds no data files")
     return pa.concat_tables(tables)
