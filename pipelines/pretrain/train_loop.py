@@ -248,10 +248,10 @@ class _Window:
         self.sums = row if self.sums is None else self.sums + row
 
 
-def _to_device(array: np.ndarray, device: torch.device, pin: bool) -> torch.Tensor:
-    """Pinned host memory lets the copy to the GPU run asynchronously (the step does not wait for it)."""
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """To a GPU from pinned host memory, so the copy runs asynchronously (the step does not wait for it)."""
     tensor = torch.from_numpy(array)
-    if pin:
+    if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
 
@@ -267,7 +267,6 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
     # On GPU, and whenever compiled, the MLM head decodes a fixed number of slots per sequence:
     # no host sync per step, and one graph without data-dependent shapes.
     static_predictions = phase.max_predictions_per_seq if cfg.use_gpu or cfg.compiled else None
-    pin = device.type == "cuda"
     peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     engine.train()
     while step < phase.num_steps:
@@ -278,7 +277,7 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
             window.input_seconds += time.perf_counter() - waited
             if batch_epoch != epoch:
                 epoch, samples = batch_epoch, 0
-            batch = {k: _to_device(v, device, pin) for k, v in arrays.items()}
+            batch = {k: _to_device(v, device) for k, v in arrays.items()}
             out = engine(**batch, num_predictions=static_predictions)
             engine.backward(out.loss)
             engine.step()
