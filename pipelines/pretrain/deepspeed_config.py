@@ -12,9 +12,11 @@ from pipelines.pretrain.config import PhaseConfig, PretrainConfig
 def build_deepspeed_config(cfg: PretrainConfig, phase: PhaseConfig, num_workers: int) -> dict[str, Any]:
     """DeepSpeed config for one phase on ``num_workers`` data-parallel workers.
 
-    AdamW is DeepSpeed's own optimizer: on CPU torch's AdamW with its fused CPU kernel (one pass over
-    each tensor instead of ~10 elementwise ops: on a flat ZeRO partition of ``small`` the step fell
-    from ~230 ms to ~70 ms), DeepSpeed's FusedAdam on GPU, its CPU Adam when the optimizer is offloaded.
+    AdamW is torch's AdamW with its fused kernel, CPU and CUDA alike (on CPU one pass over each tensor
+    instead of ~10 elementwise ops: on a flat ZeRO partition of ``small`` the step fell from ~230 ms to
+    ~70 ms). DeepSpeed's own FusedAdam would be JIT-built with nvcc on every fresh GPU node (a minute,
+    and a CUDA toolkit on the node image) for the same one-kernel update. When the optimizer is
+    offloaded it is DeepSpeed's CPU Adam.
     LAMB is DeepSpeed's fused LAMB on GPU; on CPU it has no kernel, so the config then carries no
     ``optimizer`` section and the train loop hands DeepSpeed ``pipelines.pretrain.lamb.Lamb``.
     The schedule is linear warm-up to the peak then linear decay to 0 (WarmupDecayLR).
@@ -66,8 +68,8 @@ def _optimizer_section(cfg: PretrainConfig, phase: PhaseConfig) -> dict[str, Any
     params = {"lr": phase.learning_rate, "betas": [opt.beta1, opt.beta2], "eps": opt.eps,
               "weight_decay": opt.weight_decay}
     if opt.name == "adamw":
-        if not cfg.use_gpu and not cfg.deepspeed.offload_optimizer:
-            params["torch_adam"] = True  # the CPU accelerator has no FusedAdam; torch's fused kernel
+        if not cfg.deepspeed.offload_optimizer:
+            params["torch_adam"] = True  # torch.optim.AdamW(..., fused=True)
             params["fused"] = True
         return {"type": "AdamW", "params": params}
     if cfg.use_gpu:

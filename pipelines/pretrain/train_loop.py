@@ -22,7 +22,7 @@ import torch
 
 from bert_core import IGNORE_INDEX, BertConfig, BertForPreTraining
 from pipelines.pretrain import checkpointing as ckpt
-from pipelines.pretrain.config import PretrainConfig
+from pipelines.pretrain.config import PhaseConfig, PretrainConfig
 from pipelines.pretrain.deepspeed_config import build_deepspeed_config, uses_client_optimizer, weight_decay_groups
 from pipelines.pretrain.metrics import MetricsWriter, flops_per_step, mfu, peak_flops
 from pipelines.stages.dynamic_masking import VocabInfo, mask_batch
@@ -70,14 +70,24 @@ class WorkerJob:
         return self.cfg.phases[self.phase_index]
 
     def bert_config(self) -> BertConfig:
-        return BertConfig.preset(self.cfg.model_preset, vocab_size=self.vocab.vocab_size,
-                                 hidden_dropout_prob=self.cfg.dropout, attention_probs_dropout_prob=self.cfg.dropout,
-                                 max_position_embeddings=max(512, max(p.max_seq_length for p in self.cfg.phases)))
+        return model_config(self.cfg, self.vocab.vocab_size)
+
+
+def model_config(cfg: PretrainConfig, vocab_size: int) -> BertConfig:
+    """The model every phase of ``cfg`` trains (positions for the longest phase, at least BERT's 512)."""
+    return BertConfig.preset(cfg.model_preset, vocab_size=vocab_size, hidden_dropout_prob=cfg.dropout,
+                             attention_probs_dropout_prob=cfg.dropout,
+                             max_position_embeddings=max(512, max(p.max_seq_length for p in cfg.phases)))
+
+
+def static_predictions(cfg: PretrainConfig, phase: PhaseConfig) -> int | None:
+    """MLM slots decoded per sequence: a fixed number on GPU and whenever compiled (no host sync per step,
+    one graph without data-dependent shapes); None (exactly the masked positions) otherwise."""
+    return phase.max_predictions_per_seq if cfg.use_gpu or cfg.compiled else None
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point (one call per rank)."""
-    import deepspeed
     import ray.train
 
     job = WorkerJob.from_loop_config(loop_config)
@@ -89,19 +99,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     state, restore_dir = _restore_or_init(job, model, world)
     torch.manual_seed(job.cfg.seed * 1000 + rank + 7919 * state.step)  # dropout stream per rank and resume point
 
-    ds_config = build_deepspeed_config(job.cfg, job.phase, world)
-    groups = weight_decay_groups(model, job.cfg.optimizer.weight_decay)
-    client_opt = None
-    if uses_client_optimizer(job.cfg):
-        from pipelines.pretrain.lamb import Lamb
-
-        opt = job.cfg.optimizer
-        client_opt = Lamb(groups, lr=job.phase.learning_rate, betas=(opt.beta1, opt.beta2), eps=opt.eps)
-    engine, _, _, _ = deepspeed.initialize(model=model.to(device), model_parameters=groups if client_opt is None else None,
-                                           optimizer=client_opt, config=ds_config, dist_init_required=False)
-    skip_single_rank_allreduce(engine, job.cfg, world)
-    if job.cfg.compiled:
-        engine.compile(compile_kwargs={"dynamic": False})  # in place: state-dict names are unchanged
+    engine = build_engine(job.cfg, job.phase, model, world, device)
     _finish_restore(engine, job, state, restore_dir, world)
     writer = MetricsWriter(job.metrics_dir) if rank == 0 else None
     if writer is not None:
@@ -113,6 +111,27 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     finally:
         if writer is not None:
             writer.close()
+
+
+def build_engine(cfg: PretrainConfig, phase: PhaseConfig, model: BertForPreTraining, world: int, device: torch.device):
+    """The DeepSpeed engine every rank trains with (the process group must already exist); compiled when
+    ``cfg.compiled``. ``bench.pretrain_engine`` builds the same engine on one GPU."""
+    import deepspeed
+
+    groups = weight_decay_groups(model, cfg.optimizer.weight_decay)
+    client_opt = None
+    if uses_client_optimizer(cfg):
+        from pipelines.pretrain.lamb import Lamb
+
+        opt = cfg.optimizer
+        client_opt = Lamb(groups, lr=phase.learning_rate, betas=(opt.beta1, opt.beta2), eps=opt.eps)
+    engine, _, _, _ = deepspeed.initialize(model=model.to(device), model_parameters=groups if client_opt is None else None,
+                                           optimizer=client_opt, config=build_deepspeed_config(cfg, phase, world),
+                                           dist_init_required=False)
+    skip_single_rank_allreduce(engine, cfg, world)
+    if cfg.compiled:
+        engine.compile(compile_kwargs={"dynamic": False})  # in place: state-dict names are unchanged
+    return engine
 
 
 def skip_single_rank_allreduce(engine, cfg: PretrainConfig, world: int) -> bool:
@@ -226,7 +245,7 @@ def _micro_batches(job: WorkerJob, state: ckpt.TrainState, world: int) -> Iterat
         epoch, skip = epoch + 1, 0
 
 
-class _Window:
+class Window:
     """Sums over the steps since the last metrics line, kept on the device (no host sync per step)."""
 
     def __init__(self):
@@ -240,7 +259,8 @@ class _Window:
     def add(self, out, batch: dict[str, torch.Tensor]) -> None:
         valid = out.mlm_labels != IGNORE_INDEX  # the static (GPU) head also decodes filler slots
         n_mlm = valid.sum().double()
-        n_seq = torch.tensor(float(batch["nsp_labels"].numel()), dtype=torch.float64, device=n_mlm.device)
+        # torch.full, not torch.tensor: a host-to-device copy of a Python number waits for the GPU's queue
+        n_seq = torch.full((), float(batch["nsp_labels"].numel()), dtype=torch.float64, device=n_mlm.device)
         row = torch.stack([
             out.mlm_loss.detach().double() * n_mlm, ((out.mlm_logits.argmax(-1) == out.mlm_labels) & valid).sum().double(),
             n_mlm, out.nsp_loss.detach().double() * n_seq, (out.nsp_logits.argmax(-1) == batch["nsp_labels"]).sum().double(),
@@ -256,17 +276,28 @@ def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
+def train_micro_batch(engine, arrays: dict[str, np.ndarray], device: torch.device, num_predictions: int | None,
+                      bert_config: BertConfig, window: Window) -> None:
+    """One micro-batch as every rank runs it: to the device, forward, backward, ``engine.step()`` (DeepSpeed
+    applies the optimizer at the accumulation boundary), and the window's sums. ``bench.pretrain_engine``
+    times this same function on a GPU."""
+    batch = {k: _to_device(v, device) for k, v in arrays.items()}
+    out = engine(**batch, num_predictions=num_predictions)
+    engine.backward(out.loss)
+    engine.step()
+    window.flops += flops_per_step(bert_config, *batch["input_ids"].shape, out.mlm_labels.numel())
+    window.add(out, batch)
+
+
 def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world: int, device, writer) -> None:
     cfg, phase = job.cfg, job.phase
     accumulation = cfg.gradient_accumulation_steps(phase, world)
     batches = _micro_batches(job, state, world)
-    window = _Window()
+    window = Window()
     bert_config = job.bert_config()
     step, epoch, samples = state.step, state.epoch, state.samples_in_epoch
     latest: dict[str, Any] = {"step": step}
-    # On GPU, and whenever compiled, the MLM head decodes a fixed number of slots per sequence:
-    # no host sync per step, and one graph without data-dependent shapes.
-    static_predictions = phase.max_predictions_per_seq if cfg.use_gpu or cfg.compiled else None
+    num_predictions = static_predictions(cfg, phase)
     peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     engine.train()
     while step < phase.num_steps:
@@ -277,19 +308,14 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
             window.input_seconds += time.perf_counter() - waited
             if batch_epoch != epoch:
                 epoch, samples = batch_epoch, 0
-            batch = {k: _to_device(v, device) for k, v in arrays.items()}
-            out = engine(**batch, num_predictions=static_predictions)
-            engine.backward(out.loss)
-            engine.step()
+            train_micro_batch(engine, arrays, device, num_predictions, bert_config, window)
             samples += phase.micro_batch_size * world
-            window.flops += flops_per_step(bert_config, *batch["input_ids"].shape, out.mlm_labels.numel())
-            window.add(out, batch)
         step += 1
         state = dataclasses.replace(state, step=step, epoch=epoch, samples_in_epoch=samples, world_size=world,
                                     zero_stage=cfg.deepspeed.zero_stage)
         if step % cfg.metrics_every == 0 or step == phase.num_steps:
-            latest = _summarise(window, engine, step, epoch, world, peak)
-            window = _Window()
+            latest = summarise(window, engine, step, epoch, world, peak)
+            window = Window()
             if writer is not None:
                 writer.write(step, latest)
         if step % cfg.checkpoint_every == 0 or step == phase.num_steps:
@@ -297,15 +323,16 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
             _save_and_report(engine, state, latest, writer)
 
 
-def _summarise(window: _Window, engine, step: int, epoch: int, world: int, peak: float | None) -> dict[str, Any]:
+def summarise(window: Window, engine, step: int, epoch: int, world: int, peak: float | None) -> dict[str, Any]:
     """All-reduce the window's sums so the line describes every rank's batches."""
     import torch.distributed as dist
 
     sums = torch.cat([window.sums, torch.tensor([window.flops], dtype=torch.float64, device=window.sums.device)])
     if dist.is_initialized():
         dist.all_reduce(sums)
-    seconds = time.perf_counter() - window.start
+    # tolist() waits for the device, so the window's time includes the steps still queued on a GPU.
     mlm_loss, mlm_ok, n_mlm, nsp_loss, nsp_ok, n_seq, positions, real_tokens, _, flops = sums.tolist()
+    seconds = time.perf_counter() - window.start
     out = {"step": step, "epoch": epoch, "mlm_loss": mlm_loss / max(n_mlm, 1), "mlm_accuracy": mlm_ok / max(n_mlm, 1),
            "nsp_loss": nsp_loss / max(n_seq, 1), "nsp_accuracy": nsp_ok / max(n_seq, 1),
            "learning_rate": float(engine.get_lr()[0]), "tokens_per_s": positions / seconds,

@@ -51,6 +51,15 @@ def test_gpu_bf16_lamb():
                                                           "weight_decay": 0.01}}
 
 
+def test_gpu_adamw_is_torch_fused_adamw():
+    # no DeepSpeed FusedAdam: that one is JIT-built with nvcc on every fresh GPU node
+    cfg = _cfg(deepspeed=DeepSpeedSettings(zero_stage=1), use_gpu=True, num_workers=4)
+    ds = build_deepspeed_config(cfg, PHASE, num_workers=4)
+    assert ds["bf16"] == {"enabled": True}
+    assert ds["optimizer"] == {"type": "AdamW", "params": {"lr": 2e-4, "betas": [0.9, 0.999], "eps": 1e-6,
+                                                           "weight_decay": 0.01, "torch_adam": True, "fused": True}}
+
+
 def test_fp16_loss_scaling_and_offload():
     cfg = _cfg(deepspeed=DeepSpeedSettings(zero_stage=1, offload_optimizer=True, precision="fp16"), use_gpu=True,
                num_workers=1)

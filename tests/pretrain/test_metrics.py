@@ -63,6 +63,25 @@ def test_gpu_benchmark_smoke_on_cpu(capsys, precision):
     assert json.loads(capsys.readouterr().out)["precision"] == precision
 
 
+@pytest.mark.parametrize("zero_stage, optimizer", [(1, "DeepSpeedZeroOptimizer"), (0, "AdamW")])
+def test_engine_benchmark_runs_the_trainers_engine_on_cpu(zero_stage, optimizer):
+    """bench.pretrain_engine: the trainer's build_engine + train_micro_batch + summarise in one process
+    (its own gloo group, hence a subprocess); ZeRO-0 on one rank ends with torch's fused AdamW bare."""
+    import math
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "bench.pretrain_engine", "--preset", "tiny", "--batch", "4",
+                          "--seq", "32", "--steps", "2", "--warmup", "1", "--device", "cpu",
+                          "--zero-stage", str(zero_stage)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
+    assert (result["optimizer"], result["zero_stage"], result["precision"]) == (optimizer, zero_stage, "fp32")
+    assert result["compiled"] is False and result["num_predictions"] is None and result["mfu"] is None
+    assert result["tokens_per_s"] > 0
+    assert abs(result["mlm_loss"] - math.log(30522)) < 0.5  # untrained logits over the full vocabulary
+
+
 def test_master_weight_adamw_is_adamw_on_fp32_copies():
     """The GPU bench's stand-in for DeepSpeed's bf16 optimizer: bf16 weights end as the bf16 rounding
     of an fp32 AdamW run fed the same (bf16) gradients, with the same clipping."""
