@@ -92,13 +92,20 @@ def check_inputs(config: BertConfig, input_ids: torch.Tensor, token_type_ids: to
     for name, t in (("token_type_ids", token_type_ids), ("attention_mask", attention_mask)):
         if t is not None and tuple(t.shape) != (B, T):
             raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {(B, T)} like input_ids")
-    if torch.compiler.is_compiling():
-        return  # value checks need a host sync and would split the compiled graph
-    if input_ids.numel():
+    if torch.compiler.is_compiling() or input_ids.device.type != "cpu":
+        # Reading values back from an accelerator waits for its queue (and splits a compiled graph):
+        # callers that feed a GPU check the host batch with check_id_ranges before the copy.
+        return
+    check_id_ranges(config, input_ids, token_type_ids)
+
+
+def check_id_ranges(config: BertConfig, input_ids, token_type_ids=None) -> None:
+    """Token and segment ids inside the embedding tables; tensors or numpy arrays (host batches)."""
+    if len(input_ids.reshape(-1)):
         lo, hi = int(input_ids.min()), int(input_ids.max())
         if lo < 0 or hi >= config.vocab_size:
             raise ValueError(f"input_ids hold ids in [{lo}, {hi}], outside the vocabulary [0, {config.vocab_size})")
-    if token_type_ids is not None and token_type_ids.numel():
+    if token_type_ids is not None and len(token_type_ids.reshape(-1)):
         lo, hi = int(token_type_ids.min()), int(token_type_ids.max())
         if lo < 0 or hi >= config.type_vocab_size:
             raise ValueError(f"token_type_ids hold [{lo}, {hi}], outside [0, {config.type_vocab_size})")

@@ -288,7 +288,7 @@ def finetune_squad(params: SquadParams, data_uri: str, checkpoint_dir: str, hp, 
     """Fine-tune BertForQuestionAnswering on train, evaluate on dev after each epoch; writes
     ``predictions.json`` (qid -> answer, the official format), ``null_odds.json`` (v2.0), ``metrics.json``."""
     from bert_core import load_pretrained
-    from pipelines.finetune.train import load_tokenizer, pick_device, train_epochs
+    from pipelines.finetune.train import check_vocabulary, load_tokenizer, pick_device, train_epochs
 
     train_uri = storage.join(data_uri, params.train_file or f"train-{params.version}.json")
     dev_uri = storage.join(data_uri, params.dev_file or f"dev-{params.version}.json")
@@ -304,6 +304,7 @@ def finetune_squad(params: SquadParams, data_uri: str, checkpoint_dir: str, hp, 
     dev_enc = _features_as_encoded(dev_feats)
     torch.manual_seed(hp.seed)
     model = load_pretrained(checkpoint_dir, "question_answering").to(device)
+    check_vocabulary(tok, model, checkpoint_dir)
     history, final = [], {}
 
     def evaluate(epoch: int, train_loss: float, seconds: float, cpu_seconds: float) -> None:

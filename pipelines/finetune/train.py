@@ -167,6 +167,15 @@ def build_optimizer(model: nn.Module, hp: HyperParams, num_training_steps: int
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
+def check_vocabulary(tok: WordPieceTokenizer, model: nn.Module, checkpoint_dir: str) -> None:
+    """Every id the tokenizer can emit has a row in the model's embeddings. Checked once here: the
+    model's own per-batch id check runs on CPU only (on a GPU it would wait for the device each batch)."""
+    rows = model.config.vocab_size
+    if tok.vocab_size > rows:
+        raise ValueError(f"{checkpoint_dir}: the vocabulary has {tok.vocab_size} tokens but the model's word "
+                         f"embeddings have {rows} rows (vocab.txt and model.safetensors do not belong together)")
+
+
 def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
@@ -263,6 +272,7 @@ def finetune_glue_task(spec: glue.TaskSpec, data: TaskData | str, checkpoint_dir
                                      hp.max_seq_length, spec.is_regression) for name, rows in data.dev.items()}
     torch.manual_seed(hp.seed)  # the fresh head's initialisation and dropout
     model = load_pretrained(checkpoint_dir, "sequence_classification", num_labels=spec.num_labels).to(device)
+    check_vocabulary(tok, model, checkpoint_dir)
     history: list[dict] = []
 
     def evaluate(epoch: int, train_loss: float, seconds: float, cpu_seconds: float) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from bert_core import IGNORE_INDEX, BertConfig, BertForPreTraining
+from bert_core.model import check_id_ranges
 from pipelines.pretrain import checkpointing as ckpt
 from pipelines.pretrain.config import PhaseConfig, PretrainConfig
 from pipelines.pretrain.deepspeed_config import build_deepspeed_config, uses_client_optimizer, weight_decay_groups
@@ -281,6 +282,8 @@ def train_micro_batch(engine, arrays: dict[str, np.ndarray], device: torch.devic
     """One micro-batch as every rank runs it: to the device, forward, backward, ``engine.step()`` (DeepSpeed
     applies the optimizer at the accumulation boundary), and the window's sums. ``bench.pretrain_engine``
     times this same function on a GPU."""
+    if device.type != "cpu":  # the model checks ids on CPU tensors only; on a GPU check the host arrays
+        check_id_ranges(bert_config, arrays["input_ids"], arrays["token_type_ids"])
     batch = {k: _to_device(v, device) for k, v in arrays.items()}
     out = engine(**batch, num_predictions=num_predictions)
     engine.backward(out.loss)

@@ -102,6 +102,21 @@ def test_bad_inputs_raise_clear_errors():
         model(torch.ones(1, 3))
 
 
+def test_id_ranges_checked_on_host_arrays():
+    """What a GPU caller runs on its numpy batch before the copy (the model checks CPU tensors only)."""
+    import numpy as np
+
+    from bert_core.model import check_id_ranges
+
+    config = BertConfig.preset("tiny", vocab_size=100)
+    check_id_ranges(config, np.array([[0, 99]]), np.array([[0, 1]]))
+    check_id_ranges(config, np.zeros((0, 4), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"input_ids hold ids in \[-1, 5\], outside the vocabulary \[0, 100\)"):
+        check_id_ranges(config, np.array([[5, -1]]))
+    with pytest.raises(ValueError, match=r"token_type_ids hold \[0, 2\], outside \[0, 2\)"):
+        check_id_ranges(config, np.array([[5, 6]]), np.array([[0, 2]]))
+
+
 def test_static_prediction_slots_give_the_same_loss_as_the_dynamic_head():
     config = BertConfig.preset("tiny", vocab_size=100)
     model = BertForPreTraining(config).eval()

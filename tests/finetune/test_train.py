@@ -39,6 +39,22 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert len(opt.param_groups[1]["params"]) == 3  # linear bias, LayerNorm weight and bias
 
 
+def test_vocabulary_larger_than_the_embeddings_is_refused_before_training(minilm_dir, tmp_path):
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(minilm_dir, ckpt)
+    (ckpt / "tokenizer.json").unlink(missing_ok=True)
+    with open(ckpt / "vocab.txt", "a", encoding="utf-8") as f:
+        f.write("".join(f"extra{k}\n" for k in range(3)))
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"ckpt: the vocabulary has 30525 tokens but the model's word embeddings "
+                                         r"have 30522 rows"):
+        train.finetune_glue_task(glue.DEMO_TASK, glue.DEMO_TASK_DIR, str(ckpt), HyperParams(max_train_examples=8,
+                                 max_eval_examples=8), str(out))
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_learns_real_sentiment_well_above_majority(minilm_dir, tmp_path):
     start = time.time()
