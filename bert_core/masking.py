@@ -38,8 +38,13 @@ def _num_to_predict(num_candidates: torch.Tensor, mlm_probability: float, max_pr
 def _select_tokens(candidates: torch.Tensor, k: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Per row, a uniformly random set of exactly k[row] candidate positions: (B, T) bool."""
     scores = torch.rand(candidates.shape, generator=g)
-    scores[~candidates] = 2.0  # never chosen before a candidate
-    ranks = scores.argsort(dim=1).argsort(dim=1)
+    return _lowest_k(scores, candidates, k)
+
+
+def _lowest_k(scores: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Per row, the k[row] candidates with the lowest scores (ties: the earlier position)."""
+    scores = scores.masked_fill(~candidates, 2.0)  # never chosen before a candidate
+    ranks = scores.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
     return (ranks < k[:, None]) & candidates
 
 
@@ -97,25 +102,97 @@ def mask_tokens(
     if ids.dim() != 2:
         raise ValueError(f"input_ids must be (T,) or (B, T), got shape {tuple(input_ids.shape)}")
     g = _generator(seed)
-    special = torch.zeros(vocab_size, dtype=torch.bool)
-    special[torch.tensor(sorted(set(special_token_ids) | {pad_token_id}), dtype=torch.long)] = True
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        raise ValueError(f"input_ids outside the vocabulary [0, {vocab_size})")
-    candidates = ~special[ids]
+    candidates = _candidates(ids, vocab_size, special_token_ids, pad_token_id)
     k = _num_to_predict(candidates.sum(dim=1), mlm_probability, max_predictions_per_seq)
     if continuation is not None:
         selected = _select_words(ids, candidates, k, continuation, g)
     else:
         selected = _select_tokens(candidates, k, g)
-
-    labels = torch.where(selected, ids, torch.full_like(ids, IGNORE_INDEX))
     u = torch.rand(ids.shape, generator=g)
     random_ids = torch.randint(vocab_size, ids.shape, generator=g)
+    inputs, labels = _corrupt(ids, selected, u, random_ids, mask_token_id, mask_prob, random_prob)
+    inputs = inputs.to(input_ids.dtype)
+    if squeeze:
+        return inputs[0], labels[0]
+    return inputs, labels
+
+
+def mask_rows(
+    rows: Sequence[torch.Tensor],
+    seeds: Sequence[int],
+    length: int,
+    *,
+    vocab_size: int,
+    mask_token_id: int,
+    special_token_ids: Sequence[int],
+    pad_token_id: int = 0,
+    mlm_probability: float = 0.15,
+    max_predictions_per_seq: int | None = None,
+    mask_prob: float = 0.8,
+    random_prob: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mask_tokens`` of each 1-D row with its own seed, padded to ``length``: (B, length) inputs
+    (``pad_token_id`` after each row) and labels (-100 after each row).
+
+    Row i equals ``mask_tokens(rows[i], seed=seeds[i], ...)``: each row's generator makes the same
+    draws in the same order (selection scores, 80/10/10 draw, random ids); everything else runs once
+    over the padded batch instead of ~20 small ops per row (about 10x faster at 512 x 128). Token
+    selection only; whole-word masking goes through ``mask_tokens`` row by row.
+    """
+    if not 0.0 < mlm_probability <= 1.0:
+        raise ValueError(f"mlm_probability must be in (0, 1], got {mlm_probability}")
+    if mask_prob < 0 or random_prob < 0 or mask_prob + random_prob > 1:
+        raise ValueError(f"mask_prob {mask_prob} + random_prob {random_prob} must lie in [0, 1]")
+    if len(rows) != len(seeds):
+        raise ValueError(f"{len(rows)} rows but {len(seeds)} seeds")
+    B = len(rows)
+    lengths = [len(row) for row in rows]
+    for i, n in enumerate(lengths):
+        if n > length:
+            raise ValueError(f"row {i} has {n} tokens, more than the padded length {length}")
+    # Each row's draws go to its stretch of flat buffers (1-D slices are cheap), then one scatter pads them.
+    total = sum(lengths)
+    flat_scores, flat_u = torch.empty(total), torch.empty(total)
+    flat_random = torch.empty(total, dtype=torch.long)
+    start = 0
+    for n, seed in zip(lengths, seeds):
+        g = _generator(seed)
+        torch.rand(n, generator=g, out=flat_scores[start:start + n])  # mask_tokens' draws, in its order
+        torch.rand(n, generator=g, out=flat_u[start:start + n])
+        torch.randint(vocab_size, (n,), generator=g, out=flat_random[start:start + n])
+        start += n
+    real = torch.arange(length) < torch.tensor(lengths, dtype=torch.long)[:, None]  # (B, length), row-major
+    ids = torch.full((B, length), pad_token_id, dtype=torch.long)
+    if B:
+        ids[real] = torch.cat([torch.as_tensor(row, dtype=torch.long) for row in rows])
+    scores = torch.full((B, length), 2.0)
+    scores[real] = flat_scores
+    u = torch.ones(B, length)
+    u[real] = flat_u
+    random_ids = torch.zeros(B, length, dtype=torch.long)
+    random_ids[real] = flat_random
+    candidates = _candidates(ids, vocab_size, special_token_ids, pad_token_id)  # padding is never one
+    k = _num_to_predict(candidates.sum(dim=1), mlm_probability, max_predictions_per_seq)
+    selected = _lowest_k(scores, candidates, k)
+    return _corrupt(ids, selected, u, random_ids, mask_token_id, mask_prob, random_prob)
+
+
+def _candidates(ids: torch.Tensor, vocab_size: int, special_token_ids: Sequence[int], pad_token_id: int) -> torch.Tensor:
+    """(B, T) bool: positions that may be selected (not special, not padding); checks the id range."""
+    special = torch.zeros(vocab_size, dtype=torch.bool)
+    special[torch.tensor(sorted(set(special_token_ids) | {pad_token_id}), dtype=torch.long)] = True
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise ValueError(f"input_ids outside the vocabulary [0, {vocab_size})")
+    return ~special[ids]
+
+
+def _corrupt(ids: torch.Tensor, selected: torch.Tensor, u: torch.Tensor, random_ids: torch.Tensor,
+             mask_token_id: int, mask_prob: float, random_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels at the selected positions; of those, [MASK] where u < mask_prob, a random id where
+    u falls in the next random_prob, the original token otherwise."""
+    labels = torch.where(selected, ids, torch.full_like(ids, IGNORE_INDEX))
     inputs = ids.clone()
     inputs[selected & (u < mask_prob)] = mask_token_id
     use_random = selected & (u >= mask_prob) & (u < mask_prob + random_prob)
     inputs[use_random] = random_ids[use_random]
-    inputs = inputs.to(input_ids.dtype)
-    if squeeze:
-        return inputs[0], labels[0]
     return inputs, labels

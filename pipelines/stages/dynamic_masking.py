@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from bert_core.masking import IGNORE_INDEX, mask_tokens
+from bert_core.masking import IGNORE_INDEX, mask_rows, mask_tokens
 from pipelines.schemas import INSTANCES, TRAIN_BATCH_KEYS
 
 if TYPE_CHECKING:
@@ -81,29 +81,35 @@ def mask_batch(
     ``instance_id``. Returns the five ``TRAIN_BATCH_KEYS`` as int64 arrays, (B, max_seq_length)
     and (B,). Pure: the same rows, epoch and seed give the same arrays, whatever the batching.
     """
-    input_rows = _rows(batch["input_ids"])
+    input_rows = [torch.from_numpy(ids) for ids in _rows(batch["input_ids"])]
     type_rows = _rows(batch["token_type_ids"])
     ids_of_instances = [str(v) for v in batch["instance_id"]]
     n = len(input_rows)
-    out = {k: np.zeros((n, max_seq_length), dtype=np.int64) for k in TRAIN_BATCH_KEYS[:4]}
-    out["input_ids"][:] = pad_token_id
-    out["mlm_labels"][:] = IGNORE_INDEX
-    for i, (ids, types, iid) in enumerate(zip(input_rows, type_rows, ids_of_instances)):
-        length = len(ids)
-        if length > max_seq_length:
-            raise ValueError(f"instance {iid!r} has {length} tokens, more than max_seq_length={max_seq_length}")
-        masked, labels = mask_tokens(
-            torch.from_numpy(ids), vocab_size=vocab_size, mask_token_id=mask_token_id,
-            special_token_ids=special_token_ids, pad_token_id=pad_token_id,
-            seed=instance_seed(seed, epoch, iid), mlm_probability=mlm_probability,
-            max_predictions_per_seq=max_predictions_per_seq, continuation=continuation,
-        )
-        out["input_ids"][i, :length] = masked.numpy()
-        out["token_type_ids"][i, :length] = types
-        out["attention_mask"][i, :length] = 1
-        out["mlm_labels"][i, :length] = labels.numpy()
+    lengths = np.array([len(ids) for ids in input_rows], dtype=np.int64)
+    for i in np.flatnonzero(lengths > max_seq_length)[:1]:
+        raise ValueError(f"instance {ids_of_instances[i]!r} has {lengths[i]} tokens, more than "
+                         f"max_seq_length={max_seq_length}")
+    seeds = [instance_seed(seed, epoch, iid) for iid in ids_of_instances]
+    common = dict(vocab_size=vocab_size, mask_token_id=mask_token_id, special_token_ids=special_token_ids,
+                  pad_token_id=pad_token_id, mlm_probability=mlm_probability,
+                  max_predictions_per_seq=max_predictions_per_seq)
+    out = {}
+    if continuation is None:  # every row as mask_tokens would mask it alone, batched
+        masked, labels = mask_rows(input_rows, seeds, max_seq_length, **common)
+        out["input_ids"], out["mlm_labels"] = masked.numpy(), labels.numpy()
+    else:  # whole words: row by row
+        out["input_ids"] = np.full((n, max_seq_length), pad_token_id, dtype=np.int64)
+        out["mlm_labels"] = np.full((n, max_seq_length), IGNORE_INDEX, dtype=np.int64)
+        for i, (ids, row_seed) in enumerate(zip(input_rows, seeds)):
+            masked, labels = mask_tokens(ids, seed=row_seed, continuation=continuation, **common)
+            out["input_ids"][i, :len(ids)] = masked.numpy()
+            out["mlm_labels"][i, :len(ids)] = labels.numpy()
+    out["token_type_ids"] = np.zeros((n, max_seq_length), dtype=np.int64)
+    for i, types in enumerate(type_rows):
+        out["token_type_ids"][i, :len(types)] = types
+    out["attention_mask"] = (np.arange(max_seq_length) < lengths[:, None]).astype(np.int64)
     out["nsp_labels"] = np.asarray(batch["is_random_next"], dtype=np.int64).reshape(n)
-    return out
+    return {k: out[k] for k in TRAIN_BATCH_KEYS}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -96,3 +96,37 @@ def test_bad_arguments_raise():
         _mask(_batch(B=1), 0, mlm_probability=0.0)
     with pytest.raises(ValueError, match=r"input_ids must be \(T,\) or \(B, T\)"):
         _mask(torch.zeros(2, 2, 2, dtype=torch.long), 0)
+
+
+@pytest.mark.parametrize("max_predictions", [None, 3, 20])
+def test_mask_rows_is_mask_tokens_row_by_row_padded(max_predictions):
+    """The batched path the masking stage runs: each row exactly as mask_tokens masks it alone."""
+    from bert_core.masking import mask_rows
+
+    g = torch.Generator().manual_seed(3)
+    lengths = [0, 1, 3, 17, 64, 64, 40, 2]
+    rows = [torch.randint(0, V, (n,), generator=g) for n in lengths]  # specials and padding ids inside too
+    rows[2] = torch.tensor([CLS, SEP, SEP])  # no candidates at all
+    seeds = [int(s) for s in torch.randint(0, 2**62, (len(rows),), generator=g)]
+    inputs, labels = mask_rows(rows, seeds, 64, vocab_size=V, mask_token_id=MASK,
+                               special_token_ids=(PAD, UNK, CLS, SEP, MASK), mlm_probability=0.3,
+                               max_predictions_per_seq=max_predictions)
+    assert inputs.shape == labels.shape == (len(rows), 64)
+    for i, (row, seed) in enumerate(zip(rows, seeds)):
+        alone_inputs, alone_labels = _mask(row, seed, mlm_probability=0.3, max_predictions_per_seq=max_predictions)
+        n = len(row)
+        assert torch.equal(inputs[i, :n], alone_inputs) and torch.equal(labels[i, :n], alone_labels), i
+        assert (inputs[i, n:] == PAD).all() and (labels[i, n:] == -100).all()
+    assert (labels != -100).sum() > 0
+
+
+def test_mask_rows_refuses_rows_longer_than_the_padding_and_missing_seeds():
+    from bert_core.masking import mask_rows
+
+    kw = dict(vocab_size=V, mask_token_id=MASK, special_token_ids=(PAD, CLS, SEP, MASK))
+    with pytest.raises(ValueError, match="row 1 has 9 tokens, more than the padded length 8"):
+        mask_rows([torch.ones(3, dtype=torch.long), torch.ones(9, dtype=torch.long)], [1, 2], 8, **kw)
+    with pytest.raises(ValueError, match="2 rows but 1 seeds"):
+        mask_rows([torch.ones(3, dtype=torch.long)] * 2, [1], 8, **kw)
+    inputs, labels = mask_rows([], [], 8, **kw)
+    assert inputs.shape == labels.shape == (0, 8)

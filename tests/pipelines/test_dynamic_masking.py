@@ -71,3 +71,10 @@ def test_masked_dataset_from_parquet_uri(ray_session, tmp_path, instances, bert_
                           mask_token_id=vocab.mask_token_id, special_token_ids=vocab.special_token_ids,
                           max_seq_length=128, pad_token_id=vocab.pad_token_id)
     assert (batches[0]["input_ids"] == first["input_ids"]).all()
+
+
+def test_masking_benchmark_checks_batched_against_row_by_row():
+    from bench.masking import main
+
+    result = main(["--batch", "8", "--seq", "32", "--repeats", "1"])
+    assert result["identical_outputs"] and result["mask_batch_ms"] > 0
