@@ -30,7 +30,7 @@ if ls .whl/*.whl >/dev/null 2>&1 && ! python3 -c "import deepspeed" 2>/dev/null;
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-bounded 90 python3 -m pytest -q -p no:cacheprovider tests/bert_core/test_gpu.py tests/pretrain/test_gpu.py 2>&1 | tail -15
+bounded 90 python3 -m pytest -q -p no:cacheprovider tests/bert_core/test_gpu.py tests/pretrain/test_gpu_step.py 2>&1 | tail -15
 
 engine() {  # the trainer's step: build_engine + train_micro_batch, tokens/s and MFU from its metrics line
   local profile=$1; shift

@@ -16,12 +16,12 @@ import argparse
 import json
 import os
 import socket
-import sys
 import time
 
 import torch
 
 from bench.model import make_batch, max_predictions
+from bench.pretrain_gpu import add_common_args, check_common_args, profile_steps
 from bert_core import BertForPreTraining, count_parameters
 from pipelines.schemas import TRAIN_BATCH_KEYS
 from pipelines.typed_config import from_dict
@@ -91,14 +91,7 @@ def run(args) -> dict:
     steps(args.steps, window)
     line = summarise(window, engine, args.warmup + args.steps, 0, 1, peak)  # waits for the device
     if args.profile:
-        from torch.profiler import ProfilerActivity, profile
-
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            steps(args.profile, Window())
-            sync()
-        print(f"== top kernels of {args.profile} trainer steps ==", file=sys.stderr)
-        print(prof.key_averages().table(sort_by="cuda_time_total" if device.type == "cuda" else "cpu_time_total",
-                                        row_limit=30, max_name_column_width=90), file=sys.stderr, flush=True)
+        profile_steps(lambda n: steps(n, Window()), args.profile, sync, device, title="trainer steps")
     result = {"bench": "pretrain_engine", "preset": args.preset, "params": count_parameters(model),
               "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
               "precision": cfg.precision, "zero_stage": cfg.deepspeed.zero_stage, "compiled": cfg.compiled,
@@ -114,11 +107,7 @@ def run(args) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="base")
-    p.add_argument("--batch", type=int, default=None, help="micro-batch = global batch (default: 256 on CUDA, 8 on CPU)")
-    p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+    add_common_args(p, steps=20, warmup=3)
     p.add_argument("--zero-stage", type=int, default=1, help="the trainer's default: 1")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 on GPU, fp32 on CPU (the trainer's resolution)")
@@ -126,14 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
     compile_group.add_argument("--compile", dest="compile", action="store_true", default=None)
     compile_group.add_argument("--no-compile", dest="compile", action="store_false",
                                help="default: the trainer's resolution (compiled on GPU below ZeRO-3)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--profile", type=int, default=0, metavar="STEPS", help="print the top kernels of STEPS steps")
     args = p.parse_args(argv)
-    if args.steps < 1 or args.warmup < 1:
-        p.error("--steps and --warmup must be >= 1")
-    if args.batch is None:
-        on_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-        args.batch = 256 if on_gpu else 8
+    check_common_args(p, args)
     result = run(args)
     print(json.dumps(result), flush=True)
     return result

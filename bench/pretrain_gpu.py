@@ -87,17 +87,36 @@ def build_step(args, config: BertConfig, device: torch.device):
     return model, step
 
 
-def profile_steps(step, batches: list, steps: int, sync) -> None:
-    """The CUDA kernels of ``steps`` steps by total time, to stderr."""
+def profile_steps(run_steps, steps: int, sync, device: torch.device, title: str = "steps") -> None:
+    """The kernels of ``run_steps(steps)`` by total time (CUDA time on a GPU), to stderr."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for k in range(steps):
-            step(batches[k % len(batches)])
+        run_steps(steps)
         sync()
-    print(f"== top CUDA kernels of {steps} steps ==", file=sys.stderr)
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90),
-          file=sys.stderr, flush=True)
+    print(f"== top kernels of {steps} {title} ==", file=sys.stderr)
+    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=90), file=sys.stderr, flush=True)
+
+
+def add_common_args(p: argparse.ArgumentParser, steps: int, warmup: int) -> None:
+    """The options both GPU step benchmarks take (this one and bench.pretrain_engine)."""
+    p.add_argument("--preset", default="base")
+    p.add_argument("--batch", type=int, default=None, help="sequences per step (default: 256 on CUDA, 8 on CPU)")
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--warmup", type=int, default=warmup)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS", help="print the top kernels of STEPS steps")
+
+
+def check_common_args(p: argparse.ArgumentParser, args) -> None:
+    if args.steps < 1:
+        p.error("--steps must be >= 1")
+    args.warmup = min(args.warmup, max(1, args.steps))
+    if args.batch is None:
+        on_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+        args.batch = 256 if on_gpu else 8
 
 
 def run(args) -> dict:
@@ -124,7 +143,11 @@ def run(args) -> dict:
         sync()
         times.append(time.perf_counter() - start)
     if args.profile:
-        profile_steps(step, batches, args.profile, sync)
+        def run_steps(n: int) -> None:
+            for k in range(n):
+                step(batches[k % len(batches)])
+
+        profile_steps(run_steps, args.profile, sync, device)
     seconds = statistics.median(times)
     masked = int((batches[0][3] != -100).sum())
     flops = flops_per_step(config, args.batch, args.seq, masked)
@@ -143,27 +166,16 @@ def run(args) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="base")
-    p.add_argument("--batch", type=int, default=None, help="default: 256 on CUDA, 8 on CPU")
-    p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
+    add_common_args(p, steps=30, warmup=5)
     p.add_argument("--precision", default="bf16", choices=["bf16", "autocast", "fp32"],
                    help="bf16: bf16 weights + fp32 master (the trainer's DeepSpeed bf16); autocast: fp32 weights, "
                         "bf16 matmuls (CUDA only); fp32")
-    p.add_argument("--device", default="auto")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="eager (default: torch.compile)")
     p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES)
     p.add_argument("--no-padding-mask", action="store_true", help="pass attention_mask=None (rows are full length)")
-    p.add_argument("--profile", type=int, default=0, metavar="STEPS", help="print the top CUDA kernels of STEPS steps")
     p.add_argument("--peak-tflops", type=float, default=H100_BF16_PEAK_TFLOPS)
     args = p.parse_args(argv)
-    if args.steps < 1:
-        p.error("--steps must be >= 1")
-    args.warmup = min(args.warmup, max(1, args.steps))
-    if args.batch is None:
-        on_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-        args.batch = 256 if on_gpu else 8
+    check_common_args(p, args)
     result = run(args)
     print(json.dumps(result), flush=True)
     return result
