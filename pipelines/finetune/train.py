@@ -23,6 +23,7 @@ from torch import nn
 
 from bert_core import WordPieceTokenizer, load_pretrained
 from pipelines import storage
+from pipelines.devices import to_device
 from pipelines.finetune import glue, metrics
 
 
@@ -190,9 +191,10 @@ def train_epochs(model: nn.Module, num_rows: int, make_batch: Callable[[list[int
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=hp.precision == "bf16")
     for epoch in range(hp.num_epochs):
         model.train()
-        start, cpu_start, losses = time.perf_counter(), time.process_time(), []
+        start, cpu_start = time.perf_counter(), time.process_time()
+        loss_sum, steps = torch.zeros((), dtype=torch.float64, device=device), 0
         for rows in shuffled_batches(num_rows, hp.batch_size, generator):
-            batch = {k: v.to(device, non_blocking=True) for k, v in make_batch(rows).items()}
+            batch = {k: to_device(v, device) for k, v in make_batch(rows).items()}
             with autocast:
                 loss = model(**batch)[0]
             loss.backward()
@@ -200,10 +202,10 @@ def train_epochs(model: nn.Module, num_rows: int, make_batch: Callable[[list[int
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        on_epoch_end(epoch, float(np.mean(losses)), time.perf_counter() - start, time.process_time() - cpu_start)
+            loss_sum += loss.detach().double()  # summed on the device: loss.item() would wait for the GPU each step
+            steps += 1
+        mean_loss = loss_sum.item() / max(steps, 1)  # waits for the epoch's last step
+        on_epoch_end(epoch, mean_loss, time.perf_counter() - start, time.process_time() - cpu_start)
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ import torch
 
 from bert_core import IGNORE_INDEX, BertConfig, BertForPreTraining
 from bert_core.model import check_id_ranges
+from pipelines.devices import to_device
 from pipelines.pretrain import checkpointing as ckpt
 from pipelines.pretrain.config import PhaseConfig, PretrainConfig
 from pipelines.pretrain.deepspeed_config import build_deepspeed_config, uses_client_optimizer, weight_decay_groups
@@ -269,14 +270,6 @@ class Window:
         self.sums = row if self.sums is None else self.sums + row
 
 
-def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """To a GPU from pinned host memory, so the copy runs asynchronously (the step does not wait for it)."""
-    tensor = torch.from_numpy(array)
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
-
-
 def train_micro_batch(engine, arrays: dict[str, np.ndarray], device: torch.device, num_predictions: int | None,
                       bert_config: BertConfig, window: Window) -> None:
     """One micro-batch as every rank runs it: to the device, forward, backward, ``engine.step()`` (DeepSpeed
@@ -284,7 +277,7 @@ def train_micro_batch(engine, arrays: dict[str, np.ndarray], device: torch.devic
     times this same function on a GPU."""
     if device.type != "cpu":  # the model checks ids on CPU tensors only; on a GPU check the host arrays
         check_id_ranges(bert_config, arrays["input_ids"], arrays["token_type_ids"])
-    batch = {k: _to_device(v, device) for k, v in arrays.items()}
+    batch = {k: to_device(torch.from_numpy(v), device) for k, v in arrays.items()}
     out = engine(**batch, num_predictions=num_predictions)
     engine.backward(out.loss)
     engine.step()

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bert_core import BertConfig, BertForPreTraining
-from pipelines.pretrain.train_loop import Window, _to_device
+from pipelines.devices import to_device
+from pipelines.pretrain.train_loop import Window
 
 pytestmark = pytest.mark.gpu
 
@@ -28,7 +29,7 @@ def test_micro_batch_and_metrics_window_never_wait_for_the_gpu():
     arrays = _arrays()
 
     def micro_batch(window: Window):
-        batch = {k: _to_device(v, device) for k, v in arrays.items()}
+        batch = {k: to_device(torch.from_numpy(v), device) for k, v in arrays.items()}
         out = model(**batch, num_predictions=8)
         out.loss.backward()
         window.add(out, batch)
