@@ -7,7 +7,10 @@ only (the pipelines fetch remote files first).
 """
 from __future__ import annotations
 
+import collections
 import os
+import string
+import unicodedata
 from typing import Iterable, Iterator, Sequence
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -39,6 +42,45 @@ def _add_template(tok: Tokenizer) -> Tokenizer:
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     return tok
+
+
+def training_alphabet(texts: Iterable[str], normalizer, limit: int) -> list[str]:
+    """The ``limit`` most frequent non-space characters of the normalised texts (ties: lower code point
+    first), sorted by code point: the characters the trainer keeps, chosen deterministically.
+
+    BERT's normaliser works character by character, so the raw characters are counted (in C, a
+    megabyte at a time) and each distinct one is normalised once.
+    """
+    raw: collections.Counter[str] = collections.Counter()
+    chunk: list[str] = []
+    size = 0
+    for text in texts:
+        chunk.append(text)
+        size += len(text)
+        if size >= 1 << 20:
+            raw.update("".join(chunk))
+            chunk, size = [], 0
+    raw.update("".join(chunk))
+    counts: collections.Counter[str] = collections.Counter()
+    for c, n in raw.items():
+        for out in normalizer.normalize_str(c):
+            counts[out] += n
+    frequent = sorted((c for c in counts if not c.isspace()), key=lambda c: (-counts[c], ord(c)))[:limit]
+    return sorted(frequent, key=ord)
+
+
+def _always_alone(c: str) -> bool:
+    """Characters the BERT pre-tokenizer (punctuation) or normalizer (CJK ideographs) always split off
+    as words of their own, so they never occur as ``##c``."""
+    if c in string.punctuation or unicodedata.category(c).startswith("P"):
+        return True
+    cp = ord(c)
+    return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
+
+
+# The ideograph blocks BertNormalizer(handle_chinese_chars=True) surrounds with spaces.
+_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+               (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
 
 
 class WordPieceTokenizer:
@@ -91,14 +133,32 @@ class WordPieceTokenizer:
     def train(cls, texts: Iterable[str], vocab_size: int = 30522, min_frequency: int = 2,
               lowercase: bool = True, strip_accents: bool | None = None,
               limit_alphabet: int = 1000) -> "WordPieceTokenizer":
-        """Train a WordPiece vocabulary; the five special tokens take ids 0-4."""
+        """Train a WordPiece vocabulary; the five special tokens take ids 0-4. Deterministic: the same
+        texts give the same vocabulary in the same order.
+
+        ``texts`` is read twice (a one-shot iterator is first held in a list): once for the alphabet,
+        once by the trainer. tokenizers' trainer alone is not deterministic (its issue #1794): it gives
+        each ``##c`` piece an id in hash-map order, and those ids break ties between equally frequent
+        merges, so two runs can differ in order and even in the pieces. Here the alphabet (the
+        ``limit_alphabet`` most frequent characters, ties by code point) and every ``##c`` piece the
+        trainer could need are handed to it up front in sorted order.
+        """
+        if iter(texts) is texts:
+            texts = list(texts)
+        normalizer = _assemble(models.WordPiece(unk_token="[UNK]"), lowercase, strip_accents).normalizer
+        alphabet = training_alphabet(texts, normalizer, limit_alphabet)
+        continuing = ["##" + c for c in alphabet if not _always_alone(c)]
         tok = _assemble(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100), lowercase, strip_accents)
         trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
-            limit_alphabet=limit_alphabet, continuing_subword_prefix="##", show_progress=False,
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS) + continuing,
+            limit_alphabet=len(alphabet), initial_alphabet=alphabet, continuing_subword_prefix="##",
+            show_progress=False,
         )
         tok.train_from_iterator(texts, trainer=trainer)
-        return cls(_add_template(tok))
+        # The ##c pieces went in as special tokens only to fix their ids: rebuilt from the vocabulary,
+        # they are ordinary pieces again (special tokens would be matched verbatim in input text).
+        by_id = sorted(tok.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
+        return cls.from_vocab([piece for piece, _ in by_id], lowercase, strip_accents)
 
     # --- use --------------------------------------------------------------------------------
     @property

@@ -56,6 +56,42 @@ def test_train_save_and_reload(tmp_path):
     assert tok.encode("the cat", "the dog")[0] == tok.cls_id
 
 
+def _demo_corpus_lines() -> list[str]:
+    import gzip
+
+    import pipelines
+
+    lines = []  # the shipped demo corpus
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(pipelines.__file__), "demo", "corpus", "*.txt.gz"))):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            lines.extend(line for line in f.read().splitlines() if line.strip())
+    assert len(lines) > 10_000
+    return lines
+
+
+def test_training_is_deterministic():
+    """tokenizers' own trainer gave different orders and pieces run to run on this corpus (its issue
+    #1794: ##c ids in hash-map order break merge ties); here 3 runs give the same vocabulary."""
+    lines = _demo_corpus_lines()
+    runs = [WordPieceTokenizer.train(lines, vocab_size=3000).vocab() for _ in range(3)]
+    assert runs[0] == runs[1] == runs[2]
+    assert len(runs[0]) == 3000 and runs[0][:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    once = WordPieceTokenizer.train(iter(lines), vocab_size=3000)  # a one-shot iterator is read twice too
+    assert once.vocab() == runs[0]
+    # the ##c pieces handed to the trainer up front are ordinary pieces, not special tokens
+    assert "##s" in runs[0] and once.tokenize("class ##s") == ["class", "#", "#", "s"]
+
+
+def test_training_alphabet_is_the_most_frequent_normalised_characters():
+    from bert_core.tokenizer import _assemble, training_alphabet
+    from tokenizers import models
+
+    normalizer = _assemble(models.WordPiece(unk_token="[UNK]"), True, None).normalizer
+    texts = ["Ééé aa\tb", "b\x00 CC c", "ddd"]  # é -> e (accent stripped), \x00 dropped, whitespace not counted
+    assert training_alphabet(texts, normalizer, 10) == ["a", "b", "c", "d", "e"]
+    assert training_alphabet(texts, normalizer, 2) == ["c", "d"]  # c: 3, d: 3, e: 3 -> ties by code point
+
+
 def test_bad_vocab_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         WordPieceTokenizer.load(str(tmp_path / "nope.txt"))
