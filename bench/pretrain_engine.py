@@ -13,7 +13,6 @@ On a GPU machine without DeepSpeed, carry the wheels ``bench/gpu_wheels.sh`` dow
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import time
@@ -21,7 +20,7 @@ import time
 import torch
 
 from bench.model import make_batch, max_predictions
-from bench.pretrain_gpu import add_common_args, check_common_args, profile_steps
+from bench.pretrain_gpu import add_common_args, profile_steps, run_cli, sync
 from bert_core import BertForPreTraining, count_parameters
 from pipelines.schemas import TRAIN_BATCH_KEYS
 from pipelines.typed_config import from_dict
@@ -52,7 +51,7 @@ def pretrain_config(args, use_gpu: bool):
 
 
 def run(args) -> dict:
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = args.device
     os.environ.setdefault("DS_ACCELERATOR", device.type)
     from pipelines.pretrain.metrics import peak_flops
     from pipelines.pretrain.train_loop import (Window, build_engine, model_config, static_predictions, summarise,
@@ -78,20 +77,16 @@ def run(args) -> dict:
         for k in range(n):
             train_micro_batch(engine, batches[k % len(batches)], device, num_predictions, config, window)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     engine.train()
     start = time.perf_counter()
     steps(args.warmup, Window())
-    sync()
+    sync(device)
     warmup_s = time.perf_counter() - start
     window = Window()
     steps(args.steps, window)
     line = summarise(window, engine, args.warmup + args.steps, 0, 1, peak)  # waits for the device
     if args.profile:
-        profile_steps(lambda n: steps(n, Window()), args.profile, sync, device, title="trainer steps")
+        profile_steps(lambda n: steps(n, Window()), args.profile, device, title="trainer steps")
     result = {"bench": "pretrain_engine", "preset": args.preset, "params": count_parameters(model),
               "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
               "precision": cfg.precision, "zero_stage": cfg.deepspeed.zero_stage, "compiled": cfg.compiled,
@@ -100,8 +95,6 @@ def run(args) -> dict:
               "warmup_s": round(warmup_s, 1), "step_s": round(args.batch * args.seq / line["tokens_per_s"], 5),
               "tokens_per_s": round(line["tokens_per_s"], 1), "mfu": line.get("mfu"),
               "mlm_loss": round(line["mlm_loss"], 4)}
-    if device.type == "cuda":
-        result["max_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     return result
 
 
@@ -115,11 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     compile_group.add_argument("--compile", dest="compile", action="store_true", default=None)
     compile_group.add_argument("--no-compile", dest="compile", action="store_false",
                                help="default: the trainer's resolution (compiled on GPU below ZeRO-3)")
-    args = p.parse_args(argv)
-    check_common_args(p, args)
-    result = run(args)
-    print(json.dumps(result), flush=True)
-    return result
+    return run_cli(p, argv, run)
 
 
 if __name__ == "__main__":

@@ -87,13 +87,19 @@ def build_step(args, config: BertConfig, device: torch.device):
     return model, step
 
 
-def profile_steps(run_steps, steps: int, sync, device: torch.device, title: str = "steps") -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the GPU (steps are timed by wall clock); nothing elsewhere."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def profile_steps(run_steps, steps: int, device: torch.device, title: str = "steps") -> None:
     """The kernels of ``run_steps(steps)`` by total time (CUDA time on a GPU), to stderr."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         run_steps(steps)
-        sync()
+        sync(device)
     print(f"== top kernels of {steps} {title} ==", file=sys.stderr)
     sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=90), file=sys.stderr, flush=True)
@@ -110,44 +116,47 @@ def add_common_args(p: argparse.ArgumentParser, steps: int, warmup: int) -> None
     p.add_argument("--profile", type=int, default=0, metavar="STEPS", help="print the top kernels of STEPS steps")
 
 
-def check_common_args(p: argparse.ArgumentParser, args) -> None:
+def run_cli(p: argparse.ArgumentParser, argv: list[str] | None, run) -> dict:
+    """Both benchmarks' ``main``: parse (``args.device`` becomes a torch.device), ``run(args)``, add the GPU's
+    peak memory, print the JSON line."""
+    args = p.parse_args(argv)
     if args.steps < 1:
         p.error("--steps must be >= 1")
     args.warmup = min(args.warmup, max(1, args.steps))
+    args.device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.batch is None:
-        on_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-        args.batch = 256 if on_gpu else 8
+        args.batch = 256 if args.device.type == "cuda" else 8
+    result = run(args)
+    if args.device.type == "cuda":
+        result["max_memory_gib"] = round(torch.cuda.max_memory_allocated(args.device) / 2**30, 2)
+    print(json.dumps(result), flush=True)
+    return result
 
 
 def run(args) -> dict:
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = args.device
     config = BertConfig.preset(args.preset)
     model, step = build_step(args, config, device)
     batches = [make_batch(config, args.batch, args.seq, str(device), seed=k) for k in range(4)]
     if args.no_padding_mask:  # full-length rows: without a mask SDPA may take the flash kernel
         batches = [[ids, types, None, labels, nsp] for ids, types, _, labels, nsp in batches]
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    def run_steps(n: int) -> None:
+        for k in range(n):
+            step(batches[k % len(batches)])
 
     start = time.perf_counter()
-    for k in range(args.warmup):
-        step(batches[k % len(batches)])
-    sync()
+    run_steps(args.warmup)
+    sync(device)
     warmup_s = time.perf_counter() - start
     times = []
     for k in range(args.steps):
         start = time.perf_counter()
         step(batches[k % len(batches)])
-        sync()
+        sync(device)
         times.append(time.perf_counter() - start)
     if args.profile:
-        def run_steps(n: int) -> None:
-            for k in range(n):
-                step(batches[k % len(batches)])
-
-        profile_steps(run_steps, args.profile, sync, device)
+        profile_steps(run_steps, args.profile, device)
     seconds = statistics.median(times)
     masked = int((batches[0][3] != -100).sum())
     flops = flops_per_step(config, args.batch, args.seq, masked)
@@ -159,8 +168,6 @@ def run(args) -> dict:
               "tokens_per_s": round(args.batch * args.seq / seconds, 1),
               "tflops_per_s": round(flops / seconds / 1e12, 2),
               "mfu": round(flops / seconds / (args.peak_tflops * 1e12), 4) if device.type == "cuda" else None}
-    if device.type == "cuda":
-        result["max_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     return result
 
 
@@ -174,11 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES)
     p.add_argument("--no-padding-mask", action="store_true", help="pass attention_mask=None (rows are full length)")
     p.add_argument("--peak-tflops", type=float, default=H100_BF16_PEAK_TFLOPS)
-    args = p.parse_args(argv)
-    check_common_args(p, args)
-    result = run(args)
-    print(json.dumps(result), flush=True)
-    return result
+    return run_cli(p, argv, run)
 
 
 if __name__ == "__main__":
