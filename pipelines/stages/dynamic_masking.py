@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from bert_core.masking import IGNORE_INDEX, mask_rows, mask_tokens
+from bert_core.masking import mask_rows
 from pipelines.schemas import INSTANCES, TRAIN_BATCH_KEYS
 
 if TYPE_CHECKING:
@@ -90,20 +90,11 @@ def mask_batch(
         raise ValueError(f"instance {ids_of_instances[i]!r} has {lengths[i]} tokens, more than "
                          f"max_seq_length={max_seq_length}")
     seeds = [instance_seed(seed, epoch, iid) for iid in ids_of_instances]
-    common = dict(vocab_size=vocab_size, mask_token_id=mask_token_id, special_token_ids=special_token_ids,
-                  pad_token_id=pad_token_id, mlm_probability=mlm_probability,
-                  max_predictions_per_seq=max_predictions_per_seq)
-    out = {}
-    if continuation is None:  # every row as mask_tokens would mask it alone, batched
-        masked, labels = mask_rows(input_rows, seeds, max_seq_length, **common)
-        out["input_ids"], out["mlm_labels"] = masked.numpy(), labels.numpy()
-    else:  # whole words: row by row
-        out["input_ids"] = np.full((n, max_seq_length), pad_token_id, dtype=np.int64)
-        out["mlm_labels"] = np.full((n, max_seq_length), IGNORE_INDEX, dtype=np.int64)
-        for i, (ids, row_seed) in enumerate(zip(input_rows, seeds)):
-            masked, labels = mask_tokens(ids, seed=row_seed, continuation=continuation, **common)
-            out["input_ids"][i, :len(ids)] = masked.numpy()
-            out["mlm_labels"][i, :len(ids)] = labels.numpy()
+    masked, labels = mask_rows(input_rows, seeds, max_seq_length, vocab_size=vocab_size, mask_token_id=mask_token_id,
+                               special_token_ids=special_token_ids, pad_token_id=pad_token_id,
+                               mlm_probability=mlm_probability, max_predictions_per_seq=max_predictions_per_seq,
+                               continuation=continuation)
+    out = {"input_ids": masked.numpy(), "mlm_labels": labels.numpy()}
     out["token_type_ids"] = np.zeros((n, max_seq_length), dtype=np.int64)
     for i, types in enumerate(type_rows):
         out["token_type_ids"][i, :len(types)] = types

@@ -98,10 +98,12 @@ def test_bad_arguments_raise():
         _mask(torch.zeros(2, 2, 2, dtype=torch.long), 0)
 
 
-@pytest.mark.parametrize("max_predictions", [None, 3, 20])
-def test_mask_rows_is_mask_tokens_row_by_row_padded(max_predictions):
-    """The batched path the masking stage runs: each row exactly as mask_tokens masks it alone."""
+@pytest.mark.parametrize("max_predictions, whole_word", [(None, False), (3, False), (20, False), (20, True)])
+def test_mask_rows_is_mask_tokens_row_by_row_padded(max_predictions, whole_word):
+    """The path the masking stage runs: each row exactly as mask_tokens masks it alone."""
     from bert_core.masking import mask_rows
+
+    continuation = torch.arange(V) >= V // 2 if whole_word else None  # upper half of the ids: ##pieces
 
     g = torch.Generator().manual_seed(3)
     lengths = [0, 1, 3, 17, 64, 64, 40, 2]
@@ -110,10 +112,11 @@ def test_mask_rows_is_mask_tokens_row_by_row_padded(max_predictions):
     seeds = [int(s) for s in torch.randint(0, 2**62, (len(rows),), generator=g)]
     inputs, labels = mask_rows(rows, seeds, 64, vocab_size=V, mask_token_id=MASK,
                                special_token_ids=(PAD, UNK, CLS, SEP, MASK), mlm_probability=0.3,
-                               max_predictions_per_seq=max_predictions)
+                               max_predictions_per_seq=max_predictions, continuation=continuation)
     assert inputs.shape == labels.shape == (len(rows), 64)
     for i, (row, seed) in enumerate(zip(rows, seeds)):
-        alone_inputs, alone_labels = _mask(row, seed, mlm_probability=0.3, max_predictions_per_seq=max_predictions)
+        alone_inputs, alone_labels = _mask(row, seed, mlm_probability=0.3, max_predictions_per_seq=max_predictions,
+                                           continuation=continuation)
         n = len(row)
         assert torch.equal(inputs[i, :n], alone_inputs) and torch.equal(labels[i, :n], alone_labels), i
         assert (inputs[i, n:] == PAD).all() and (labels[i, n:] == -100).all()
