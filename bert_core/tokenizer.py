@@ -44,6 +44,11 @@ def _add_template(tok: Tokenizer) -> Tokenizer:
     return tok
 
 
+def _pieces_by_id(tok: Tokenizer) -> list[str]:
+    by_id = sorted(tok.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
+    return [piece for piece, _ in by_id]
+
+
 def training_alphabet(texts: Iterable[str], normalizer, limit: int) -> list[str]:
     """The ``limit`` most frequent non-space characters of the normalised texts (ties: lower code point
     first), sorted by code point: the characters the trainer keeps, chosen deterministically.
@@ -145,10 +150,9 @@ class WordPieceTokenizer:
         """
         if iter(texts) is texts:
             texts = list(texts)
-        normalizer = _assemble(models.WordPiece(unk_token="[UNK]"), lowercase, strip_accents).normalizer
-        alphabet = training_alphabet(texts, normalizer, limit_alphabet)
-        continuing = ["##" + c for c in alphabet if not _always_alone(c)]
         tok = _assemble(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100), lowercase, strip_accents)
+        alphabet = training_alphabet(texts, tok.normalizer, limit_alphabet)
+        continuing = ["##" + c for c in alphabet if not _always_alone(c)]
         trainer = trainers.WordPieceTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS) + continuing,
             limit_alphabet=len(alphabet), initial_alphabet=alphabet, continuing_subword_prefix="##",
@@ -157,8 +161,7 @@ class WordPieceTokenizer:
         tok.train_from_iterator(texts, trainer=trainer)
         # The ##c pieces went in as special tokens only to fix their ids: rebuilt from the vocabulary,
         # they are ordinary pieces again (special tokens would be matched verbatim in input text).
-        by_id = sorted(tok.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
-        return cls.from_vocab([piece for piece, _ in by_id], lowercase, strip_accents)
+        return cls.from_vocab(_pieces_by_id(tok), lowercase, strip_accents)
 
     # --- use --------------------------------------------------------------------------------
     @property
@@ -171,8 +174,7 @@ class WordPieceTokenizer:
 
     def vocab(self) -> list[str]:
         """Pieces ordered by id (the lines of vocab.txt)."""
-        by_id = sorted(self.tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
-        return [piece for piece, _ in by_id]
+        return _pieces_by_id(self.tokenizer)
 
     def tokenize(self, text: str) -> list[str]:
         return self.tokenizer.encode(text, add_special_tokens=False).tokens
