@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
 import time
 
 import torch
@@ -113,3 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    # Skip interpreter teardown: on CPU, about 1 run in 10 here aborted at exit ("terminate called without
+    # an active exception", no Python frame) after the result was printed, from a native thread of the
+    # gloo / DeepSpeed stack; a minimal DeepSpeed + gloo script did not reproduce it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
