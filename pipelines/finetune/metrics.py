@@ -5,6 +5,8 @@ accuracy (MRPC, QQP), accuracy (everything else), and the GLUE score: the mean o
 task's score, where a task with two metrics contributes their mean and MNLI the mean of matched and
 mismatched (this reproduces the leaderboard's 80.5 for BERT-large from its per-task numbers).
 
+CoNLL: entity precision/recall/F1, micro and per type, by conlleval.pl's chunk rules (IOB1 and IOB2).
+
 SQuAD: exact match and token F1 after the official answer normalisation (lower-case, drop
 punctuation, drop the articles a/an/the, collapse whitespace), taking the best over the gold
 answers; for v2.0 an unanswerable question has the single gold answer "" and a prediction scores
@@ -169,4 +171,67 @@ def squad_scores(predictions: Mapping[str, str], gold_answers: Mapping[str, Sequ
     out = {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n, "total": float(len(gold_answers))}
     if no_ans_n:
         out.update(HasAns_exact=100.0 * has_ans_em / max(has_ans_n, 1), NoAns_exact=100.0 * no_ans_em / no_ans_n)
+    return out
+
+
+# --- CoNLL entity scores (conlleval.pl) ---------------------------------------------------------
+def _split_tag(tag: str) -> tuple[str, str]:
+    """conlleval's ``/^([^-]*)-(.*)$/``: ``B-PER`` -> (``B``, ``PER``); ``O`` -> (``O``, ``""``)."""
+    prefix, dash, kind = tag.partition("-")
+    return (prefix, kind) if dash else (tag, "")
+
+
+def _chunk_ends(prev: str, tag: str, prev_type: str, type_: str) -> bool:
+    """conlleval.pl's endOfChunk, for the B/I/O tags of IOB1 and IOB2 (its E/[/] cases never arise)."""
+    if prev in ("B", "I") and tag in ("B", "O"):
+        return True
+    return prev not in ("O", ".") and prev_type != type_
+
+
+def _chunk_starts(prev: str, tag: str, prev_type: str, type_: str) -> bool:
+    """conlleval.pl's startOfChunk for B/I/O: a B always opens a chunk, an I after O opens one too, and
+    so does any tag whose type differs from the previous tag's."""
+    if tag == "B" or (prev == "O" and tag == "I"):
+        return True
+    return tag not in ("O", ".") and prev_type != type_
+
+
+def conll_chunks(sentences: Sequence[Sequence[str]]) -> list[tuple[str, int, int]]:
+    """(type, first, last) of every chunk; token positions count across sentences, and each sentence
+    break acts as an ``O`` (conlleval's boundary line), so no chunk spans two sentences."""
+    chunks, pos = [], 0
+    for tags in sentences:
+        prev, prev_type, begin = "O", "", 0
+        for i, tag in enumerate(list(tags) + ["O"]):
+            t, kind = _split_tag(tag)
+            if _chunk_ends(prev, t, prev_type, kind):
+                chunks.append((prev_type, pos + begin, pos + i - 1))
+            if _chunk_starts(prev, t, prev_type, kind):
+                begin = i
+            prev, prev_type = t, kind
+        pos += len(tags)
+    return chunks
+
+
+def _prf(correct: int, found_pred: int, found_gold: int) -> dict[str, float]:
+    p = correct / found_pred if found_pred else 0.0
+    r = correct / found_gold if found_gold else 0.0
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
+
+
+def conll_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict:
+    """Entity-level micro precision/recall/F1 (fractions) and the same per type, as conlleval.pl.
+
+    A predicted chunk is correct when a gold chunk has the same type, first and last token. The IOB1
+    and IOB2 forms of a tagging give the same chunks, so one function scores both.
+    """
+    if len(gold) != len(predicted) or any(len(g) != len(p) for g, p in zip(gold, predicted)):
+        raise ValueError("gold and predicted tags differ in sentences or tokens")
+    g, p = set(conll_chunks(gold)), set(conll_chunks(predicted))
+    correct = g & p
+    out = {**_prf(len(correct), len(p), len(g)), "num_gold": len(g), "num_predicted": len(p),
+           "num_correct": len(correct), "per_type": {}}
+    for kind in sorted({c[0] for c in g | p}):
+        n_c, n_p, n_g = (sum(c[0] == kind for c in s) for s in (correct, p, g))
+        out["per_type"][kind] = {**_prf(n_c, n_p, n_g), "num_gold": n_g}
     return out
