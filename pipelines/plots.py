@@ -81,23 +81,17 @@ def plot_loss_curves(pretrain: dict[str, list[dict[str, Any]]], finetune: dict[s
 
 
 def results_table(summary: dict[str, Any], pretrain: dict[str, list[dict[str, Any]]]) -> str:
-    """Markdown: the last pretraining metrics of each phase, then one row per fine-tuning task."""
+    """Markdown: the last pretraining metrics of each phase, then the fine-tuning table of ``results.md``
+    (one row per task, labelled dev, with both GLUE averages)."""
     lines = ["| pretraining | steps | MLM loss | MLM acc | NSP loss | NSP acc |", "|---|---|---|---|---|---|"]
     for phase, rows in pretrain.items():
         if rows:
             r = rows[-1]
             lines.append(f"| {phase} | {r['step']} | {r['mlm_loss']:.3f} | {r['mlm_accuracy']:.3f} | "
                          f"{r['nsp_loss']:.3f} | {r['nsp_accuracy']:.3f} |")
-    lines += ["", "| task | status | dev | score | lr |", "|---|---|---|---|---|"]
-    for name, r in summary.get("tasks", {}).items():
-        if r.get("status") == "failed":
-            lines.append(f"| {name} | failed | {r.get('error', '').splitlines()[-1][:100]} | | |")
-            continue
-        dev = "; ".join(f"{ev}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) for ev, m in r["dev"].items())
-        lines.append(f"| {name} | {r['status']} | {dev} | {r['score']:.4f} | {r['best_learning_rate']:g} |")
-    if summary.get("glue_score") is not None:
-        lines.append(f"\nGLUE score ({', '.join(summary['glue_tasks'])}): {summary['glue_score']:.4f}")
-    return "\n".join(lines) + "\n"
+    from pipelines.finetune.jobs import results_markdown  # one fine-tuning table for both reports
+
+    return "\n".join(lines) + "\n\n" + results_markdown(summary)
 
 
 def write_report(root: str, key: str, inputs: dict[str, dict[str, str]]) -> dict[str, str]:

@@ -10,7 +10,9 @@ the task's config and the checkpoint URI) each learning rate of the optional swe
 ``lr_{lr}/metrics.json`` and predictions; ``result.json``, written last, is the task's completion
 marker: a re-run loads it and skips the task. A task that raises is reported as failed (error
 kept in ``error.txt``) and the others carry on. ``results.json`` and ``results.md`` under
-``output_root`` hold every metric of every task and the GLUE score over the GLUE tasks present.
+``output_root`` hold every metric of every task (entity P/R/F1 for NER, SQuAD v2.0 at its tuned
+null threshold and at 0) and, over the GLUE tasks present, the leaderboard-style GLUE score and the
+BERT paper's average (WNLI excluded), both on dev.
 """
 from __future__ import annotations
 
@@ -23,11 +25,14 @@ from typing import Literal
 
 from pipelines import storage
 from pipelines.finetune import glue, metrics
+from pipelines.finetune.conll import ConllParams
 from pipelines.finetune.squad import SquadParams
 from pipelines.finetune.train import HyperParams
 from pipelines.typed_config import config_hash, to_dict
 
 SQUAD_TASKS = {"squad_v1": "v1.1", "squad_v2": "v2.0"}
+NER_TASKS = {"conll2003": ConllParams()}
+"""Token-classification tasks by name; any other name with ``ner`` set is one too."""
 
 
 @dataclass(frozen=True)
@@ -35,10 +40,10 @@ class TaskJob:
     """One task to fine-tune: which data, which hyper-parameters, which resources."""
 
     name: str
-    """A GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli), squad_v1, squad_v2, or a custom
-    name together with ``spec``."""
+    """A GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli), squad_v1, squad_v2, conll2003 (NER),
+    or a custom name together with ``spec`` (GLUE format) or ``ner`` (CoNLL format)."""
     data_uri: str = ""
-    """Folder of the task's files; default ``{glue_root}/{GLUE dir}`` or ``squad_root``."""
+    """Folder of the task's files; default ``{glue_root}/{GLUE dir}``, ``squad_root`` or ``conll_root``."""
     spec: glue.TaskSpec | None = None
     """Reading/scoring rules of a custom GLUE-format task (the GLUE tasks have theirs built in)."""
     hyper_params: HyperParams = field(default_factory=HyperParams)
@@ -47,20 +52,29 @@ class TaskJob:
     Empty: ``hyper_params.learning_rate`` only."""
     squad: SquadParams | None = None
     """SQuAD windowing/decoding; defaults follow the task name when it is squad_v1/squad_v2."""
+    ner: ConllParams | None = None
+    """Token classification on CoNLL-format files (scheme, entity types, file names); conll2003 defaults to IOB2."""
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     """Fraction of a GPU (e.g. 0.25 puts four tasks on one card)."""
 
     def __post_init__(self) -> None:
-        if self.spec is None and self.name not in glue.GLUE_TASKS and self.name not in SQUAD_TASKS:
+        if (self.spec is None and self.ner is None and self.name not in glue.GLUE_TASKS
+                and self.name not in SQUAD_TASKS and self.name not in NER_TASKS):
             raise ValueError(f"task {self.name!r} is neither a GLUE task ({', '.join(glue.GLUE_TASKS)}), "
-                             f"squad_v1/squad_v2, nor a custom task with a spec")
+                             f"squad_v1/squad_v2, conll2003, nor a custom task with a spec or ner")
+        if sum((self.spec is not None, self.squad is not None, self.ner is not None)) > 1:
+            raise ValueError(f"task {self.name!r}: set at most one of spec, squad and ner")
         if self.spec is not None and self.spec.name != self.name:
             raise ValueError(f"task {self.name!r}: spec.name is {self.spec.name!r}")
 
     @property
     def is_squad(self) -> bool:
         return self.name in SQUAD_TASKS or self.squad is not None
+
+    @property
+    def is_ner(self) -> bool:
+        return self.name in NER_TASKS or self.ner is not None
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,8 @@ class FinetuneConfig:
     """Folder holding the official GLUE task folders (CoLA/, SST-2/, MNLI/ ...)."""
     squad_root: str = ""
     """Folder holding train-v1.1.json, dev-v1.1.json, train-v2.0.json, dev-v2.0.json."""
+    conll_root: str = ""
+    """Folder holding the CoNLL files of the NER tasks (e.g. ``conll2003/iob2`` with train.txt, valid.txt)."""
     on_bad_row: Literal["count", "raise"] = "count"
     """Malformed input rows: skip and count them in the results, or fail the task naming file and line."""
 
@@ -88,6 +104,10 @@ def task_data_uri(cfg: FinetuneConfig, job: TaskJob) -> str:
         if not cfg.squad_root:
             raise ValueError(f"task {job.name}: set data_uri or squad_root")
         return cfg.squad_root
+    if job.is_ner:
+        if not cfg.conll_root:
+            raise ValueError(f"task {job.name}: set data_uri or conll_root")
+        return cfg.conll_root
     if not cfg.glue_root:
         raise ValueError(f"task {job.name}: set data_uri or glue_root")
     return glue.task_uri(cfg.glue_root, job.spec or glue.GLUE_TASKS[job.name], "")
@@ -99,7 +119,7 @@ def task_output_uri(output_root: str, job: TaskJob, checkpoint_uri: str) -> str:
 
 def run_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: str) -> dict:
     """Fine-tune one task for every learning rate of its sweep (each resumable); returns the best."""
-    from pipelines.finetune import squad, train
+    from pipelines.finetune import ner, squad, train
 
     data_uri = task_data_uri(cfg, job)
     with tempfile.TemporaryDirectory(prefix="ckpt-") as cache:
@@ -115,6 +135,9 @@ def run_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: st
             if job.is_squad:
                 params = job.squad or SquadParams(version=SQUAD_TASKS[job.name])
                 runs.append(squad.finetune_squad(params, data_uri, checkpoint_dir, hp, lr_uri, cfg.on_bad_row))
+            elif job.is_ner:
+                params = job.ner or NER_TASKS[job.name]
+                runs.append(ner.finetune_ner(job.name, params, data_uri, checkpoint_dir, hp, lr_uri, cfg.on_bad_row))
             else:
                 spec = job.spec or glue.GLUE_TASKS[job.name]
                 data = data or train.read_task_data(spec, data_uri, cfg.on_bad_row)
@@ -123,7 +146,8 @@ def run_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: st
     return {"task": job.name, "status": "done", "best_learning_rate": best["hyper_params"]["learning_rate"],
             "score": best["score"], "dev": best["dev"], "seconds_per_epoch": best.get("seconds_per_epoch"),
             "sweep": {f"{r['hyper_params']['learning_rate']:g}": r["score"] for r in runs},
-            "data_reports": best.get("data_reports", []), "output_uri": out_uri}
+            "data_reports": best.get("data_reports", []), "output_uri": out_uri,
+            **({"dev_detail": best["dev_detail"]} if "dev_detail" in best else {})}
 
 
 def _remote_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: str) -> dict:
@@ -179,29 +203,71 @@ def run_finetune_jobs(cfg: FinetuneConfig, checkpoint_uri: str, output_root: str
 
 
 def summarize(results: dict[str, dict], cfg: FinetuneConfig) -> dict:
-    glue_scores = {name: r["score"] for name, r in results.items()
-                   if name in glue.GLUE_TASKS and r.get("status") != "failed" and r.get("score") is not None}
+    """The run's summary. Every score is on dev sets (the GLUE test labels are private), so both GLUE
+    averages are dev averages: ``glue_score`` the leaderboard's all-task macro-average over the GLUE tasks
+    present (WNLI included), ``glue_paper_average`` the BERT paper's Table 1 Average (WNLI left out)."""
+    ok = {name: r for name, r in results.items() if r.get("status") != "failed" and r.get("score") is not None}
+    glue_scores = {name: r["score"] for name, r in ok.items() if name in glue.GLUE_TASKS}
+    paper, paper_evals = metrics.paper_glue_average({name: r["dev"] for name, r in ok.items()
+                                                     if name in glue.GLUE_TASKS})
     return {"tasks": results, "glue_tasks": sorted(glue_scores),
             "glue_score": metrics.glue_score(glue_scores) if glue_scores else None,
+            "glue_paper_average": paper, "glue_paper_evals": paper_evals, "split": "dev",
             "num_failed": sum(r.get("status") == "failed" for r in results.values())}
 
 
+_SQUAD_V2_KEYS = ("f1", "exact_match", "null_threshold", "null_threshold_tuned_on_dev", "f1_at_threshold_0",
+                  "exact_match_at_threshold_0", "best_f1")
+
+
+def _dev_cell(evals: dict[str, dict[str, float]]) -> str:
+    """Every dev metric; a SQuAD v2.0 eval says where its null threshold came from and scores threshold 0 too."""
+    cells = []
+    for ev, m in evals.items():
+        v2 = "f1_at_threshold_0" in m
+        rest = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if not (v2 and k in _SQUAD_V2_KEYS))
+        if v2:
+            source = "tuned on this dev set" if m["null_threshold_tuned_on_dev"] else "set in the config"
+            rest = (f"f1 {m['f1']:.4g}, exact_match {m['exact_match']:.4g} at null threshold {m['null_threshold']:.4g} "
+                    f"({source}); at threshold 0: f1 {m['f1_at_threshold_0']:.4g}, exact_match "
+                    f"{m['exact_match_at_threshold_0']:.4g}" + (f"; {rest}" if rest else ""))
+        cells.append(f"{ev}: {rest}")
+    return "; ".join(cells)
+
+
+def _glue_footer(summary: dict) -> list[str]:
+    lines = []
+    if summary["glue_score"] is not None:
+        lines.append(f"\nGLUE score ({len(summary['glue_tasks'])} of {len(glue.GLUE_TASKS)} tasks: "
+                     f"{', '.join(summary['glue_tasks'])}; dev; all-task average as the leaderboard takes it, "
+                     f"WNLI included when present): **{summary['glue_score']:.4f}**")
+    if summary.get("glue_paper_average") is not None:
+        lines.append(f"\nGLUE average as the BERT paper computes it (dev; {', '.join(summary['glue_paper_evals'])}; "
+                     f"one number per dev set, MNLI-m and -mm apart; F1 for MRPC/QQP, Spearman for STS-B, Matthews "
+                     f"for CoLA, accuracy elsewhere; WNLI excluded): **{summary['glue_paper_average']:.4f}**")
+    return lines
+
+
 def results_markdown(summary: dict) -> str:
-    """One row per task: status, every dev metric, the task score, best lr and time per epoch."""
+    """One row per task: status, every dev metric, the task score, best lr and time per epoch; then the
+    per-type entity F1 of NER tasks and the two GLUE averages, each labelled dev."""
     lines = ["| task | status | dev metrics | score | lr | s/epoch | bad rows |", "|---|---|---|---|---|---|---|"]
+    by_type = []
     for name, r in summary["tasks"].items():
         if r.get("status") == "failed":
             lines.append(f"| {name} | failed | {r['error'].splitlines()[-1][:120]} | | | | |")
             continue
-        dev = "; ".join(f"{ev}: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items()) for ev, m in r["dev"].items())
         bad = sum(rep.get("num_bad", 0) for rep in r.get("data_reports", []))
         spe = r.get("seconds_per_epoch")
-        lines.append(f"| {name} | {r['status']} | {dev} | {r['score']:.4f} | {r['best_learning_rate']:g} | "
-                     f"{spe:.1f} | {bad} |" if spe is not None else f"| {name} | {r['status']} | {dev} | "
-                     f"{r['score']:.4f} | {r['best_learning_rate']:g} | | {bad} |")
-    if summary["glue_score"] is not None:
-        lines.append(f"\nGLUE score ({len(summary['glue_tasks'])} of {len(glue.GLUE_TASKS)} tasks: "
-                     f"{', '.join(summary['glue_tasks'])}): **{summary['glue_score']:.4f}**")
+        lines.append(f"| {name} | {r['status']} | {_dev_cell(r['dev'])} | {r['score']:.4f} | "
+                     f"{r['best_learning_rate']:g} | {f'{spe:.1f}' if spe is not None else ''} | {bad} |")
+        for ev, detail in (r.get("dev_detail") or {}).items():
+            by_type.append(f"- {ev} (dev) entity F1 by type: " + ", ".join(
+                f"{t} {d['f1']:.4f} (P {d['precision']:.4f}, R {d['recall']:.4f}, {d['num_gold']} gold)"
+                for t, d in detail["per_type"].items()))
+    if by_type:
+        lines += [""] + by_type
+    lines += _glue_footer(summary)
     return "\n".join(lines) + "\n"
 
 

@@ -277,8 +277,12 @@ def evaluate_squad(examples, feats, start_logits, end_logits, params: SquadParam
         threshold, best_f1 = best_null_threshold(texts, diffs, golds)
         if params.null_threshold is not None:
             threshold = params.null_threshold
+        # A threshold tuned on the dev set it is scored on flatters that score: threshold 0 is reported too.
+        at_zero = metrics.squad_scores(apply_null_threshold(texts, diffs, 0.0), golds)
         texts = apply_null_threshold(texts, diffs, threshold)
-        result.update(null_threshold=threshold, best_f1=best_f1)
+        result.update(null_threshold=threshold, best_f1=best_f1,
+                      null_threshold_tuned_on_dev=float(params.null_threshold is None),
+                      exact_match_at_threshold_0=at_zero["exact_match"], f1_at_threshold_0=at_zero["f1"])
     result.update(metrics.squad_scores(texts, golds))
     return result, texts, {q: float(d) if np.isfinite(d) else 1e9 for q, d in diffs.items()}
 

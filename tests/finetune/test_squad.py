@@ -134,4 +134,6 @@ def test_finetune_squad_end_to_end(tmp_path, minilm_dir, version, data):
     assert set(preds) == {e["id"] for p in data["data"][0]["paragraphs"] for e in p["qas"]} - {"q4"}
     assert result["data_reports"][0]["num_bad"] == 1
     if version == "v2.0":
-        assert "null_threshold" in result["dev"]["squad_v2.0"]
+        v2 = result["dev"]["squad_v2.0"]
+        assert "null_threshold" in v2 and v2["null_threshold_tuned_on_dev"] == 1.0
+        assert {"exact_match_at_threshold_0", "f1_at_threshold_0"} <= set(v2)
