@@ -55,6 +55,23 @@ def test_glue_score_reproduces_leaderboard_bert_large():
     assert round(M.glue_score(scores), 1) == 80.5
 
 
+@pytest.mark.parametrize("row,average", [
+    ((84.6, 83.4, 71.2, 90.5, 93.5, 52.1, 85.8, 88.9, 66.4), 79.6),  # BERT-base, table 1
+    ((86.7, 85.9, 72.1, 92.7, 94.9, 60.5, 86.5, 89.3, 70.1), 82.1),  # BERT-large
+])
+def test_paper_glue_average_reproduces_table_1(row, average):
+    """The paper's Average: MNLI-m/-mm, QQP F1, QNLI, SST-2, CoLA, STS-B Spearman, MRPC F1, RTE; no WNLI."""
+    m, mm, qqp, qnli, sst2, cola, stsb, mrpc, rte = (x / 100 for x in row)
+    dev = {"mnli": {"mnli-m": {"accuracy": m}, "mnli-mm": {"accuracy": mm}}, "qqp": {"qqp": {"f1": qqp, "accuracy": 0}},
+           "qnli": {"qnli": {"accuracy": qnli}}, "sst2": {"sst2": {"accuracy": sst2}},
+           "cola": {"cola": {"matthews": cola}}, "stsb": {"stsb": {"pearson": 0, "spearman": stsb}},
+           "mrpc": {"mrpc": {"f1": mrpc, "accuracy": 0}}, "rte": {"rte": {"accuracy": rte}},
+           "wnli": {"wnli": {"accuracy": 0.0}}}
+    value, evals = M.paper_glue_average(dev)
+    assert round(value, 1) == average and len(evals) == 9 and "wnli" not in evals
+    assert M.paper_glue_average({"wnli": {"wnli": {"accuracy": 0.6}}}) == (None, [])
+
+
 # Cases worked through the official evaluate-v1.1.py / v2.0.py normalisation.
 @pytest.mark.parametrize("text,normalized", [
     ("The Cat.", "cat"),
