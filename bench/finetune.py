@@ -360,7 +360,8 @@ def conll_main(args: argparse.Namespace, checkpoint: str) -> dict:
         runs.append(run)
         print(f"{run['impl']:>12}: entity F1 {run['entity_f1']:.2f} (P {run['entity_precision']:.2f}, R "
               f"{run['entity_recall']:.2f})  s/epoch {', '.join(f'{s:.1f}' for s in run['epoch_seconds'])}  CPU "
-              f"s/epoch {', '.join(f'{s:.1f}' for s in run['epoch_cpu_seconds'])}  (load {load_before:.1f})", flush=True)
+              f"s/epoch {', '.join(f'{s:.1f}' for s in run['epoch_cpu_seconds'])}  (load {load_before:.1f})",
+              flush=True)
     by = {impl: [r for r in runs if r["impl"] == impl] for impl in ("ours", "transformers")}
     f1 = {impl: statistics.mean(r["entity_f1"] for r in rs) for impl, rs in by.items()}
     spe = {impl: statistics.median(s for r in rs for s in r["epoch_seconds"]) for impl, rs in by.items()}
@@ -376,7 +377,8 @@ def conll_main(args: argparse.Namespace, checkpoint: str) -> dict:
     for impl in ("ours", "transformers"):
         print(f"| {impl} | {f1[impl]:.2f} | {spe[impl]:.1f} |")
     print(f"\nF1 gap {summary['f1_gap_points']:+.2f} points ({'PASS' if summary['pass_f1'] else 'FAIL'}, within 1); "
-          f"speed ours/transformers x{summary['speedup']:.2f} ({'PASS' if summary['pass_speed'] else 'FAIL'}, no slower)")
+          f"speed ours/transformers x{summary['speedup']:.2f} "
+          f"({'PASS' if summary['pass_speed'] else 'FAIL'}, no slower)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Literal
 
 from pipelines import storage
 from pipelines.finetune import metrics

@@ -262,9 +262,11 @@ def results_markdown(summary: dict) -> str:
         lines.append(f"| {name} | {r['status']} | {_dev_cell(r['dev'])} | {r['score']:.4f} | "
                      f"{r['best_learning_rate']:g} | {f'{spe:.1f}' if spe is not None else ''} | {bad} |")
         for ev, detail in (r.get("dev_detail") or {}).items():
-            by_type.append(f"- {ev} (dev) entity F1 by type: " + ", ".join(
-                f"{t} {d['f1']:.4f} (P {d['precision']:.4f}, R {d['recall']:.4f}, {d['num_gold']} gold)"
-                for t, d in detail["per_type"].items()))
+            types = ", ".join(f"{t} {d['f1']:.4f} (P {d['precision']:.4f}, R {d['recall']:.4f}, {d['num_gold']} gold)"
+                              for t, d in detail["per_type"].items())
+            by_type.append(f"- {ev} (dev) entity F1 by type: {types}; {detail.get('num_truncated_words', 0)} words "
+                           f"past max_seq_length and {detail.get('num_empty_words', 0)} without a WordPiece are "
+                           f"predicted O and scored")
     if by_type:
         lines += [""] + by_type
     lines += _glue_footer(summary)

@@ -99,12 +99,15 @@ def predict_tags(model: nn.Module, enc: TokenEncoded, label_names: Sequence[str]
     return out
 
 
-def entity_metrics(sentences: Sequence[conll.Sentence], predicted: list[list[str]]) -> tuple[dict, dict]:
-    """The results row's metrics (entity P/R/F1, fractions) and the per-type breakdown."""
+def entity_metrics(sentences: Sequence[conll.Sentence], predicted: list[list[str]], enc: TokenEncoded,
+                   ) -> tuple[dict, dict]:
+    """The results row's metrics (entity P/R/F1, fractions) and the per-type breakdown with the counts of
+    words predicted O for want of a piece (cut at max_seq_length, or empty)."""
     s = metrics.conll_scores([x.tags for x in sentences], predicted)
     return ({"entity_precision": s["precision"], "entity_recall": s["recall"], "entity_f1": s["f1"]},
             {"per_type": s["per_type"], "num_gold": s["num_gold"], "num_predicted": s["num_predicted"],
-             "num_correct": s["num_correct"]})
+             "num_correct": s["num_correct"], "num_truncated_words": enc.num_truncated_words,
+             "num_empty_words": enc.num_empty_words})
 
 
 def read_ner_data(params: conll.ConllParams, data_uri: str, on_bad_row: Literal["count", "raise"] = "count",
@@ -136,7 +139,7 @@ def finetune_ner(name: str, params: conll.ConllParams, data_uri: str, checkpoint
 
     def evaluate(epoch: int, train_loss: float, seconds: float, cpu_seconds: float) -> None:
         final["tags"] = predict_tags(model, dev_enc, label_names, hp, tok.pad_id, device)
-        final["dev"], final["detail"] = entity_metrics(dev_s, final["tags"])
+        final["dev"], final["detail"] = entity_metrics(dev_s, final["tags"], dev_enc)
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "epoch_seconds": seconds,
                         "epoch_cpu_seconds": cpu_seconds, "dev": {name: final["dev"]}})
 

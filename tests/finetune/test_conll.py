@@ -52,11 +52,13 @@ def test_reader_exact_sentences_documents_and_lines(tmp_path):
         Sentence(("BRUSSELS", "1996-08-22"), ("I-LOC", "O"), 13, 1),
         Sentence(("Lamb",), ("O",), 17, 2),
     ]
-    assert (rep["num_rows"], rep["num_kept"], rep["num_bad"], rep["num_tokens"], rep["num_documents"]) == (4, 4, 0, 9, 3)
+    counts = ("num_rows", "num_kept", "num_bad", "num_tokens", "num_documents")
+    assert tuple(rep[k] for k in counts) == (4, 4, 0, 9, 3)
     assert rep["num_scheme_violations"] == 0
     iob2, _ = conll.read_conll(write(tmp_path, "train.txt", IOB2), ConllParams())
     assert [s.tags for s in iob2] == [("B-ORG", "O", "B-MISC"), ("B-PER", "I-PER", "B-PER")]
-    assert conll.labels(ConllParams()) == ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+    assert conll.labels(ConllParams()) == ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC",
+                                           "I-MISC")
 
 
 def test_bad_rows_counted_with_their_sentence_or_raised(tmp_path):
@@ -73,7 +75,8 @@ def test_bad_rows_counted_with_their_sentence_or_raised(tmp_path):
 
 def test_file_in_the_other_scheme_is_rejected_naming_file_and_line(tmp_path):
     iob1, iob2 = write(tmp_path, "eng.train", IOB1), write(tmp_path, "train.txt", IOB2)
-    with pytest.raises(conll.SchemeError, match=f"declared iob2 .*4 of 5 chunks break it, first at {iob1}:3, {iob1}:5, {iob1}:7;"):
+    with pytest.raises(conll.SchemeError,
+                       match=f"declared iob2 .*4 of 5 chunks break it, first at {iob1}:3, {iob1}:5, {iob1}:7;"):
         conll.read_conll(iob1, ConllParams(scheme="iob2"))
     with pytest.raises(conll.SchemeError, match=f"declared iob1 .*3 of 4 chunks break it, first at {iob2}:3, {iob2}:5, "
                                                 f"{iob2}:7;"):

@@ -70,6 +70,7 @@ def test_ner_job_results_row_and_predictions_file(ray_session, tiny_checkpoint, 
     f1s = ", ".join(f"{k} {v:.4g}" for k, v in dev.items())
     assert f"| conll2003 | done | conll2003: {f1s} | {r['score']:.4f} | 0.001 |" in table
     assert "- conll2003 (dev) entity F1 by type: LOC " in table and "| conll_iob1 | failed |" in table
+    assert "; 0 words past max_seq_length and 0 without a WordPiece are predicted O and scored\n" in table
     lr_dir = os.path.join(r["output_uri"], "lr_0.001")
     lines = open(os.path.join(lr_dir, "dev_predictions", "conll2003.txt")).read().split("\n")
     sentences, _ = conll.read_conll(str(data / "valid.txt"), ConllParams())
