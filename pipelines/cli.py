@@ -92,14 +92,27 @@ def init_ray(cfg) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines import storage
-    from pipelines.dag import format_status, read_manifest
-    from pipelines.run_config import bert_pipeline, check_inputs
+    from pipelines import run_lock
 
     from cluster.storage import check_run_root
 
     cfg = load_config(args)
     check_run_root(cfg.root)
+    try:  # one driver per run root, taken before planning, starting Ray or writing anything
+        with run_lock.hold(cfg.root, cfg.lock.lease_s):
+            return _run_locked(args, cfg)
+    except run_lock.LockHeld as e:
+        raise UsageError(str(e)) from e
+    except run_lock.LockLost as e:
+        print(f"bert-pipeline run: {e}", file=sys.stderr)
+        return 1
+
+
+def _run_locked(args: argparse.Namespace, cfg) -> int:
+    from pipelines import storage
+    from pipelines.dag import format_status, read_manifest
+    from pipelines.run_config import bert_pipeline, check_inputs
+
     pipeline = bert_pipeline()
     to_run, to_skip, _ = pipeline.plan(cfg, cfg.root, args.from_stage, args.until)  # refusals happen here
     if "read" in to_run:
