@@ -4,7 +4,8 @@
     bert-pipeline run CONFIG [--from S] [--until S] [key=value ...]
                                                     # CONFIG: demo | base | large | a YAML file
     bert-pipeline status RUN_ROOT                   # what is done, running, failed
-    bert-pipeline submit --address http://HEAD:8265 CONFIG [--from S] [--until S] [key=value ...]
+    bert-pipeline submit [--address http://127.0.0.1:8265] CONFIG [--from S] [--until S] [key=value ...]
+                                                    # with `ray dashboard ray_cluster.yaml` forwarding the port
     bert-pipeline logs [--address URL] [--follow] JOB
     bert-pipeline stop [--address URL] JOB
 
@@ -37,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--from", dest="from_stage", help="re-run from this stage (its upstream must be done)")
         sp.add_argument("--until", help="stop after this stage")
     run.add_argument("--config-json", help=argparse.SUPPRESS)  # the resolved config, as sent by `submit`
-    submit.add_argument("--address", help="Ray dashboard URL, e.g. http://HEAD:8265 (default: $RAY_ADDRESS)")
+    submit.add_argument("--address", help="Ray dashboard URL (default: $RAY_ADDRESS, else http://127.0.0.1:8265, "
+                        "where `ray dashboard ray_cluster.yaml` forwards the head's loopback-only dashboard)")
     submit.add_argument("--no-follow", action="store_true", help="print the job id and return")
     status = sub.add_parser("status", help="show a run's stages")
     status.add_argument("run", help="run root (local path or s3://), or a config whose root to show")
@@ -90,14 +92,27 @@ def init_ray(cfg) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines import storage
-    from pipelines.dag import format_status, read_manifest
-    from pipelines.run_config import bert_pipeline, check_inputs
+    from pipelines import run_lock
 
     from cluster.storage import check_run_root
 
     cfg = load_config(args)
     check_run_root(cfg.root)
+    try:  # one driver per run root, taken before planning, starting Ray or writing anything
+        with run_lock.hold(cfg.root, cfg.lock.lease_s):
+            return _run_locked(args, cfg)
+    except run_lock.LockHeld as e:
+        raise UsageError(str(e)) from e
+    except run_lock.LockLost as e:
+        print(f"bert-pipeline run: {e}", file=sys.stderr)
+        return 1
+
+
+def _run_locked(args: argparse.Namespace, cfg) -> int:
+    from pipelines import storage
+    from pipelines.dag import format_status, read_manifest
+    from pipelines.run_config import bert_pipeline, check_inputs
+
     pipeline = bert_pipeline()
     to_run, to_skip, _ = pipeline.plan(cfg, cfg.root, args.from_stage, args.until)  # refusals happen here
     if "read" in to_run:

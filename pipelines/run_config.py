@@ -66,6 +66,19 @@ class RayConfig:
 
 
 @dataclass(frozen=True)
+class LockConfig:
+    """The run root's one-driver lock (``pipelines.run_lock``). Not part of the run's identity."""
+
+    lease_s: float = 120.0
+    """Seconds a driver's lock lasts unless renewed (renewed every lease_s / 3 while the run lives). A
+    driver that dies without releasing it is replaced after this long, or at once on its own host."""
+
+    def __post_init__(self) -> None:
+        if not self.lease_s > 0:
+            raise ConfigError(f"lock.lease_s: must be > 0 seconds, got {self.lease_s!r}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = "demo"
     """A label for people; shown in status and reports."""
@@ -75,6 +88,7 @@ class RunConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    lock: LockConfig = field(default_factory=LockConfig)
 
     def __post_init__(self) -> None:
         if not self.root:
