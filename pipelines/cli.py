@@ -210,12 +210,16 @@ def submit_finetune(args: argparse.Namespace) -> int:
     from cluster import jobs
     from pipelines import storage
     from pipelines.finetune import command
+    from pipelines.finetune.glue import BadRowError
     from pipelines.typed_config import to_dict
 
     if args.from_stage or args.until:
         raise UsageError("--from/--until are DAG stages; --finetune runs no DAG")
     cfg = load_config(args)
-    checkpoint = command.normalize_checkpoint_uri(args.finetune)
+    try:  # here, as `run` does for its inputs; local paths must then be the cluster's paths too
+        checkpoint, _ = command.prepare(args.finetune, cfg.finetune)
+    except (command.BadInputError, BadRowError) as e:
+        raise UsageError(str(e)) from e
     address = jobs.resolve_address(args.address)
     if storage.is_local(cfg.root) and not any(h in address for h in ("127.0.0.1", "localhost")):
         print(f"warning: run root {cfg.root!r} is a local path; on a multi-node cluster use s3://", file=sys.stderr)

@@ -2,7 +2,7 @@
 tasks, without the rest of the DAG (what people use ``run_glue.py`` for).
 
     bert-pipeline finetune s3://bucket/bert-base-uncased demo root=runs/eval
-    bert-pipeline finetune ./my-bert tasks.yaml finetune.tasks.0.hyper_params.num_epochs=2
+    bert-pipeline finetune ./my-bert tasks.yaml root=s3://bucket/eval/my-bert
     bert-pipeline submit --address http://HEAD:8265 --finetune s3://bucket/bert tasks.yaml root=s3://bucket/eval
 
 The tasks are the config's ``finetune`` section (a preset or a YAML file, as for ``run``). Every input

@@ -31,9 +31,9 @@ def glue_slice(shared_data, tmp_path, task: str, num_train: int, num_dev: int) -
     return str(out)
 
 
-def tasks_yaml(tmp_path, root: str, tasks: dict[str, str], name: str = "tasks.yaml") -> str:
+def tasks_yaml(tmp_path, root: str, tasks: dict[str, str], name: str = "tasks.yaml", hp: str = HP) -> str:
     path = tmp_path / name
-    rows = "".join(f"    - {{name: {task}, data_uri: \"{uri}\", hyper_params: {HP}, num_cpus: 1}}\n"
+    rows = "".join(f"    - {{name: {task}, data_uri: \"{uri}\", hyper_params: {hp}, num_cpus: 1}}\n"
                    for task, uri in tasks.items())
     path.write_text(f"root: {root}\nray: {{num_cpus: 2}}\nfinetune:\n  tasks:\n{rows}")
     return str(path)
@@ -63,24 +63,24 @@ def upload_dir(local: str, uri: str, names=("config.json", "model.safetensors", 
 
 @pytest.mark.slow
 def test_finetune_a_checkpoint_then_resume(tmp_path, shared_data, minilm_dir, s3_bucket):
-    """64 rows of real RTE, 2 epochs: per-epoch progress lines, the results table. The second
+    """32 rows of real RTE, 2 epochs: per-epoch progress lines, the results table. The second
     invocation adds WNLI: RTE is skipped (its committed results untouched), only WNLI trains.
     (The checkpoint is local: moto serves its 90 MB to each task in ~20 s on a loaded box; the
     S3 checkpoint checks are below, and the DAG's S3 test fine-tunes from an S3 export.)"""
     checkpoint = minilm_dir
     root = f"{s3_bucket}/eval"
-    rte, wnli = glue_slice(shared_data, tmp_path, "RTE", 64, 32), glue_slice(shared_data, tmp_path, "WNLI", 64, 32)
+    rte, wnli = glue_slice(shared_data, tmp_path, "RTE", 32, 16), glue_slice(shared_data, tmp_path, "WNLI", 32, 16)
     first = run_cli("finetune", checkpoint, tasks_yaml(tmp_path, root, {"rte": rte}))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "rte: epoch 1/2 step 4/4 loss " in first.stdout and "rte: epoch 2/2 step 4/4 loss " in first.stdout
+    assert "rte: epoch 1/2 step 2/2 loss " in first.stdout and "rte: epoch 2/2 step 2/2 loss " in first.stdout
     out = f"{root}/{OUTPUT_DIR}"
     summary = storage.read_json(f"{out}/results.json")
     result = summary["tasks"]["rte"]
     assert result["status"] == "done" and summary["glue_tasks"] == ["rte"]
     metrics = storage.read_json(f"{result['output_uri']}/lr_0.0001/metrics.json")
-    assert metrics["num_train_examples"] == 64 and [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert metrics["num_train_examples"] == 32 and [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert result["score"] == pytest.approx(100 * metrics["dev"]["rte"]["accuracy"], abs=1e-9)
-    assert len(storage.read_bytes(f"{result['output_uri']}/lr_0.0001/dev_predictions/rte.tsv").splitlines()) == 33
+    assert len(storage.read_bytes(f"{result['output_uri']}/lr_0.0001/dev_predictions/rte.tsv").splitlines()) == 17
     table = storage.read_bytes(f"{out}/results.md").decode()
     assert f"| rte | done | rte: accuracy {metrics['dev']['rte']['accuracy']:.4g} | {result['score']:.4f} |" in table
     assert table in first.stdout
@@ -89,7 +89,7 @@ def test_finetune_a_checkpoint_then_resume(tmp_path, shared_data, minilm_dir, s3
     second = run_cli("finetune", checkpoint, tasks_yaml(tmp_path, root, {"rte": rte, "wnli": wnli}, "more.yaml"))
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert f"rte: done already, skipped (score {result['score']:.4f}" in second.stdout
-    assert "rte: epoch" not in second.stdout and "wnli: epoch 2/2 step 4/4 loss " in second.stdout
+    assert "rte: epoch" not in second.stdout and "wnli: epoch 2/2 step 2/2 loss " in second.stdout
     assert {f: storage.read_bytes(f) for f in storage.list_files(result["output_uri"])} == committed
     again = storage.read_json(f"{out}/results.json")
     assert [again["tasks"][t]["status"] for t in ("rte", "wnli")] == ["skipped", "done"]
@@ -170,3 +170,27 @@ def test_missing_task_file_and_empty_task_list(minilm_dir, tmp_path, capsys):
     empty = tmp_path / "empty.yaml"
     empty.write_text(f"root: {tmp_path / 'out'}\nfinetune: {{tasks: []}}\n")
     assert "finetune.tasks is empty" in refused(capsys, tmp_path, minilm_dir, str(empty))
+
+
+# --- as a Ray job ------------------------------------------------------------------------------------
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_submit_finetune_runs_as_a_job(tmp_path, shared_data, minilm_dir, capsys):
+    """`submit --finetune CHECKPOINT CONFIG` checks inputs here, then the job fine-tunes on the head."""
+    from cluster.local import LocalHead
+
+    rte = glue_slice(shared_data, tmp_path, "RTE", 16, 8)
+    root = tmp_path / "eval"
+    config = tasks_yaml(tmp_path, str(root), {"rte": rte}, hp=HP.replace("num_epochs: 2", "num_epochs: 1"))
+    bad = checkpoint_copy(minilm_dir, tmp_path, names=("config.json",))
+    with LocalHead(num_cpus=1) as head:
+        assert main(["submit", "--address", head.dashboard_url, "--finetune", bad, config]) == 2
+        assert "holds no tokenizer or vocabulary" in capsys.readouterr().err
+        assert main(["submit", "--address", head.dashboard_url, "--finetune", minilm_dir, config]) == 0
+    out = capsys.readouterr().out
+    job = out.split("submitted job ", 1)[1].split()[0]
+    assert f"job {job}: SUCCEEDED" in out and "rte: done, score" in out
+    summary = json.load(open(root / OUTPUT_DIR / "results.json"))
+    assert summary["tasks"]["rte"]["status"] == "done"
+    assert [e["epoch"] for e in json.load(open(f"{summary['tasks']['rte']['output_uri']}/lr_0.0001/metrics.json"))[
+        "epochs"]] == [1]
