@@ -74,6 +74,9 @@ class FinetuneConfig:
     """Folder holding train-v1.1.json, dev-v1.1.json, train-v2.0.json, dev-v2.0.json."""
     on_bad_row: Literal["count", "raise"] = "count"
     """Malformed input rows: skip and count them in the results, or fail the task naming file and line."""
+    parallel_trials: bool = False
+    """Run the learning rates of every task's sweep as parallel Ray Tune trials (``pipelines.finetune.trials``),
+    each with its task's resources, instead of one after another inside the task."""
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tasks]
@@ -158,6 +161,8 @@ def run_finetune_jobs(cfg: FinetuneConfig, checkpoint_uri: str, output_root: str
             log(f"{job.name}: done already, skipped (score {_score_text(results[job.name])}, {out_uri})")
         else:
             to_run.append((job, out_uri))
+    if cfg.parallel_trials and any(len(job.learning_rates) > 1 for job, _ in to_run):
+        to_run = _run_trials_first(cfg, to_run, checkpoint_uri, results, log)
     pending = _launch(cfg, to_run, checkpoint_uri, log) if to_run else {}
     while pending:
         import ray  # only once something runs: an all-skipped re-run needs no cluster
@@ -179,6 +184,25 @@ def run_finetune_jobs(cfg: FinetuneConfig, checkpoint_uri: str, output_root: str
     storage.write_json_atomic(storage.join(output_root, "results.json"), summary)
     storage.write_bytes_atomic(storage.join(output_root, "results.md"), results_markdown(summary).encode("utf-8"))
     return summary
+
+
+def _run_trials_first(cfg: FinetuneConfig, to_run: list[tuple[TaskJob, str]], checkpoint_uri: str,
+                      results: dict[str, dict], log: Callable[[str], None]) -> list[tuple[TaskJob, str]]:
+    """Every sweep's learning rates as parallel Tune trials; a task with a failed trial is reported
+    failed (its finished trials kept), the others go on to pick their best in their own task."""
+    import ray
+
+    from pipelines.finetune.trials import run_lr_trials
+
+    if not ray.is_initialized():
+        ray.init()
+    errors = run_lr_trials(cfg, [(j, o) for j, o in to_run if len(j.learning_rates) > 1], checkpoint_uri, log)
+    for job, out_uri in to_run:
+        if job.name in errors:
+            storage.write_bytes_atomic(storage.join(out_uri, "error.txt"), errors[job.name].encode("utf-8"))
+            results[job.name] = {"task": job.name, "status": "failed", "error": errors[job.name][-2000:],
+                                 "output_uri": out_uri, "wall_seconds": None}
+    return [(j, o) for j, o in to_run if j.name not in errors]
 
 
 def _launch(cfg: FinetuneConfig, to_run: list[tuple[TaskJob, str]], checkpoint_uri: str,
