@@ -206,7 +206,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def submit_finetune(args: argparse.Namespace) -> int:
-    """``finetune`` as a Ray job: the config is resolved and checked here, the checkpoint on the cluster."""
+    """``finetune`` as a Ray job: config, checkpoint and task files are checked here (the job checks them
+    again where it runs), then the resolved config travels as JSON, as for ``run``."""
     from cluster import jobs
     from pipelines import storage
     from pipelines.finetune import command
@@ -252,7 +253,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "finetune": cmd_finetune, "status": cmd_status, "submit": cmd_submit, "logs": cmd_logs, "stop": cmd_stop}
+COMMANDS = {"run": cmd_run, "finetune": cmd_finetune, "status": cmd_status, "submit": cmd_submit, "logs": cmd_logs,
+            "stop": cmd_stop}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
