@@ -135,6 +135,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from pipelines import storage
     from pipelines.finetune import command
     from pipelines.finetune.glue import BadRowError
+    from pipelines.finetune.jobs import task_output_uri
 
     from cluster.storage import check_run_root
 
@@ -147,7 +148,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     out = command.output_root(cfg.root)
     print(f"finetune {checkpoint}: {len(tasks.tasks)} task(s) ({', '.join(t.name for t in tasks.tasks)}) "
           f"-> {out}", flush=True)
-    if any(not storage.exists(storage.join(command.task_output_uri(out, t, checkpoint), "result.json"))
+    if any(not storage.exists(storage.join(task_output_uri(out, t, checkpoint), "result.json"))
            for t in tasks.tasks):
         init_ray(cfg)
     t0 = time.time()

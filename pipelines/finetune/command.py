@@ -24,8 +24,7 @@ from typing import Callable
 
 from pipelines import storage
 from pipelines.finetune import glue
-from pipelines.finetune.jobs import (SQUAD_TASKS, FinetuneConfig, TaskJob, run_finetune_jobs, task_data_uri,
-                                     task_output_uri)
+from pipelines.finetune.jobs import SQUAD_TASKS, FinetuneConfig, TaskJob, run_finetune_jobs, task_data_uri
 from pipelines.finetune.squad import SquadParams
 
 OUTPUT_DIR = "finetune_checkpoint"
