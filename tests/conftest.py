@@ -88,3 +88,14 @@ def s3_bucket(s3_server, request):
     name = "t-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40] + f"-{os.getpid()}"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> str:
+    """The official benchmark files (GLUE, SQuAD, CoNLL): ``../shared/data`` from the project root, or
+    $BERT_SHARED_DATA (e.g. for a git worktree that lives elsewhere). Tests needing them skip without."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.environ.get("BERT_SHARED_DATA") or os.path.join(repo, "..", "shared", "data")
+    if not os.path.isdir(path):
+        pytest.skip(f"real benchmark data not found at {os.path.abspath(path)} (set BERT_SHARED_DATA)")
+    return os.path.abspath(path)
