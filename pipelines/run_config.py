@@ -81,8 +81,8 @@ class RunConfig:
             raise ConfigError("data.inputs: at least one corpus path is needed")
         fixed = self.data.nsp_pairs.max_seq_length
         if fixed is not None and nsp_lengths(self) != (fixed,):
-            raise ConfigError(f"data.nsp_pairs.max_seq_length {fixed} differs from the pretraining phases' max_seq_length "
-                              f"{list(nsp_lengths(self))}: instances are built for each phase's length; leave it unset")
+            raise ConfigError(f"data.nsp_pairs.max_seq_length {fixed} differs from the pretraining phases' "
+                              f"max_seq_length {list(nsp_lengths(self))}: instances are built for each phase's length; leave it unset")
         casing = self.data.tokenize.lowercase
         if casing is not None and casing != self.data.wordpiece.lowercase:
             raise ConfigError(f"data.tokenize.lowercase {casing} contradicts data.wordpiece.lowercase "
@@ -258,8 +258,8 @@ def bert_pipeline():
         Stage("clean", _clean, ("read",), lambda c: c.data.clean, "normalise, filter, de-duplicate"),
         Stage("split", _split, ("clean",), lambda c: c.data.split, "documents -> sentences"),
         Stage("wordpiece", _wordpiece, ("split",), lambda c: c.data.wordpiece, "train the vocabulary"),
-        Stage("tokenize", _tokenize, ("split", "wordpiece"), lambda c: dataclasses.replace(c.data.tokenize, lowercase=None),
-              "sentences -> ids"),
+        Stage("tokenize", _tokenize, ("split", "wordpiece"),
+              lambda c: dataclasses.replace(c.data.tokenize, lowercase=None), "sentences -> ids"),
         Stage("nsp_pairs", _nsp_pairs, ("tokenize",),
               lambda c: (dataclasses.replace(c.data.nsp_pairs, max_seq_length=None), nsp_lengths(c)),
               "ids -> NSP instances, one output per phase length"),

@@ -94,8 +94,8 @@ def load_tokenizer(checkpoint_dir: str) -> WordPieceTokenizer:
     """
     vocab, tokenizer_json = os.path.join(checkpoint_dir, "vocab.txt"), os.path.join(checkpoint_dir, "tokenizer.json")
     if not (os.path.isfile(vocab) or os.path.isfile(tokenizer_json)):
-        raise FileNotFoundError(f"checkpoint {checkpoint_dir!r} has no tokenizer (neither vocab.txt nor tokenizer.json): "
-                                "its vocabulary and casing are unknown, so it cannot be fine-tuned")
+        raise FileNotFoundError(f"checkpoint {checkpoint_dir!r} has no tokenizer (neither vocab.txt nor "
+                                "tokenizer.json): its vocabulary and casing are unknown, so it cannot be fine-tuned")
     settings: dict = {}
     cfg_path = os.path.join(checkpoint_dir, "tokenizer_config.json")
     if os.path.isfile(cfg_path):

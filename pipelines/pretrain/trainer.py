@@ -212,8 +212,8 @@ def _check_built_for(uri: str, phase: int, seq_len: int, tokenizer: WordPieceTok
     if lowercase is not None and lowercase != tokenizer.lowercase:
         def casing(lower: bool) -> str:
             return "lowercased" if lower else "cased"
-        raise PretrainInputError(f"phase {phase} instances {uri!r} were tokenised {casing(lowercase)}, but the vocabulary "
-                                 f"given is {casing(tokenizer.lowercase)} (its tokenizer.json normalizer)")
+        raise PretrainInputError(f"phase {phase} instances {uri!r} were tokenised {casing(lowercase)}, but the "
+                                 f"vocabulary given is {casing(tokenizer.lowercase)} (its tokenizer.json normalizer)")
 
 
 def _check_init_from(cfg: PretrainConfig, vocab_size: int) -> None:
