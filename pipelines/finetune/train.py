@@ -83,19 +83,31 @@ def local_checkpoint(checkpoint_uri: str, cache_dir: str) -> str:
 
 
 def load_tokenizer(checkpoint_dir: str) -> WordPieceTokenizer:
-    """The checkpoint's WordPiece vocabulary, with padding and truncation left to us.
+    """The checkpoint's WordPiece tokenizer with the casing it was trained with; padding and
+    truncation left to us.
 
-    ``vocab.txt`` is preferred: a ``tokenizer.json`` may carry fixed padding/truncation (the minilm
-    one pads every row to 128), which would defeat per-batch padding.
+    Casing, as transformers reads it: ``tokenizer_config.json``'s ``do_lower_case`` (and
+    ``strip_accents``), else the ``tokenizer.json`` normaliser's, else lowercase (a bare vocab.txt,
+    transformers' ``BertTokenizer`` default). ``vocab.txt`` is preferred for the pieces: a
+    ``tokenizer.json`` may carry fixed padding/truncation (the minilm one pads every row to 128),
+    which would defeat per-batch padding. A checkpoint with neither file is refused.
     """
-    lowercase = True
+    vocab, tokenizer_json = os.path.join(checkpoint_dir, "vocab.txt"), os.path.join(checkpoint_dir, "tokenizer.json")
+    if not (os.path.isfile(vocab) or os.path.isfile(tokenizer_json)):
+        raise FileNotFoundError(f"checkpoint {checkpoint_dir!r} has no tokenizer (neither vocab.txt nor "
+                                "tokenizer.json): its vocabulary and casing are unknown, so it cannot be fine-tuned")
+    settings: dict = {}
     cfg_path = os.path.join(checkpoint_dir, "tokenizer_config.json")
     if os.path.isfile(cfg_path):
         with open(cfg_path, encoding="utf-8") as f:
-            lowercase = bool(json.load(f).get("do_lower_case", True))
-    vocab = os.path.join(checkpoint_dir, "vocab.txt")
-    tok = WordPieceTokenizer.from_vocab_file(vocab, lowercase) if os.path.isfile(vocab) else \
-        WordPieceTokenizer.load(checkpoint_dir, lowercase)
+            settings = json.load(f)
+    lowercase, strip_accents = settings.get("do_lower_case"), settings.get("strip_accents")
+    if lowercase is None and os.path.isfile(tokenizer_json):
+        from_json = WordPieceTokenizer.load(tokenizer_json)
+        lowercase, strip_accents = from_json.lowercase, from_json.strip_accents
+    lowercase = True if lowercase is None else bool(lowercase)
+    tok = WordPieceTokenizer.from_vocab_file(vocab, lowercase, strip_accents) if os.path.isfile(vocab) else \
+        WordPieceTokenizer.load(tokenizer_json, lowercase)
     tok.tokenizer.no_padding()
     tok.tokenizer.no_truncation()
     return tok

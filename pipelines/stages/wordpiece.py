@@ -53,8 +53,9 @@ def iter_training_text(sentences_uri: str, sample_fraction: float) -> Iterator[s
                 yield from sentences
 
 
-def load_tokenizer(wordpiece_uri: str, lowercase: bool = True) -> WordPieceTokenizer:
-    """The tokenizer of a wordpiece stage output (fetched to a local temp dir when remote)."""
+def load_tokenizer(wordpiece_uri: str, lowercase: bool | None = None) -> WordPieceTokenizer:
+    """The tokenizer of a wordpiece stage output (fetched to a local temp dir when remote), with the
+    casing it was trained with (a contradicting ``lowercase`` raises; see ``WordPieceTokenizer.load``)."""
     if storage.is_local(wordpiece_uri):
         return WordPieceTokenizer.load(storage.join(wordpiece_uri, "tokenizer.json"), lowercase)
     with tempfile.TemporaryDirectory() as tmp:
