@@ -254,9 +254,10 @@ def squad_main(args: argparse.Namespace, checkpoint: str) -> dict:
                "epochs": result["epochs"], "wall_seconds": seconds, "hyper_params": result["hyper_params"],
                "reduced": bool(args.train_questions or args.eval_questions), "device": result["device"],
                "torch_threads": torch.get_num_threads(), "learned": ours["f1"] > 2 * baseline["f1"] + 10}
+    reduced = " [REDUCED SIZE]" if summary["reduced"] else ""
     print(f"\nSQuAD v1.1, train: dev articles 1-{SQUAD_NUM_TRAIN_ARTICLES} "
           f"({args.train_questions or 'all'} questions, {result['num_train_features']} windows), eval: articles "
-          f"{SQUAD_NUM_TRAIN_ARTICLES + 1}-48 ({len(eval_examples)} questions){' [REDUCED SIZE]' if summary['reduced'] else ''}")
+          f"{SQUAD_NUM_TRAIN_ARTICLES + 1}-48 ({len(eval_examples)} questions){reduced}")
     print("\n| model | EM | F1 |\n|---|---|---|")
     print(f"| first-sentence baseline | {baseline['exact_match']:.2f} | {baseline['f1']:.2f} |")
     print(f"| fine-tuned ({args.epochs} epoch(s), lr {args.lr:g}) | {ours['exact_match']:.2f} | {ours['f1']:.2f} |")

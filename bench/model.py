@@ -17,7 +17,7 @@ import time
 import torch
 
 from bert_core import BertConfig, BertForPreTraining, count_parameters, mask_tokens
-from pipelines.pretrain.metrics import H100_BF16_PEAK, flops_per_step
+from pipelines.pretrain.metrics import flops_per_step, gpu_peak, mfu_metrics
 
 
 def max_predictions(seq: int) -> int:
@@ -110,10 +110,20 @@ def measure(preset: str, args) -> dict:
         out[f"{kind}_tokens_per_s"] = round(tokens / med, 1)
         out[f"{kind}_step_s"] = round(med, 4)
         if args.device.startswith("cuda"):
-            out[f"{kind}_mfu"] = round(flops / med / args.peak_flops, 4)
+            for name, value in device_mfu(flops, med, torch.device(args.device), args.peak_tflops).items():
+                out[f"{kind}_{name}"] = value
     if "bert_core" in times and "transformers" in times:
         out["speedup"] = round(out["bert_core_tokens_per_s"] / out["transformers_tokens_per_s"], 3)
     return out
+
+
+def device_mfu(flops: float, seconds: float, device: torch.device, peak_tflops: float | None) -> dict:
+    """``mfu`` against the datasheet peak of ``device`` (or ``peak_tflops``) and ``mfu_measured_matmul``
+    against the measured matmul rate, rounded; None off a GPU or for one without a known peak."""
+    peak = gpu_peak(torch.cuda.get_device_name(device), peak_tflops and peak_tflops * 1e12) \
+        if device.type == "cuda" else None
+    found = mfu_metrics(flops, seconds, peak)
+    return {k: round(found[k], 4) if k in found else None for k in ("mfu", "mfu_measured_matmul")}
 
 
 def main(argv=None):
@@ -131,7 +141,8 @@ def main(argv=None):
                    help="pass attention_mask=None (full-length sequences): lets SDPA pick the flash kernel")
     p.add_argument("--static", action="store_true",
                    help="bert_core decodes a static number of MLM slots (no host sync; one compiled graph)")
-    p.add_argument("--peak-flops", type=float, default=H100_BF16_PEAK)
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="datasheet peak to divide by (default: the GPU's, from pipelines.pretrain.metrics)")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     if args.threads:

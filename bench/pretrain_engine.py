@@ -54,7 +54,7 @@ def pretrain_config(args, use_gpu: bool):
 def run(args) -> dict:
     device = args.device
     os.environ.setdefault("DS_ACCELERATOR", device.type)
-    from pipelines.pretrain.metrics import peak_flops
+    from pipelines.pretrain.metrics import gpu_peak
     from pipelines.pretrain.train_loop import (Window, build_engine, model_config, static_predictions, summarise,
                                                train_micro_batch)
 
@@ -72,7 +72,7 @@ def run(args) -> dict:
     num_predictions = static_predictions(cfg, phase)
     batches = [dict(zip(TRAIN_BATCH_KEYS, (t.numpy() for t in make_batch(config, args.batch, args.seq, "cpu", seed=k))))
                for k in range(4)]
-    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    peak = gpu_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
     def steps(n: int, window: Window) -> None:
         for k in range(n):
@@ -95,6 +95,7 @@ def run(args) -> dict:
               "num_predictions": num_predictions, "steps": args.steps, "init_s": round(init_s, 1),
               "warmup_s": round(warmup_s, 1), "step_s": round(args.batch * args.seq / line["tokens_per_s"], 5),
               "tokens_per_s": round(line["tokens_per_s"], 1), "mfu": line.get("mfu"),
+              "mfu_measured_matmul": line.get("mfu_measured_matmul"),
               "mlm_loss": round(line["mlm_loss"], 4)}
     return result
 

@@ -15,7 +15,8 @@ static number of slots per sequence (no host sync).
 weights and gradients; AdamW updates an fp32 master copy that is copied back after each step.
 ``autocast`` keeps fp32 weights and runs matmuls in bf16 (LayerNorm outputs and the residual
 stream stay fp32). FLOPs come from ``pipelines.pretrain.metrics.flops_per_step``, the count the
-trainer logs; MFU = FLOP/s / peak (H100 dense bf16, measured: 800 TFLOP/s; --peak-tflops).
+trainer logs; MFU = FLOP/s / the GPU's datasheet dense bf16 peak (989 TFLOP/s on H100/H200 SXM;
+``--peak-tflops`` overrides it), with ``mfu_measured_matmul`` against the measured matmul rate beside it.
 """
 from __future__ import annotations
 
@@ -27,11 +28,10 @@ import time
 
 import torch
 
-from bench.model import make_batch, max_predictions
+from bench.model import device_mfu, make_batch, max_predictions
 from bert_core import BertConfig, BertForPreTraining, count_parameters
-from pipelines.pretrain.metrics import H100_BF16_PEAK, flops_per_step
+from pipelines.pretrain.metrics import flops_per_step
 
-H100_BF16_PEAK_TFLOPS = H100_BF16_PEAK / 1e12
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
 
 
@@ -167,7 +167,7 @@ def run(args) -> dict:
               "steps": args.steps, "warmup_s": round(warmup_s, 1), "step_s": round(seconds, 5),
               "tokens_per_s": round(args.batch * args.seq / seconds, 1),
               "tflops_per_s": round(flops / seconds / 1e12, 2),
-              "mfu": round(flops / seconds / (args.peak_tflops * 1e12), 4) if device.type == "cuda" else None}
+              **device_mfu(flops, seconds, device, args.peak_tflops)}
     return result
 
 
@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-compile", dest="compile", action="store_false", help="eager (default: torch.compile)")
     p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES)
     p.add_argument("--no-padding-mask", action="store_true", help="pass attention_mask=None (rows are full length)")
-    p.add_argument("--peak-tflops", type=float, default=H100_BF16_PEAK_TFLOPS)
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="datasheet peak to divide by (default: the GPU's, from pipelines.pretrain.metrics)")
     return run_cli(p, argv, run)
 
 

@@ -1,5 +1,10 @@
 """Checkpoint interop with the Hugging Face BERT layout, both directions.
 
+``save_tokenizer`` writes the tokenizer beside the weights as transformers lays it out
+(``vocab.txt``, ``tokenizer.json``, ``tokenizer_config.json`` with ``do_lower_case``,
+``special_tokens_map.json``), so ``AutoTokenizer.from_pretrained`` and our fine-tuning both read
+the casing the vocabulary was built with.
+
 A directory with ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin``) and HF parameter
 names (``bert.encoder.layer.0.attention.self.query.weight`` ...) opens in bert_core, and what
 bert_core saves opens in ``transformers``. Our fused QKV projection is split into HF's
@@ -18,6 +23,7 @@ import torch
 from torch import nn
 
 from bert_core.config import BertConfig
+from bert_core.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer
 from bert_core.model import (BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                              BertForTokenClassification, BertModel)
 
@@ -186,9 +192,38 @@ def load_pretrained(directory: str, head: str = "encoder", **head_kwargs) -> nn.
     return model
 
 
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+_SPECIAL_KEYS = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")  # SPECIAL_TOKENS' order
+
+
+def save_tokenizer(tokenizer: WordPieceTokenizer, directory: str, model_max_length: int) -> None:
+    """``TOKENIZER_FILES`` in transformers' layout. ``tokenizer.json`` is ours without padding or
+    truncation; ``tokenizer_config.json`` repeats its normaliser's casing (transformers'
+    BertTokenizerFast rebuilds the normaliser when the two disagree, so they must not)."""
+    from tokenizers import Tokenizer
+
+    os.makedirs(directory, exist_ok=True)
+    plain = Tokenizer.from_str(tokenizer.tokenizer.to_str())
+    plain.no_padding()
+    plain.no_truncation()
+    plain.save(os.path.join(directory, "tokenizer.json"))
+    with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(tokenizer.vocab()) + "\n")
+    specials = dict(zip(_SPECIAL_KEYS, SPECIAL_TOKENS))
+    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": tokenizer.lowercase,
+              "strip_accents": tokenizer.strip_accents, "tokenize_chinese_chars": True, "do_basic_tokenize": True,
+              "model_max_length": model_max_length, "clean_up_tokenization_spaces": True, **specials}
+    for name, data in (("tokenizer_config.json", config), ("special_tokens_map.json", specials)):
+        with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+
+
 def save_pretrained(model: nn.Module, directory: str, vocab_file: str | None = None,
-                    safe_serialization: bool = True) -> None:
-    """Write ``config.json`` + ``model.safetensors`` (HF names), and ``vocab.txt`` when given."""
+                    safe_serialization: bool = True, tokenizer: WordPieceTokenizer | None = None,
+                    model_max_length: int | None = None) -> None:
+    """Write ``config.json`` + ``model.safetensors`` (HF names); with ``tokenizer``, its files
+    (``save_tokenizer``; ``model_max_length`` defaults to the position table's size); else
+    ``vocab.txt`` when ``vocab_file`` is given."""
     os.makedirs(directory, exist_ok=True)
     config: BertConfig = model.config
     hf_config = config.to_hf_dict()
@@ -213,6 +248,8 @@ def save_pretrained(model: nn.Module, directory: str, vocab_file: str | None = N
         torch.save(state, os.path.join(directory, "pytorch_model.bin"))
     with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
         json.dump(hf_config, f, indent=2, sort_keys=True)
-    if vocab_file is not None:
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, directory, model_max_length or config.max_position_embeddings)
+    elif vocab_file is not None:
         with open(vocab_file, "rb") as src, open(os.path.join(directory, "vocab.txt"), "wb") as dst:
             dst.write(src.read())

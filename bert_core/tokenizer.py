@@ -8,6 +8,7 @@ only (the pipelines fetch remote files first).
 from __future__ import annotations
 
 import collections
+import json
 import os
 import string
 import unicodedata
@@ -121,8 +122,13 @@ class WordPieceTokenizer:
         return cls.from_vocab(vocab, lowercase, strip_accents)
 
     @classmethod
-    def load(cls, path: str, lowercase: bool = True, strip_accents: bool | None = None) -> "WordPieceTokenizer":
-        """A ``vocab.txt``, a ``tokenizer.json``, or a directory holding either."""
+    def load(cls, path: str, lowercase: bool | None = None, strip_accents: bool | None = None) -> "WordPieceTokenizer":
+        """A ``vocab.txt``, a ``tokenizer.json``, or a directory holding either (tokenizer.json first).
+
+        A ``tokenizer.json`` carries its own normaliser: ``lowercase=None`` keeps its casing, and a
+        ``lowercase`` that contradicts it raises rather than being ignored. For a ``vocab.txt``, None
+        means lowercase (BERT's uncased models; also transformers' ``BertTokenizer`` default).
+        """
         if os.path.isdir(path):
             for name in ("tokenizer.json", "vocab.txt"):
                 if os.path.isfile(os.path.join(path, name)):
@@ -131,8 +137,12 @@ class WordPieceTokenizer:
         if path.endswith(".json"):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"tokenizer file {path!r} does not exist")
-            return cls(_add_template(Tokenizer.from_file(path)))
-        return cls.from_vocab_file(path, lowercase, strip_accents)
+            tok = cls(_add_template(Tokenizer.from_file(path)))
+            if lowercase is not None and lowercase != tok.lowercase:
+                raise ValueError(f"{path!r} {'lowercases' if tok.lowercase else 'keeps case'} (its normalizer), "
+                                 f"but lowercase={lowercase} was asked for")
+            return tok
+        return cls.from_vocab_file(path, True if lowercase is None else lowercase, strip_accents)
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 30522, min_frequency: int = 2,
@@ -167,6 +177,22 @@ class WordPieceTokenizer:
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def lowercase(self) -> bool:
+        """Whether the normaliser lowercases (read from the tokenizer's own JSON)."""
+        return any(n.get("lowercase", n.get("type") == "Lowercase") for n in self._normalizers())
+
+    @property
+    def strip_accents(self) -> bool | None:
+        """The BERT normaliser's ``strip_accents`` (None: follows ``lowercase``), as transformers'
+        ``tokenizer_config.json`` records it."""
+        found = [n.get("strip_accents") for n in self._normalizers() if n.get("type") == "BertNormalizer"]
+        return found[0] if found else None
+
+    def _normalizers(self) -> list[dict]:
+        spec = json.loads(self.tokenizer.to_str()).get("normalizer") or {}
+        return spec.get("normalizers", []) if spec.get("type") == "Sequence" else [spec] if spec else []
 
     @property
     def special_ids(self) -> tuple[int, ...]:

@@ -83,6 +83,12 @@ def run_entrypoint(resolved_config: dict[str, Any], from_stage: str | None, unti
     return " ".join(shlex.quote(a) for a in args)
 
 
+def finetune_entrypoint(checkpoint_uri: str, resolved_config: dict[str, Any]) -> str:
+    args = ["python", "-m", "pipelines.cli", "finetune", checkpoint_uri,
+            "--config-json", json.dumps(resolved_config, sort_keys=True, separators=(",", ":"))]
+    return " ".join(shlex.quote(a) for a in args)
+
+
 def submit(address: str | None, entrypoint: str, extra_env: dict[str, str] | None = None,
            submission_id: str | None = None, metadata: dict[str, str] | None = None) -> str:
     client = connect(address)

@@ -3,8 +3,12 @@
     bert-pipeline                                   # the embedded demo (= run demo): local Ray, tiny BERT
     bert-pipeline run CONFIG [--from S] [--until S] [key=value ...]
                                                     # CONFIG: demo | base | large | a YAML file
+    bert-pipeline finetune CHECKPOINT [CONFIG] [key=value ...]
+                                                    # fine-tune + evaluate any HF-layout BERT on CONFIG's tasks
     bert-pipeline status RUN_ROOT                   # what is done, running, failed
-    bert-pipeline submit --address http://HEAD:8265 CONFIG [--from S] [--until S] [key=value ...]
+    bert-pipeline submit [--address http://127.0.0.1:8265] CONFIG [--from S] [--until S] [key=value ...]
+                                                    # with `ray dashboard ray_cluster.yaml` forwarding the port
+    bert-pipeline submit [--address URL] --finetune CHECKPOINT [CONFIG] [key=value ...]
     bert-pipeline logs [--address URL] [--follow] JOB
     bert-pipeline stop [--address URL] JOB
 
@@ -37,8 +41,15 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--from", dest="from_stage", help="re-run from this stage (its upstream must be done)")
         sp.add_argument("--until", help="stop after this stage")
     run.add_argument("--config-json", help=argparse.SUPPRESS)  # the resolved config, as sent by `submit`
-    submit.add_argument("--address", help="Ray dashboard URL, e.g. http://HEAD:8265 (default: $RAY_ADDRESS)")
+    submit.add_argument("--address", help="Ray dashboard URL (default: $RAY_ADDRESS, else http://127.0.0.1:8265, "
+                        "where `ray dashboard ray_cluster.yaml` forwards the head's loopback-only dashboard)")
     submit.add_argument("--no-follow", action="store_true", help="print the job id and return")
+    submit.add_argument("--finetune", metavar="CHECKPOINT", help="submit `finetune CHECKPOINT` instead of the DAG")
+    finetune = sub.add_parser("finetune", help="fine-tune and evaluate a checkpoint on the config's tasks")
+    finetune.add_argument("checkpoint", help="HF-layout BERT folder (local or s3://): config.json, weights, vocab")
+    finetune.add_argument("config", nargs="?", default=None, help="preset (demo, base, large) or YAML file")
+    finetune.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. root=runs/eval")
+    finetune.add_argument("--config-json", help=argparse.SUPPRESS)  # the resolved config, as sent by `submit`
     status = sub.add_parser("status", help="show a run's stages")
     status.add_argument("run", help="run root (local path or s3://), or a config whose root to show")
     logs = sub.add_parser("logs", help="print a job's logs")
@@ -90,14 +101,27 @@ def init_ray(cfg) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines import storage
-    from pipelines.dag import format_status, read_manifest
-    from pipelines.run_config import bert_pipeline, check_inputs
+    from pipelines import run_lock
 
     from cluster.storage import check_run_root
 
     cfg = load_config(args)
     check_run_root(cfg.root)
+    try:  # one driver per run root, taken before planning, starting Ray or writing anything
+        with run_lock.hold(cfg.root, cfg.lock.lease_s):
+            return _run_locked(args, cfg)
+    except run_lock.LockHeld as e:
+        raise UsageError(str(e)) from e
+    except run_lock.LockLost as e:
+        print(f"bert-pipeline run: {e}", file=sys.stderr)
+        return 1
+
+
+def _run_locked(args: argparse.Namespace, cfg) -> int:
+    from pipelines import storage
+    from pipelines.dag import format_status, read_manifest
+    from pipelines.run_config import bert_pipeline, check_inputs
+
     pipeline = bert_pipeline()
     to_run, to_skip, _ = pipeline.plan(cfg, cfg.root, args.from_stage, args.until)  # refusals happen here
     if "read" in to_run:
@@ -119,6 +143,48 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("\n" + storage.read_bytes(report["outputs"]["output"]).decode("utf-8"))
         print(f"loss curves: {report['outputs']['plot']}")
     return 0
+
+
+# --- finetune a checkpoint -------------------------------------------------------------------------
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from pipelines import run_lock
+    from pipelines.finetune import command
+    from pipelines.finetune.glue import BadRowError
+
+    from cluster.storage import check_run_root
+
+    cfg = load_config(args)
+    try:
+        checkpoint, tasks = command.prepare(args.checkpoint, cfg.finetune)  # every input checked, nothing run
+    except (command.BadInputError, BadRowError) as e:
+        raise UsageError(str(e)) from e
+    check_run_root(cfg.root)
+    try:  # the same one-driver-per-root lock as `run`
+        with run_lock.hold(cfg.root, cfg.lock.lease_s):
+            return _finetune_locked(cfg, checkpoint, tasks)
+    except run_lock.LockHeld as e:
+        raise UsageError(str(e)) from e
+    except run_lock.LockLost as e:
+        print(f"bert-pipeline finetune: {e}", file=sys.stderr)
+        return 1
+
+
+def _finetune_locked(cfg, checkpoint: str, tasks) -> int:
+    from pipelines import storage
+    from pipelines.finetune import command
+    from pipelines.finetune.jobs import task_output_uri
+
+    out = command.output_root(cfg.root)
+    print(f"finetune {checkpoint}: {len(tasks.tasks)} task(s) ({', '.join(t.name for t in tasks.tasks)}) "
+          f"-> {out}", flush=True)
+    if any(not storage.exists(storage.join(task_output_uri(out, t, checkpoint), "result.json"))
+           for t in tasks.tasks):
+        init_ray(cfg)
+    t0 = time.time()
+    summary = command.finetune_checkpoint(checkpoint, tasks, cfg.root, log=lambda m: print(m, flush=True))
+    print(f"\nfinished in {time.time() - t0:.0f}s; results in {storage.join(out, 'results.md')}\n")
+    print(storage.read_bytes(storage.join(out, "results.md")).decode("utf-8"))
+    return 1 if summary["num_failed"] else 0
 
 
 # --- status ---------------------------------------------------------------------------------------
@@ -147,6 +213,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pipelines.run_config import bert_pipeline, check_inputs
     from pipelines.typed_config import to_dict
 
+    if args.finetune:
+        return submit_finetune(args)
     cfg = load_config(args)
     names = bert_pipeline().names()
     for flag, stage in (("--from", args.from_stage), ("--until", args.until)):
@@ -160,6 +228,36 @@ def cmd_submit(args: argparse.Namespace) -> int:
     entrypoint = jobs.run_entrypoint(to_dict(cfg), args.from_stage, args.until)
     job = jobs.submit(args.address, entrypoint, metadata={"run_root": cfg.root, "name": cfg.name})
     print(f"submitted job {job} to {address} (run root {cfg.root})", flush=True)
+    if args.no_follow:
+        return 0
+    state = jobs.follow(args.address, job, write=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+    print(f"job {job}: {state}")
+    return 0 if state == "SUCCEEDED" else 1
+
+
+def submit_finetune(args: argparse.Namespace) -> int:
+    """``finetune`` as a Ray job: config, checkpoint and task files are checked here (the job checks them
+    again where it runs), then the resolved config travels as JSON, as for ``run``."""
+    from cluster import jobs
+    from pipelines import storage
+    from pipelines.finetune import command
+    from pipelines.finetune.glue import BadRowError
+    from pipelines.typed_config import to_dict
+
+    if args.from_stage or args.until:
+        raise UsageError("--from/--until are DAG stages; --finetune runs no DAG")
+    cfg = load_config(args)
+    try:  # here, as `run` does for its inputs; local paths must then be the cluster's paths too
+        checkpoint, _ = command.prepare(args.finetune, cfg.finetune)
+    except (command.BadInputError, BadRowError) as e:
+        raise UsageError(str(e)) from e
+    address = jobs.resolve_address(args.address)
+    if storage.is_local(cfg.root) and not any(h in address for h in ("127.0.0.1", "localhost")):
+        print(f"warning: run root {cfg.root!r} is a local path; on a multi-node cluster use s3://", file=sys.stderr)
+    job = jobs.submit(args.address, jobs.finetune_entrypoint(checkpoint, to_dict(cfg)),
+                      metadata={"run_root": cfg.root, "name": cfg.name, "checkpoint": checkpoint})
+    print(f"submitted job {job} to {address}: finetune {checkpoint} (results under "
+          f"{command.output_root(cfg.root)})", flush=True)
     if args.no_follow:
         return 0
     state = jobs.follow(args.address, job, write=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
@@ -185,7 +283,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "status": cmd_status, "submit": cmd_submit, "logs": cmd_logs, "stop": cmd_stop}
+COMMANDS = {"run": cmd_run, "finetune": cmd_finetune, "status": cmd_status, "submit": cmd_submit, "logs": cmd_logs,
+            "stop": cmd_stop}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

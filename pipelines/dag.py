@@ -11,7 +11,9 @@ exactly which stages are finished; the unfinished stage is simply run again, and
 (content-addressed output, checkpoints) decides how much of its work it can reuse.
 
 A run root belongs to one config: running a different config against it is refused before any work
-starts, naming the keys that differ. Nothing finished is ever deleted.
+starts, naming the keys that differ. Nothing finished is ever deleted. A run root has one driver at a
+time: ``run`` holds the root's lease lock (``pipelines.run_lock``) and checks it before every manifest
+write, so a second driver is refused and a driver whose lock was taken over stops.
 
 The BERT pipeline's stages are declared in ``pipelines.run_config.bert_stages``.
 """
@@ -19,13 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import posixpath
 import socket
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from pipelines import storage
+from pipelines import run_lock, storage
 from pipelines.typed_config import config_hash, to_dict
 
 MANIFEST_NAME = "manifest.json"
@@ -166,7 +169,10 @@ class Pipeline:
         run_hash = config_hash(run_identity)
         manifest = read_manifest(root)
         if manifest is None:
-            if storage.is_dir(root) and storage.list_files(root):
+            # the lock file of the driver now planning the run does not count
+            others = [f for f in storage.list_files(root) if not posixpath.basename(f).startswith(run_lock.LOCK_NAME)] \
+                if storage.is_dir(root) else []
+            if others:
                 raise PipelineError(f"run root {root} exists and is not empty but has no {MANIFEST_NAME}; "
                                     "refusing to write into it (choose a new run root)")
             return {"version": MANIFEST_VERSION, "config_hash": run_hash, "config": run_identity,
@@ -182,6 +188,7 @@ class Pipeline:
         return manifest
 
     def _save(self, root: str, manifest: dict[str, Any]) -> None:
+        run_lock.check(root)  # a driver whose lock was taken over must not overwrite the new one's manifest
         manifest["updated"] = time.time()
         storage.write_json_atomic(manifest_uri(root), manifest)
 
@@ -222,7 +229,13 @@ class Pipeline:
         return to_run, to_skip, manifest
 
     def run(self, cfg: Any, root: str, from_stage: str | None = None, until: str | None = None,
-            log: Callable[[str], None] = print) -> RunResult:
+            log: Callable[[str], None] = print, lease_s: float | None = None) -> RunResult:
+        """Run what is not done; holds the run root's lock throughout (LockHeld: another driver has it)."""
+        with run_lock.hold(root, lease_s):
+            return self._run_locked(cfg, root, from_stage, until, log)
+
+    def _run_locked(self, cfg: Any, root: str, from_stage: str | None, until: str | None,
+                    log: Callable[[str], None]) -> RunResult:
         to_run, to_skip, manifest = self.plan(cfg, root, from_stage, until)
         hashes = self.stage_hashes(cfg)
         if to_run:  # a run with nothing to do leaves the manifest untouched

@@ -33,7 +33,7 @@ class PreprocessConfig:
     split: SplitConfig = SplitConfig()
     wordpiece: WordPieceConfig = WordPieceConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
-    nsp: NspConfig = NspConfig()
+    nsp: NspConfig = NspConfig(max_seq_length=128)
 
 
 def run_preprocessing(cfg: PreprocessConfig, root: str, *, concurrency: int | None = None) -> dict[str, str]:

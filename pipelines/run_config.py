@@ -11,6 +11,11 @@ with ``preset: NAME`` and override any key. Paths starting with ``demo:`` name f
 DAG (each stage's output under ``{root}/{stage}/{key}/``, the run manifest at ``{root}/manifest.json``):
 
     read -> clean -> split -> wordpiece -> tokenize -> nsp_pairs -> pretrain -> finetune -> report
+
+``nsp_pairs`` builds one output per distinct ``max_seq_length`` of the pretraining phases, all from
+the same tokenized output (outputs ``seq128``, ``seq512``... in the manifest), and ``pretrain`` hands
+each phase the instances built for its length: a seq-512 phase trains on 512-token instances.
+``data.nsp_pairs.max_seq_length`` is left unset for that reason (set, it must equal every phase's).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from pipelines import storage
 from pipelines.finetune.jobs import FinetuneConfig
 from pipelines.pretrain.config import PretrainConfig
 from pipelines.stages.clean import CleanConfig
+from pipelines.stages.nsp_pairs import NspConfig
 from pipelines.stages.read import ReadConfig
 from pipelines.stages.split import SplitConfig
 from pipelines.stages.tokenize import TokenizeConfig
@@ -32,14 +38,6 @@ from pipelines.typed_config import ConfigError, apply_overrides, from_dict, load
 PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo")
 PRESETS = ("demo", "base", "large")
-
-try:  # the NSP stage lands separately; the DAG grows the stage when it is there
-    from pipelines.stages.nsp_pairs import NspConfig
-except ImportError:  # pragma: no cover - transitional
-    @dataclass(frozen=True)
-    class NspConfig:  # type: ignore[no-redef]
-        """Placeholder until pipelines.stages.nsp_pairs exists."""
-
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -66,6 +64,19 @@ class RayConfig:
 
 
 @dataclass(frozen=True)
+class LockConfig:
+    """The run root's one-driver lock (``pipelines.run_lock``). Not part of the run's identity."""
+
+    lease_s: float = 120.0
+    """Seconds a driver's lock lasts unless renewed (renewed every lease_s / 3 while the run lives). A
+    driver that dies without releasing it is replaced after this long, or at once on its own host."""
+
+    def __post_init__(self) -> None:
+        if not self.lease_s > 0:
+            raise ConfigError(f"lock.lease_s: must be > 0 seconds, got {self.lease_s!r}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = "demo"
     """A label for people; shown in status and reports."""
@@ -75,12 +86,27 @@ class RunConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    lock: LockConfig = field(default_factory=LockConfig)
 
     def __post_init__(self) -> None:
         if not self.root:
             raise ConfigError("root: the run root must be set")
         if not self.data.inputs:
             raise ConfigError("data.inputs: at least one corpus path is needed")
+        fixed = self.data.nsp_pairs.max_seq_length
+        if fixed is not None and nsp_lengths(self) != (fixed,):
+            raise ConfigError(f"data.nsp_pairs.max_seq_length {fixed} differs from the pretraining phases' "
+                              f"max_seq_length {list(nsp_lengths(self))}: instances are built for each phase's length; leave it unset")
+        casing = self.data.tokenize.lowercase
+        if casing is not None and casing != self.data.wordpiece.lowercase:
+            raise ConfigError(f"data.tokenize.lowercase {casing} contradicts data.wordpiece.lowercase "
+                              f"{self.data.wordpiece.lowercase}: tokenizing uses the vocabulary's casing; set "
+                              "data.wordpiece.lowercase (and leave data.tokenize.lowercase unset or equal)")
+
+
+def nsp_lengths(cfg: RunConfig) -> tuple[int, ...]:
+    """The distinct phase lengths, in increasing order: one NSP output is built for each."""
+    return tuple(sorted({phase.max_seq_length for phase in cfg.pretrain.phases}))
 
 
 # Fields that change how a run executes, not what it computes (see pipelines.pretrain.config).
@@ -199,15 +225,20 @@ def _tokenize(ctx) -> dict[str, str]:
 
 
 def _nsp_pairs(ctx) -> dict[str, str]:
+    """One output per phase length, ``seq{L}``; each is its own stage-store output (keyed by its
+    config), so an interrupted stage keeps the lengths already committed."""
     from pipelines.stages.nsp_pairs import run_nsp_pairs
 
-    return {"output": run_nsp_pairs(ctx.cfg.data.nsp_pairs, ctx.input("tokenize"), ctx.root)}
+    return {f"seq{length}": run_nsp_pairs(dataclasses.replace(ctx.cfg.data.nsp_pairs, max_seq_length=length),
+                                          ctx.input("tokenize"), ctx.root)
+            for length in nsp_lengths(ctx.cfg)}
 
 
 def _pretrain(ctx) -> dict[str, str]:
     from pipelines.pretrain.trainer import run_pretraining
 
-    export = run_pretraining(ctx.cfg.pretrain, ctx.input("nsp_pairs"), ctx.input("wordpiece", "vocab"), ctx.root)
+    instances = [ctx.input("nsp_pairs", f"seq{phase.max_seq_length}") for phase in ctx.cfg.pretrain.phases]
+    export = run_pretraining(ctx.cfg.pretrain, instances, ctx.input("wordpiece", "vocab"), ctx.root)
     return {"output": export}
 
 
@@ -236,28 +267,20 @@ def bert_pipeline():
     """The BERT pipeline's stages, in order, each with the config slice its hash covers."""
     from pipelines.dag import Pipeline, Stage
 
-    def nsp_available() -> bool:
-        try:
-            import pipelines.stages.nsp_pairs  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
     stages = [
         Stage("read", _read, config=lambda c: (c.data.inputs, c.data.read), description="raw text -> documents"),
         Stage("clean", _clean, ("read",), lambda c: c.data.clean, "normalise, filter, de-duplicate"),
         Stage("split", _split, ("clean",), lambda c: c.data.split, "documents -> sentences"),
         Stage("wordpiece", _wordpiece, ("split",), lambda c: c.data.wordpiece, "train the vocabulary"),
-        Stage("tokenize", _tokenize, ("split", "wordpiece"), lambda c: c.data.tokenize, "sentences -> ids"),
+        Stage("tokenize", _tokenize, ("split", "wordpiece"),
+              lambda c: dataclasses.replace(c.data.tokenize, lowercase=None), "sentences -> ids"),
+        Stage("nsp_pairs", _nsp_pairs, ("tokenize",),
+              lambda c: (dataclasses.replace(c.data.nsp_pairs, max_seq_length=None), nsp_lengths(c)),
+              "ids -> NSP instances, one output per phase length"),
+        Stage("pretrain", _pretrain, ("nsp_pairs", "wordpiece"), lambda c: run_identity(c)["pretrain"],
+              "DeepSpeed pretraining, all phases, HF export"),
+        Stage("finetune", _finetune, ("pretrain",), lambda c: run_identity(c)["finetune"],
+              "fine-tune every task in parallel"),
+        Stage("report", _report, ("pretrain", "finetune"), description="results table and loss curves"),
     ]
-    if nsp_available():
-        stages += [
-            Stage("nsp_pairs", _nsp_pairs, ("tokenize",), lambda c: c.data.nsp_pairs,
-                  "ids -> NSP instances"),
-            Stage("pretrain", _pretrain, ("nsp_pairs", "wordpiece"), lambda c: run_identity(c)["pretrain"],
-                  "DeepSpeed pretraining, all phases, HF export"),
-            Stage("finetune", _finetune, ("pretrain",), lambda c: run_identity(c)["finetune"],
-                  "fine-tune every task in parallel"),
-            Stage("report", _report, ("pretrain", "finetune"), description="results table and loss curves"),
-        ]
     return Pipeline(stages, identity=run_identity)

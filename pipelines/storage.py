@@ -233,3 +233,19 @@ def iter_lines(uri: str, encoding: str = "utf-8", errors: str = "strict") -> Ite
 
 def open_binary(uri: str) -> BinaryIO:
     return open_uri(uri, "rb")
+
+
+def s3_bucket_key(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ("bucket", "a/b")."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bucket, key
+
+
+def s3_client() -> Any:
+    """A boto3 S3 client for ``AWS_ENDPOINT_URL`` (or AWS); credentials from boto3's default chain
+    (environment, shared config, instance role), never passed or stored here."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=s3_endpoint(), region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))

@@ -131,22 +131,39 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key.path=value")
     key, raw = text.split("=", 1)
-    if not key:
-        raise ConfigError(f"override {text!r} has an empty key")
-    return key.split("."), yaml.safe_load(raw) if raw != "" else ""
+    keys = key.split(".")
+    if not all(keys):
+        raise ConfigError(f"override {text!r}: key {key!r} has an empty part")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: the value of {key} is not valid YAML: {str(e).splitlines()[0]}") from e
+    return keys, value
+
+
+def _child(node: Any, k: str, text: str, create: bool) -> Any:
+    """``node[k]`` for a mapping (created when missing) or a list (``k`` an index)."""
+    if isinstance(node, dict):
+        return node.setdefault(k, {}) if create else node
+    if isinstance(node, list) and k.isdigit() and int(k) < len(node):
+        return node[int(k)] if create else node
+    what = f"has {len(node)} items" if isinstance(node, list) else "is not a mapping"
+    raise ConfigError(f"override {text!r}: {k!r} does not fit here, its parent {what}")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Return a copy of ``data`` with dotted ``key=value`` overrides applied."""
+    """Return a copy of ``data`` with dotted ``key=value`` overrides applied (``a.0.b``: list item 0)."""
     out = json.loads(json.dumps(data))
     for text in overrides:
         keys, value = parse_override(text)
         node = out
         for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {k} is not a mapping")
-        node[keys[-1]] = value
+            node = _child(node, k, text, create=True)
+        _child(node, keys[-1], text, create=False)  # the last part must fit its parent too
+        if isinstance(node, list):
+            node[int(keys[-1])] = value
+        else:
+            node[keys[-1]] = value
     return out
 
 

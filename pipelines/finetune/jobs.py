@@ -21,7 +21,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 from pipelines import storage
 from pipelines.finetune import glue, metrics
@@ -90,6 +90,9 @@ class FinetuneConfig:
     """Folder holding the CoNLL files of the NER tasks (e.g. ``conll2003/iob2`` with train.txt, valid.txt)."""
     on_bad_row: Literal["count", "raise"] = "count"
     """Malformed input rows: skip and count them in the results, or fail the task naming file and line."""
+    parallel_trials: bool = False
+    """Run the learning rates of every task's sweep as parallel Ray Tune trials (``pipelines.finetune.trials``),
+    each with its task's resources, instead of one after another inside the task."""
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tasks]
@@ -161,31 +164,33 @@ def _remote_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri
     return result
 
 
-def run_finetune_jobs(cfg: FinetuneConfig, checkpoint_uri: str, output_root: str) -> dict:
+def run_finetune_jobs(cfg: FinetuneConfig, checkpoint_uri: str, output_root: str,
+                      log: Callable[[str], None] | None = None) -> dict:
     """Fine-tune every task of ``cfg`` from the HF-layout checkpoint at ``checkpoint_uri``, in parallel.
 
     Returns ``{"tasks": {name: result}, "glue_score": float | None, "glue_tasks": [...]}``, also
     written to ``{output_root}/results.json`` and ``results.md``. A result's ``status`` is ``done``,
     ``skipped`` (finished by an earlier run) or ``failed`` (with ``error``). Uses the current Ray
-    cluster (``ray.init()`` is called if none is connected).
+    cluster (``ray.init()`` is called if none is connected and some task is left to run). ``log``
+    gets one line per task as it is skipped, started and finished.
     """
-    import ray
-
-    if not ray.is_initialized():
-        ray.init()
-    remote = ray.remote(max_retries=0)(_remote_task)
+    log = log or (lambda message: None)
     results: dict[str, dict] = {}
-    pending = {}
+    to_run = []
     for job in cfg.tasks:
         out_uri = task_output_uri(output_root, job, checkpoint_uri)
         marker = storage.join(out_uri, "result.json")
         if storage.exists(marker):
             results[job.name] = {**storage.read_json(marker), "status": "skipped"}
-            continue
-        ref = remote.options(num_cpus=job.num_cpus, num_gpus=job.num_gpus, name=f"finetune:{job.name}").remote(
-            cfg, job, checkpoint_uri, out_uri)
-        pending[ref] = (job, out_uri, time.time())
+            log(f"{job.name}: done already, skipped (score {_score_text(results[job.name])}, {out_uri})")
+        else:
+            to_run.append((job, out_uri))
+    if cfg.parallel_trials and any(len(job.learning_rates) > 1 for job, _ in to_run):
+        to_run = _run_trials_first(cfg, to_run, checkpoint_uri, results, log)
+    pending = _launch(cfg, to_run, checkpoint_uri, log) if to_run else {}
     while pending:
+        import ray  # only once something runs: an all-skipped re-run needs no cluster
+
         done, _ = ray.wait(list(pending), num_returns=1)
         job, out_uri, started = pending.pop(done[0])
         try:
@@ -196,10 +201,53 @@ def run_finetune_jobs(cfg: FinetuneConfig, checkpoint_uri: str, output_root: str
                                        "".join(traceback.format_exception(e)).encode("utf-8"))
             results[job.name] = {"task": job.name, "status": "failed", "error": error[-2000:], "output_uri": out_uri}
         results[job.name]["wall_seconds"] = round(time.time() - started, 1)
+        r = results[job.name]
+        log(f"{job.name}: failed: {r['error'].strip().splitlines()[-1][:300]} (see {out_uri}/error.txt)"
+            if r["status"] == "failed" else f"{job.name}: done, score {_score_text(r)} in {r['wall_seconds']:.0f} s")
     summary = summarize({job.name: results[job.name] for job in cfg.tasks}, cfg)
     storage.write_json_atomic(storage.join(output_root, "results.json"), summary)
     storage.write_bytes_atomic(storage.join(output_root, "results.md"), results_markdown(summary).encode("utf-8"))
     return summary
+
+
+def _run_trials_first(cfg: FinetuneConfig, to_run: list[tuple[TaskJob, str]], checkpoint_uri: str,
+                      results: dict[str, dict], log: Callable[[str], None]) -> list[tuple[TaskJob, str]]:
+    """Every sweep's learning rates as parallel Tune trials; a task with a failed trial is reported
+    failed (its finished trials kept), the others go on to pick their best in their own task."""
+    import ray
+
+    from pipelines.finetune.trials import run_lr_trials
+
+    if not ray.is_initialized():
+        ray.init()
+    errors = run_lr_trials(cfg, [(j, o) for j, o in to_run if len(j.learning_rates) > 1], checkpoint_uri, log)
+    for job, out_uri in to_run:
+        if job.name in errors:
+            storage.write_bytes_atomic(storage.join(out_uri, "error.txt"), errors[job.name].encode("utf-8"))
+            results[job.name] = {"task": job.name, "status": "failed", "error": errors[job.name][-2000:],
+                                 "output_uri": out_uri, "wall_seconds": None}
+    return [(j, o) for j, o in to_run if j.name not in errors]
+
+
+def _launch(cfg: FinetuneConfig, to_run: list[tuple[TaskJob, str]], checkpoint_uri: str,
+            log: Callable[[str], None]) -> dict:
+    """One Ray task per job, all at once; returns ref -> (job, output URI, start time)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    remote = ray.remote(max_retries=0)(_remote_task)
+    pending = {}
+    for job, out_uri in to_run:
+        ref = remote.options(num_cpus=job.num_cpus, num_gpus=job.num_gpus, name=f"finetune:{job.name}").remote(
+            cfg, job, checkpoint_uri, out_uri)
+        pending[ref] = (job, out_uri, time.time())
+        log(f"{job.name}: started ({job.num_cpus:g} CPU, {job.num_gpus:g} GPU) -> {out_uri}")
+    return pending
+
+
+def _score_text(result: dict) -> str:
+    return "n/a" if result.get("score") is None else f"{result['score']:.4f}"
 
 
 def summarize(results: dict[str, dict], cfg: FinetuneConfig) -> dict:

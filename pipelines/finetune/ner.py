@@ -144,7 +144,7 @@ def finetune_ner(name: str, params: conll.ConllParams, data_uri: str, checkpoint
                         "epoch_cpu_seconds": cpu_seconds, "dev": {name: final["dev"]}})
 
     train.train_epochs(model, len(train_s), lambda rows: token_batch(train_enc, rows, tok.pad_id), hp, device,
-                       evaluate)
+                       evaluate, label=name)
     result = {
         "task": name, "kind": "token_classification", "hyper_params": asdict(hp), "conll": asdict(params),
         "labels": list(label_names), "num_train_examples": len(train_s), "dev": {name: final["dev"]},

@@ -316,9 +316,9 @@ def finetune_squad(params: SquadParams, data_uri: str, checkpoint_dir: str, hp, 
         final["metrics"], final["texts"], final["odds"] = evaluate_squad(dev_ex, dev_feats, s, e, params)
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "epoch_seconds": seconds, "dev": final["metrics"]})
 
-    train_epochs(model, len(train_enc.input_ids), lambda rows: _qa_batch(train_enc, rows, tok.pad_id), hp, device,
-                 evaluate)
     name = f"squad_{params.version}"
+    train_epochs(model, len(train_enc.input_ids), lambda rows: _qa_batch(train_enc, rows, tok.pad_id), hp, device,
+                 evaluate, label=name)
     result = {"task": name, "hyper_params": asdict(hp), "squad_params": asdict(params),
               "num_train_features": len(train_enc.input_ids), "dev": {name: final["metrics"]},
               "score": final["metrics"]["f1"], "epochs": history,

@@ -83,19 +83,31 @@ def local_checkpoint(checkpoint_uri: str, cache_dir: str) -> str:
 
 
 def load_tokenizer(checkpoint_dir: str) -> WordPieceTokenizer:
-    """The checkpoint's WordPiece vocabulary, with padding and truncation left to us.
+    """The checkpoint's WordPiece tokenizer with the casing it was trained with; padding and
+    truncation left to us.
 
-    ``vocab.txt`` is preferred: a ``tokenizer.json`` may carry fixed padding/truncation (the minilm
-    one pads every row to 128), which would defeat per-batch padding.
+    Casing, as transformers reads it: ``tokenizer_config.json``'s ``do_lower_case`` (and
+    ``strip_accents``), else the ``tokenizer.json`` normaliser's, else lowercase (a bare vocab.txt,
+    transformers' ``BertTokenizer`` default). ``vocab.txt`` is preferred for the pieces: a
+    ``tokenizer.json`` may carry fixed padding/truncation (the minilm one pads every row to 128),
+    which would defeat per-batch padding. A checkpoint with neither file is refused.
     """
-    lowercase = True
+    vocab, tokenizer_json = os.path.join(checkpoint_dir, "vocab.txt"), os.path.join(checkpoint_dir, "tokenizer.json")
+    if not (os.path.isfile(vocab) or os.path.isfile(tokenizer_json)):
+        raise FileNotFoundError(f"checkpoint {checkpoint_dir!r} has no tokenizer (neither vocab.txt nor "
+                                "tokenizer.json): its vocabulary and casing are unknown, so it cannot be fine-tuned")
+    settings: dict = {}
     cfg_path = os.path.join(checkpoint_dir, "tokenizer_config.json")
     if os.path.isfile(cfg_path):
         with open(cfg_path, encoding="utf-8") as f:
-            lowercase = bool(json.load(f).get("do_lower_case", True))
-    vocab = os.path.join(checkpoint_dir, "vocab.txt")
-    tok = WordPieceTokenizer.from_vocab_file(vocab, lowercase) if os.path.isfile(vocab) else \
-        WordPieceTokenizer.load(checkpoint_dir, lowercase)
+            settings = json.load(f)
+    lowercase, strip_accents = settings.get("do_lower_case"), settings.get("strip_accents")
+    if lowercase is None and os.path.isfile(tokenizer_json):
+        from_json = WordPieceTokenizer.load(tokenizer_json)
+        lowercase, strip_accents = from_json.lowercase, from_json.strip_accents
+    lowercase = True if lowercase is None else bool(lowercase)
+    tok = WordPieceTokenizer.from_vocab_file(vocab, lowercase, strip_accents) if os.path.isfile(vocab) else \
+        WordPieceTokenizer.load(tokenizer_json, lowercase)
     tok.tokenizer.no_padding()
     tok.tokenizer.no_truncation()
     return tok
@@ -181,10 +193,18 @@ def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+PROGRESS_EVERY_S = 30.0
+"""Seconds between live progress lines inside an epoch (each costs one wait for the device)."""
+
+
 def train_epochs(model: nn.Module, num_rows: int, make_batch: Callable[[list[int]], dict], hp: HyperParams,
-                 device: torch.device, on_epoch_end: Callable[[int, float, float, float], None]) -> None:
+                 device: torch.device, on_epoch_end: Callable[[int, float, float, float], None],
+                 label: str = "") -> None:
     """The shared loop: shuffled batches, forward -> loss -> clip -> step; calls back after every epoch
-    with (epoch, mean train loss, wall seconds and process CPU seconds spent training in it)."""
+    with (epoch, mean train loss, wall seconds and process CPU seconds spent training in it).
+
+    With a ``label`` (the task name) it prints progress: one line per epoch (task, epoch, step, mean
+    loss), and a line every ``PROGRESS_EVERY_S`` inside a long epoch; in a Ray task these reach the driver."""
     steps_per_epoch = math.ceil(num_rows / hp.batch_size)
     optimizer, scheduler = build_optimizer(model, hp, steps_per_epoch * hp.num_epochs)
     generator = torch.Generator().manual_seed(hp.seed)
@@ -193,6 +213,7 @@ def train_epochs(model: nn.Module, num_rows: int, make_batch: Callable[[list[int
         model.train()
         start, cpu_start = time.perf_counter(), time.process_time()
         loss_sum, steps = torch.zeros((), dtype=torch.float64, device=device), 0
+        last_line = start
         for rows in shuffled_batches(num_rows, hp.batch_size, generator):
             batch = {k: to_device(v, device) for k, v in make_batch(rows).items()}
             with autocast:
@@ -204,7 +225,14 @@ def train_epochs(model: nn.Module, num_rows: int, make_batch: Callable[[list[int
             optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach().double()  # summed on the device: loss.item() would wait for the GPU each step
             steps += 1
+            if label and time.perf_counter() - last_line > PROGRESS_EVERY_S and steps < steps_per_epoch:
+                last_line = time.perf_counter()
+                print(f"{label}: epoch {epoch + 1}/{hp.num_epochs} step {steps}/{steps_per_epoch} "
+                      f"loss {loss_sum.item() / steps:.4f}", flush=True)
         mean_loss = loss_sum.item() / max(steps, 1)  # waits for the epoch's last step
+        if label:
+            print(f"{label}: epoch {epoch + 1}/{hp.num_epochs} step {steps}/{steps_per_epoch} loss {mean_loss:.4f} "
+                  f"({time.perf_counter() - start:.1f} s)", flush=True)
         on_epoch_end(epoch, mean_loss, time.perf_counter() - start, time.process_time() - cpu_start)
 
 
@@ -284,7 +312,7 @@ def finetune_glue_task(spec: glue.TaskSpec, data: TaskData | str, checkpoint_dir
                         "epoch_cpu_seconds": cpu_seconds, "dev": evals})
 
     train_epochs(model, len(train_enc.input_ids), lambda rows: pad_batch(train_enc, rows, tok.pad_id), hp, device,
-                 evaluate)
+                 evaluate, label=spec.name)
     final = history[-1]["dev"]
     result = {
         "task": spec.name, "hyper_params": asdict(hp), "num_train_examples": len(train_enc.input_ids),

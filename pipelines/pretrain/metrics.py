@@ -12,25 +12,49 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from bert_core import BertConfig
 
-H100_BF16_PEAK = 800e12
-"""Measured dense bf16 matmul peak of an H100, FLOP/s: the denominator of MFU on GPU."""
+DATASHEET_BF16_PEAKS = {"H100": 989e12, "H200": 989e12, "H100 PCIE": 756e12, "H100 NVL": 835e12,
+                        "H200 NVL": 835e12, "A100": 312e12, "L40S": 362e12, "L40": 181e12, "L4": 121e12,
+                        "A10": 125e12}
+"""Datasheet dense (no 2:4 sparsity) bf16 tensor-core peak by GPU model, FLOP/s: the denominator of
+the headline MFU, as PaLM (appendix B) and MosaicML report it. H100/H200 are the SXM parts; the PCIe
+and NVL boards have fewer SMs or lower clocks, so they get their own, lower, figures."""
 
-BF16_PEAKS = {"H100": H100_BF16_PEAK, "H200": H100_BF16_PEAK, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
-"""Dense bf16 matmul peak by GPU model, FLOP/s. H100 and H200 as measured on lent machines (an
-8192^3 bf16 product on random data ran at 769-798 TFLOP/s); the others are datasheet figures."""
+MEASURED_MATMUL_PEAKS = {"H100": 800e12, "H200": 800e12}
+"""The dense bf16 matmul rate actually reached on lent H100/H200 SXM machines (an 8192^3 product on
+random data ran at 769-798 TFLOP/s, under the datasheet's boost clock): the MFU against it is shown
+beside the headline, as the share of what a GPU can really do."""
+
+
+@dataclass(frozen=True)
+class GpuPeak:
+    """What one GPU model can do, FLOP/s."""
+
+    datasheet: float
+    measured_matmul: float | None = None
+
+
+def gpu_peak(device_name: str, datasheet: float | None = None) -> GpuPeak | None:
+    """The peaks of a ``torch.cuda.get_device_name()`` such as 'NVIDIA H100 80GB HBM3'; None for a GPU
+    not in ``DATASHEET_BF16_PEAKS`` (then no MFU is logged rather than a wrong one). ``datasheet``
+    (FLOP/s) replaces the table's figure, e.g. for a GPU it lacks."""
+    words = [w for w in re.split(r"[\s\-_]+", device_name.upper()) if w]
+    for model in words:
+        if model in DATASHEET_BF16_PEAKS:
+            board = next((f"{model} {w}" for w in words if f"{model} {w}" in DATASHEET_BF16_PEAKS), model)
+            measured = MEASURED_MATMUL_PEAKS.get(model) if board == model else None
+            return GpuPeak(datasheet or DATASHEET_BF16_PEAKS[board], measured)
+    return GpuPeak(datasheet) if datasheet else None
 
 
 def peak_flops(device_name: str) -> float | None:
-    """The bf16 peak for a ``torch.cuda.get_device_name()`` such as 'NVIDIA A100-SXM4-80GB'; None for
-    a GPU not in ``BF16_PEAKS`` (then no MFU is logged rather than a wrong one)."""
-    for word in re.split(r"[\s\-_]+", device_name.upper()):
-        if word in BF16_PEAKS:
-            return BF16_PEAKS[word]
-    return None
+    """The datasheet dense bf16 peak of a GPU (see ``gpu_peak``); None when unknown."""
+    peak = gpu_peak(device_name)
+    return peak.datasheet if peak else None
 
 
 def encoder_matmul_params(config: BertConfig) -> int:
@@ -55,6 +79,17 @@ def mfu(flops: float, seconds: float, peak_flops_per_s: float | None) -> float |
     if not peak_flops_per_s or seconds <= 0:
         return None
     return flops / seconds / peak_flops_per_s
+
+
+def mfu_metrics(flops: float, seconds: float, peak: GpuPeak | None) -> dict[str, float]:
+    """``mfu`` against the datasheet peak (the headline) and ``mfu_measured_matmul`` against the
+    measured matmul rate where there is one; empty where no peak is known (CPU)."""
+    if peak is None or seconds <= 0:
+        return {}
+    out = {"mfu": flops / seconds / peak.datasheet}
+    if peak.measured_matmul:
+        out["mfu_measured_matmul"] = flops / seconds / peak.measured_matmul
+    return out
 
 
 class MetricsWriter:

@@ -26,7 +26,7 @@ from pipelines.devices import to_device
 from pipelines.pretrain import checkpointing as ckpt
 from pipelines.pretrain.config import PhaseConfig, PretrainConfig
 from pipelines.pretrain.deepspeed_config import build_deepspeed_config, uses_client_optimizer, weight_decay_groups
-from pipelines.pretrain.metrics import MetricsWriter, flops_per_step, mfu, peak_flops
+from pipelines.pretrain.metrics import GpuPeak, MetricsWriter, flops_per_step, gpu_peak, mfu_metrics
 from pipelines.stages.dynamic_masking import VocabInfo, mask_batch
 from pipelines.typed_config import from_dict, to_dict
 
@@ -294,7 +294,7 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
     step, epoch, samples = state.step, state.epoch, state.samples_in_epoch
     latest: dict[str, Any] = {"step": step}
     num_predictions = static_predictions(cfg, phase)
-    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    peak = gpu_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     engine.train()
     while step < phase.num_steps:
         _maybe_inject_fault(job.fault, step, rank)
@@ -319,7 +319,7 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
             _save_and_report(engine, state, latest, writer)
 
 
-def summarise(window: Window, engine, step: int, epoch: int, world: int, peak: float | None) -> dict[str, Any]:
+def summarise(window: Window, engine, step: int, epoch: int, world: int, peak: GpuPeak | None) -> dict[str, Any]:
     """All-reduce the window's sums so the line describes every rank's batches."""
     import torch.distributed as dist
 
@@ -336,9 +336,7 @@ def summarise(window: Window, engine, step: int, epoch: int, world: int, peak: f
     out["input_wait_fraction"] = window.input_seconds / seconds  # rank 0's share of time spent waiting for data
     # Tokens per CPU-second of rank 0's process: comparable across runs on a machine shared with other load.
     out["tokens_per_cpu_s"] = positions / world / max(time.process_time() - window.cpu_start, 1e-9)
-    utilisation = mfu(flops / world, seconds, peak)  # per GPU, against its model's bf16 peak
-    if utilisation is not None:
-        out["mfu"] = utilisation
+    out.update(mfu_metrics(flops / world, seconds, peak))  # per GPU: datasheet peak, measured matmul beside
     return out
 
 

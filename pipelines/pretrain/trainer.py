@@ -7,7 +7,8 @@ Layout under ``{output_root}/pretrain/{run_identity}/``::
 
     runs/pretrain-{id}-phase{k}/...   Ray Train storage: checkpoints (last K kept), run snapshot
     phase{k}/metrics.jsonl            the phase's metric log (also TensorBoard events when local)
-    phase{k}/export/                  HF layout: config.json, model.safetensors, vocab.txt, manifest.json
+    phase{k}/export/                  HF layout: config.json, model.safetensors, the tokenizer (vocab.txt,
+                                      tokenizer.json, tokenizer_config.json, special_tokens_map.json), manifest.json
 
 ``run_identity`` hashes the config (minus execution fields such as num_workers) and the inputs, so a
 driver restarted with the same config gets the same Ray run name and Ray Train hands the workers the
@@ -45,8 +46,10 @@ def run_pretraining(cfg: PretrainConfig, instances_uri: str | Sequence[str], voc
     """Pretrain BERT on INSTANCES shards and return the URI of the final HF-layout export.
 
     ``instances_uri``: one INSTANCES directory (stage output or any parquet directory/glob) for every
-    phase, or one per phase (e.g. instances built for seq 128 and for seq 512). ``vocab_uri``: the
-    ``vocab.txt`` the instances were tokenised with; it sets the model's vocabulary size.
+    phase, or one per phase (e.g. instances built for seq 128 and for seq 512); a phase whose instances
+    were built for another length, or whose longest instance is at most half its max_seq_length, is
+    refused. ``vocab_uri``: the ``vocab.txt`` or ``tokenizer.json`` (or a wordpiece output directory)
+    the instances were tokenised with; it sets the model's vocabulary size and the export's casing.
     ``output_root``: local path or ``s3://``. ``fault_injection`` is a test hook (one worker exits
     hard once). Re-running with the same arguments resumes where the last run stopped.
     """
@@ -66,7 +69,7 @@ def run_pretraining(cfg: PretrainConfig, instances_uri: str | Sequence[str], voc
                 job = WorkerJob(cfg, index, vocab, identity, _metrics_dir(run_root, index, identity),
                                 {"uri": init} if init else None, fault_injection)
                 checkpoint = _fit_phase(job, inputs[index], run_root)
-                _export(checkpoint, job, vocab_file, export_uri, storage.join(run_root, f"phase{index}"))
+                _export(checkpoint, job, tokenizer, export_uri, storage.join(run_root, f"phase{index}"))
             init = _export_weights_uri(export_uri)
     return export_uri
 
@@ -81,11 +84,30 @@ def _inputs_per_phase(cfg: PretrainConfig, instances_uri: str | Sequence[str]) -
 
 
 def _fetch_vocab(vocab_uri: str, local_path: str) -> WordPieceTokenizer:
-    if not storage.exists(vocab_uri):
+    """The vocabulary with its casing, its ``vocab.txt`` written to ``local_path``. ``vocab_uri``: a
+    ``tokenizer.json``, a ``vocab.txt`` (casing from the ``tokenizer.json`` beside it, as the wordpiece
+    stage writes them, else lowercase: a bare vocab.txt says nothing), or a directory holding them."""
+    folder = vocab_uri if storage.is_dir(vocab_uri) else vocab_uri.rstrip("/").rsplit("/", 1)[0]
+    json_uri = vocab_uri if vocab_uri.endswith(".json") else storage.join(folder, "tokenizer.json")
+    txt_uri = storage.join(folder, "vocab.txt") if storage.is_dir(vocab_uri) else vocab_uri
+    if not (storage.exists(json_uri) or storage.exists(txt_uri)) or not (storage.is_dir(vocab_uri)
+                                                                         or storage.exists(vocab_uri)):
         raise PretrainInputError(f"vocabulary {vocab_uri!r} does not exist")
+    tokenizer = None
+    if storage.exists(json_uri):
+        with open(local_path + ".json", "wb") as f:
+            f.write(storage.read_bytes(json_uri))
+        tokenizer = WordPieceTokenizer.load(local_path + ".json")
+    if txt_uri.endswith(".json") or not storage.exists(txt_uri):
+        with open(local_path, "w", encoding="utf-8") as f:
+            f.write("\n".join(tokenizer.vocab()) + "\n")
+        return tokenizer
     with open(local_path, "wb") as f:
-        f.write(storage.read_bytes(vocab_uri))
-    return WordPieceTokenizer.from_vocab_file(local_path)
+        f.write(storage.read_bytes(txt_uri))
+    pieces = WordPieceTokenizer.from_vocab_file(local_path, tokenizer.lowercase if tokenizer else True)
+    if tokenizer is not None and tokenizer.vocab() != pieces.vocab():
+        raise PretrainInputError(f"vocabulary {txt_uri!r} and {json_uri!r} beside it hold different pieces")
+    return tokenizer or pieces
 
 
 def _export_weights_uri(directory: str) -> str:
@@ -142,7 +164,9 @@ def instance_files(uri: str) -> list[str]:
 
 
 def _check_instances(uri: str, phase: int, seq_len: int, global_batch: int, tokenizer: WordPieceTokenizer) -> None:
-    """Schema, vocabulary and length on the first shard; total rows from the parquet footers."""
+    """What the instances were built for (a stage output's manifest), then schema, vocabulary and
+    length on the first shard; total rows from the parquet footers."""
+    _check_built_for(uri, phase, seq_len, tokenizer)
     files = instance_files(uri)
     fs, _ = storage.filesystem(files[0])
     first = pq.read_table(storage.filesystem(files[0])[1], filesystem=fs)
@@ -161,9 +185,35 @@ def _check_instances(uri: str, phase: int, seq_len: int, global_batch: int, toke
         longest = pc.max(first.column("num_tokens")).as_py()
         if longest > seq_len:
             raise PretrainInputError(f"phase {phase} instances hold {longest} tokens, more than max_seq_length {seq_len}")
+        # NSP instances fill up to their length (all but short_seq_prob of them), so a first shard
+        # whose longest is at most half the phase's length was built for a shorter one: the
+        # positions past it would never train (BERT's seq-512 phase exists to train them).
+        if 2 * longest <= seq_len:
+            raise PretrainInputError(
+                f"phase {phase} instances {uri!r} are at most {longest} tokens long (first shard), no more than half "
+                f"the phase's max_seq_length {seq_len}: positions past {longest} would never train; build instances "
+                f"for {seq_len}")
     rows = sum(pq.ParquetFile(storage.filesystem(f)[1], filesystem=fs).metadata.num_rows for f in files)
     if rows < global_batch:
         raise PretrainInputError(f"phase {phase} instances {uri!r} hold {rows} rows, fewer than one global batch ({global_batch})")
+
+
+def _check_built_for(uri: str, phase: int, seq_len: int, tokenizer: WordPieceTokenizer) -> None:
+    """An ``nsp_pairs`` output records the length (its config) and casing (its stats) it was built with."""
+    from pipelines import stage_store
+
+    if not stage_store.is_complete(uri):
+        return  # a plain parquet directory: only its rows can be checked
+    built_for = stage_store.read_manifest(uri).get("config", {}).get("max_seq_length")
+    if built_for is not None and built_for != seq_len:
+        raise PretrainInputError(f"phase {phase} has max_seq_length {seq_len} but its instances {uri!r} were built for "
+                                 f"max_seq_length {built_for}")
+    lowercase = stage_store.read_stats(uri).get("lowercase")
+    if lowercase is not None and lowercase != tokenizer.lowercase:
+        def casing(lower: bool) -> str:
+            return "lowercased" if lower else "cased"
+        raise PretrainInputError(f"phase {phase} instances {uri!r} were tokenised {casing(lowercase)}, but the "
+                                 f"vocabulary given is {casing(tokenizer.lowercase)} (its tokenizer.json normalizer)")
 
 
 def _check_init_from(cfg: PretrainConfig, vocab_size: int) -> None:
@@ -265,17 +315,23 @@ def _ordered():
     return options
 
 
-def _export(checkpoint, job: WorkerJob, vocab_file: str, export_uri: str, phase_uri: str) -> None:
-    """Consolidated fp32 weights of the last checkpoint -> config.json + model.safetensors + vocab.txt."""
+def _export(checkpoint, job: WorkerJob, tokenizer: WordPieceTokenizer, export_uri: str, phase_uri: str) -> None:
+    """Consolidated fp32 weights of the last checkpoint -> HF layout: config.json, model.safetensors and
+    the tokenizer (``bert_core.checkpoint.TOKENIZER_FILES``: vocab.txt, tokenizer.json with its casing,
+    tokenizer_config.json, special_tokens_map.json), so fine-tuning and transformers read its casing."""
     from bert_core import BertForPreTraining, save_pretrained
+    from bert_core.checkpoint import TOKENIZER_FILES
 
+    files = ("config.json", "model.safetensors") + TOKENIZER_FILES
+    # The longest length trained so far: positions past it hold their initial values.
+    trained_length = max(p.max_seq_length for p in job.cfg.phases[:job.phase_index + 1])
     with tempfile.TemporaryDirectory(prefix="pretrain-export-") as tmp:
         ckpt_dir, out_dir = os.path.join(tmp, "checkpoint"), os.path.join(tmp, "export")
         checkpoint.to_directory(ckpt_dir)
         model = BertForPreTraining(job.bert_config())
         load_consolidated(model, ckpt_dir)
-        save_pretrained(model, out_dir, vocab_file=vocab_file)
-        for name in ("config.json", "model.safetensors", "vocab.txt"):
+        save_pretrained(model, out_dir, tokenizer=tokenizer, model_max_length=trained_length)
+        for name in files:
             with open(os.path.join(out_dir, name), "rb") as f:
                 storage.write_bytes_atomic(storage.join(export_uri, name), f.read())
         metrics = os.path.join(ckpt_dir, METRICS_FILE)
@@ -283,8 +339,8 @@ def _export(checkpoint, job: WorkerJob, vocab_file: str, export_uri: str, phase_
             with open(metrics, "rb") as f:
                 storage.write_bytes_atomic(storage.join(phase_uri, METRICS_FILE), f.read())
     storage.write_json_atomic(storage.join(export_uri, EXPORT_MANIFEST),
-                              {"files": ["config.json", "model.safetensors", "vocab.txt"],
-                               "phase": job.phase_index, "steps": job.phase.num_steps, "run_identity": job.run_identity})
+                              {"files": list(files), "phase": job.phase_index, "steps": job.phase.num_steps,
+                               "run_identity": job.run_identity})
 
 
 class _Progress(UserCallback):

@@ -40,8 +40,9 @@ OUTPUT = pa.schema(list(schemas.INSTANCES) + [
 
 @dataclasses.dataclass(frozen=True)
 class NspConfig:
-    max_seq_length: int = 128
-    """Longest instance, [CLS] A [SEP] B [SEP] included."""
+    max_seq_length: int | None = None
+    """Longest instance, [CLS] A [SEP] B [SEP] included; must be set to build instances. In a run config
+    it is left unset: the DAG builds one output per distinct pretraining phase ``max_seq_length``."""
     short_seq_prob: float = 0.1
     """Probability that a document's target length is drawn at random (shorter sequences)."""
     dupe_factor: int = 1
@@ -55,7 +56,7 @@ class NspConfig:
     """Id of [SEP]; None: likewise."""
 
     def __post_init__(self) -> None:
-        if self.max_seq_length < 8:
+        if self.max_seq_length is not None and self.max_seq_length < 8:
             raise ValueError(f"nsp_pairs: max_seq_length must be at least 8, got {self.max_seq_length}")
         if not 0.0 <= self.short_seq_prob <= 1.0:
             raise ValueError(f"nsp_pairs: short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
@@ -151,6 +152,7 @@ def core(table: pa.Table, cfg: NspConfig, partition: int = 0) -> pa.Table:
 
 def partition_instances(table: pa.Table, cfg: NspConfig, partition: int) -> tuple[pa.Table, dict[str, int]]:
     """``core`` plus document-level counts (documents used, short-target document passes)."""
+    _check_length(cfg)
     schemas.check_schema(table, schemas.TOKENIZED, "nsp_pairs")
     table = table.take(pc.sort_indices(table, sort_keys=[("doc_id", "ascending")]))
     col = table.column("sentence_ids").combine_chunks()
@@ -174,6 +176,11 @@ def partition_instances(table: pa.Table, cfg: NspConfig, partition: int) -> tupl
     doc_stats = {"document_passes": len(docs_index) * cfg.dupe_factor, "short_target_document_passes": num_short,
                  "documents_without_tokens": len(docs) - len(docs_index)}
     return assemble(plans, flat, sent_off, doc_off, cfg, partition), doc_stats
+
+
+def _check_length(cfg: NspConfig) -> None:
+    if cfg.max_seq_length is None:
+        raise ValueError("nsp_pairs: max_seq_length is not set (the run's DAG sets it to each pretraining phase's)")
 
 
 def assemble(plans: list[tuple], flat: np.ndarray, sent_off: np.ndarray, doc_off: np.ndarray,
@@ -237,27 +244,27 @@ def write_partition(cfg: NspConfig, tmp_uri: str, env: dict[str, str], partition
     return {"name": name, "bytes": len(data), **doc_stats, **_stats(out)}
 
 
-def special_ids_of(tokenized_uri: str) -> tuple[int, int]:
-    """[CLS] and [SEP] ids of the vocabulary a tokenize output was made with (its manifest names the
-    wordpiece output, a sibling under the same root)."""
+def vocabulary_of(tokenized_uri: str):
+    """The ``WordPieceTokenizer`` a tokenize output was made with (its manifest names the wordpiece
+    output, a sibling under the same root); None when it names none."""
     from pipelines.stages.wordpiece import load_tokenizer
 
     manifest = stage_store.read_manifest(tokenized_uri)
     stage_root = tokenized_uri.rstrip("/").rsplit("/", 2)[0]
     wordpiece = [i for i in manifest["inputs"] if isinstance(i, str) and i.startswith("wordpiece/")]
-    if not wordpiece:
-        raise ValueError(f"nsp_pairs: {tokenized_uri} does not name its vocabulary; set cls_id and sep_id")
-    tok = load_tokenizer(storage.join(stage_root, wordpiece[0]))
-    return tok.cls_id, tok.sep_id
+    return load_tokenizer(storage.join(stage_root, wordpiece[0])) if wordpiece else None
 
 
 def run_nsp_pairs(cfg: NspConfig, tokenized_uri: str, root: str) -> str:
     """Sample NSP pairs from the TOKENIZED at ``tokenized_uri`` into ``{root}/nsp_pairs/{key}/``."""
+    _check_length(cfg)
     key_cfg = cfg
+    vocabulary = vocabulary_of(tokenized_uri)
     if cfg.cls_id is None or cfg.sep_id is None:
-        cls_id, sep_id = special_ids_of(tokenized_uri)
-        cfg = dataclasses.replace(cfg, cls_id=cfg.cls_id if cfg.cls_id is not None else cls_id,
-                                  sep_id=cfg.sep_id if cfg.sep_id is not None else sep_id)
+        if vocabulary is None:
+            raise ValueError(f"nsp_pairs: {tokenized_uri} does not name its vocabulary; set cls_id and sep_id")
+        cfg = dataclasses.replace(cfg, cls_id=cfg.cls_id if cfg.cls_id is not None else vocabulary.cls_id,
+                                  sep_id=cfg.sep_id if cfg.sep_id is not None else vocabulary.sep_id)
     num_docs = stage_store.read_manifest(tokenized_uri)["num_rows"]
     num_partitions = max(1, math.ceil(num_docs / cfg.docs_per_partition))
 
@@ -279,5 +286,7 @@ def run_nsp_pairs(cfg: NspConfig, tokenized_uri: str, root: str) -> str:
             random_next_fraction=round(totals["random_next"] / totals["pairs"], 4),
             random_next_fraction_of_tosses=round((totals["random_next"] - totals["forced_random_next"]) / max(tossed, 1), 4),
             short_target_fraction=round(totals["short_target_document_passes"] / max(totals["document_passes"], 1), 4))
+        if vocabulary is not None:  # read by the trainer, which refuses instances of another casing
+            writer.stats["lowercase"] = vocabulary.lowercase
 
     return stage_store.run_stage(root, STAGE, key_cfg, (stage_store.input_identity(tokenized_uri),), produce)

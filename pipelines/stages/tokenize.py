@@ -23,7 +23,10 @@ STAGE = "tokenize"
 
 @dataclasses.dataclass(frozen=True)
 class TokenizeConfig:
-    lowercase: bool = True
+    lowercase: bool | None = None
+    """None: the vocabulary's casing (its tokenizer.json normaliser, set by the wordpiece stage's
+    ``lowercase``), which is what is used in any case; a value that contradicts it is refused before
+    any work, and a value that agrees changes nothing (not even the output key)."""
 
 
 class SentenceEncoder:
@@ -104,15 +107,14 @@ def core(table: pa.Table, tokenizer) -> pa.Table:
     return out.cast(schemas.TOKENIZED)
 
 
-_ENCODERS: dict[tuple[str, bool], SentenceEncoder] = {}  # per worker process: (wordpiece URI, lowercase) -> encoder
+_ENCODERS: dict[str, SentenceEncoder] = {}  # per worker process: wordpiece URI -> encoder
 
 
-def encode_shard(table: pa.Table, wordpiece_uri: str, lowercase: bool) -> tuple[pa.Table, dict[str, int]]:
+def encode_shard(table: pa.Table, wordpiece_uri: str) -> tuple[pa.Table, dict[str, int]]:
     """``core`` on one shard with the (cached) tokenizer of ``wordpiece_uri``, with its counts."""
-    key = (wordpiece_uri, lowercase)
-    if key not in _ENCODERS:
-        _ENCODERS[key] = SentenceEncoder(load_tokenizer(wordpiece_uri, lowercase))
-    out = core(table, _ENCODERS[key])
+    if wordpiece_uri not in _ENCODERS:
+        _ENCODERS[wordpiece_uri] = SentenceEncoder(load_tokenizer(wordpiece_uri))
+    out = core(table, _ENCODERS[wordpiece_uri])
     lengths = pc.list_value_length(out.column("sentence_ids"))
     return out, {"documents": out.num_rows, "sentences": pc.sum(lengths).as_py() or 0,
                  "tokens": pc.sum(pc.list_value_length(pc.list_flatten(out.column("sentence_ids")))).as_py() or 0}
@@ -122,13 +124,20 @@ def run_tokenize(cfg: TokenizeConfig, sentences_uri: str, wordpiece_uri: str, ro
                  concurrency: int | None = None) -> str:
     """Encode the SENTENCES at ``sentences_uri`` into ``{root}/tokenize/{key}/``; returns its URI.
     ``concurrency`` caps the tasks running at once: it changes speed, never the output."""
+    lowercase = load_tokenizer(wordpiece_uri).lowercase
+    if cfg.lowercase is not None and cfg.lowercase != lowercase:
+        raise ValueError(f"tokenize: lowercase={cfg.lowercase} contradicts the vocabulary {wordpiece_uri}, whose "
+                         f"normalizer {'lowercases' if lowercase else 'keeps case'}; the casing is the vocabulary's "
+                         "(the wordpiece stage's lowercase)")
+
     def produce(writer: stage_store.StageWriter) -> None:
         stats, _ = stage_store.map_shards(writer, stage_store.data_files(sentences_uri), encode_shard,
-                                          (wordpiece_uri, cfg.lowercase), schema=schemas.TOKENIZED,
+                                          (wordpiece_uri,), schema=schemas.TOKENIZED,
                                           desc="tokenize", concurrency=concurrency)
         if not stats.get("tokens"):
             raise ValueError(f"tokenize: no token in {sentences_uri}")
-        writer.stats.update(stats)
+        writer.stats.update(stats, lowercase=lowercase)
 
     inputs = (stage_store.input_identity(sentences_uri), stage_store.input_identity(wordpiece_uri))
-    return stage_store.run_stage(root, STAGE, cfg, inputs, produce)
+    # The casing is the vocabulary's, which the wordpiece input's identity already covers.
+    return stage_store.run_stage(root, STAGE, dataclasses.replace(cfg, lowercase=None), inputs, produce)

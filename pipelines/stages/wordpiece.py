@@ -5,11 +5,11 @@ Either trains a BERT WordPiece vocabulary (``[PAD] [UNK] [CLS] [SEP] [MASK]`` ta
 doc_id), streamed from Ray Data in corpus order; or, with ``vocab_file``, adopts a given
 ``vocab.txt`` (any storage URI).
 
-Determinism: ``tokenizers``' WordPiece trainer is not deterministic (its hash maps break ties among
-equally frequent pairs differently on each run, so two trainings on the same text can differ). The
-stage store makes that harmless for resuming: a committed vocabulary is reused by every re-run and
-all downstream stages are byte-deterministic given it. Pass ``vocab_file`` for a fully reproducible
-chain from scratch.
+Determinism: training is deterministic. Upstream, ``tokenizers``' trainer numbers the ``##c`` pieces in
+hash-map order, and those ids break ties among equally frequent merges (tokenizers issue #1794), so two
+trainings on the same text could differ. ``bert_core.tokenizer.WordPieceTokenizer.train`` hands the trainer
+the alphabet and every ``##c`` piece up front in sorted order, so the same sentences always give the same
+vocabulary (tested over repeated runs). ``vocab_file`` adopts a published vocabulary instead.
 """
 from __future__ import annotations
 
@@ -53,8 +53,9 @@ def iter_training_text(sentences_uri: str, sample_fraction: float) -> Iterator[s
                 yield from sentences
 
 
-def load_tokenizer(wordpiece_uri: str, lowercase: bool = True) -> WordPieceTokenizer:
-    """The tokenizer of a wordpiece stage output (fetched to a local temp dir when remote)."""
+def load_tokenizer(wordpiece_uri: str, lowercase: bool | None = None) -> WordPieceTokenizer:
+    """The tokenizer of a wordpiece stage output (fetched to a local temp dir when remote), with the
+    casing it was trained with (a contradicting ``lowercase`` raises; see ``WordPieceTokenizer.load``)."""
     if storage.is_local(wordpiece_uri):
         return WordPieceTokenizer.load(storage.join(wordpiece_uri, "tokenizer.json"), lowercase)
     with tempfile.TemporaryDirectory() as tmp:

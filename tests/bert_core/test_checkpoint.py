@@ -99,3 +99,37 @@ def test_saved_config_is_a_transformers_bert_config(tmp_path):
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["model_type"] == "bert" and cfg["num_labels"] == 1 and cfg["problem_type"] == "regression"
     assert cfg["architectures"] == ["BertForSequenceClassification"]
+
+
+def _demo_lines(limit=2000):
+    """Real prose with capitals and accents: the demo corpus shipped in pipelines/demo/corpus."""
+    import gzip
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "pipelines", "demo", "corpus", "python-000.txt.gz")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        lines = [line.strip() for line in f if len(line.strip()) > 20]
+    return lines[:limit]
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_saved_tokenizer_opens_in_transformers_with_our_ids_and_casing(tmp_path, lowercase):
+    from bert_core.checkpoint import TOKENIZER_FILES, save_tokenizer
+
+    lines = _demo_lines()
+    ours = WordPieceTokenizer.train(lines[:1500], vocab_size=2000, min_frequency=2, lowercase=lowercase)
+    save_tokenizer(ours, str(tmp_path), model_max_length=128)
+    assert sorted(os.listdir(tmp_path)) == sorted(TOKENIZER_FILES)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert (config["do_lower_case"], config["model_max_length"], config["cls_token"]) == (lowercase, 128, "[CLS]")
+    ref = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    assert ref.is_fast and ref.do_lower_case is lowercase  # transformers 5: BertTokenizer is the Rust one
+    assert json.loads(ref.backend_tokenizer.normalizer.__getstate__())["lowercase"] is lowercase
+    held_out = lines[1500:] + [s for pair in SENTENCES for s in pair if s]
+    assert any(c.isupper() for line in held_out for c in line)
+    for a, b in zip(held_out[0::2], held_out[1::2]):
+        got = ref(a, b)
+        assert got["input_ids"] == ours.encode(a, b)
+        assert got["token_type_ids"] == ours.tokenizer.encode(a, b).type_ids
+    assert ref.convert_ids_to_tokens(ref("Python")["input_ids"])[1] == ("python" if lowercase else "Python")
+    assert [ref.convert_tokens_to_ids(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")] == list(ours.special_ids)

@@ -116,3 +116,18 @@ def test_encode_pairs_truncates_longest_first_like_transformers(minilm_dir):
         assert row["input_ids"] == expected["input_ids"]
         assert row["token_type_ids"] == expected["token_type_ids"]
         assert row["attention_mask"] == expected["attention_mask"]
+
+
+def test_tokenizer_json_carries_its_casing_and_refuses_a_contradicting_one(tmp_path):
+    """A tokenizer.json's normaliser is its casing: lowercase=None keeps it, a contradiction raises
+    (it used to be ignored silently); a vocab.txt takes what it is given, lowercase by default."""
+    lines = _real_lines(400)
+    cased = WordPieceTokenizer.train(lines, vocab_size=600, min_frequency=2, lowercase=False)
+    cased.save(str(tmp_path))
+    assert (cased.lowercase, cased.strip_accents) == (False, None)
+    again = WordPieceTokenizer.load(str(tmp_path / "tokenizer.json"))
+    assert again.lowercase is False and WordPieceTokenizer.load(str(tmp_path), lowercase=False).lowercase is False
+    with pytest.raises(ValueError, match="keeps case.*lowercase=True was asked for"):
+        WordPieceTokenizer.load(str(tmp_path / "tokenizer.json"), lowercase=True)
+    assert WordPieceTokenizer.load(str(tmp_path / "vocab.txt")).lowercase is True
+    assert WordPieceTokenizer.load(str(tmp_path / "vocab.txt"), lowercase=False).lowercase is False

@@ -51,3 +51,19 @@ def test_every_key_has_a_comment():
         if not prev.strip().startswith("#"):
             undocumented.append(f"line {i + 1}: {line.strip()}")
     assert not undocumented, "keys without a comment:\n" + "\n".join(undocumented)
+
+
+def test_dashboard_and_jobs_api_bind_to_loopback_only():
+    """Whoever reaches the Jobs API can run code on the cluster: it listens on the head's loopback and is
+    reached through `ray dashboard ray_cluster.yaml` (an SSH tunnel to http://127.0.0.1:8265)."""
+    from cluster.jobs import DEFAULT_ADDRESS
+
+    config = _load()
+    head_start = " ".join(config["head_start_ray_commands"])
+    everything = " ".join(str(c) for key, cmds in config.items() if key.endswith("_commands") for c in cmds)
+    hosts = re.findall(r"--dashboard-host[= ](\S+)", head_start)
+    assert hosts == ["127.0.0.1"]
+    assert re.findall(r"--dashboard-port[= ](\d+)", head_start) == ["8265"]
+    assert "0.0.0.0" not in everything and "--dashboard-host=0" not in everything
+    assert "0.0.0.0" not in open(PATH).read()
+    assert DEFAULT_ADDRESS == "http://127.0.0.1:8265"  # where `ray dashboard` forwards the port

@@ -114,3 +114,16 @@ def test_ner_task_config_checks():
         ConllParams(scheme="bio")
     with pytest.raises(ValueError, match="set data_uri or conll_root"):
         jobs.task_data_uri(FinetuneConfig(), jobs.TaskJob(name="conll2003"))
+
+
+def test_finetune_command_rejects_a_conll_file_in_another_scheme_before_training(tmp_path):
+    from pipelines.finetune.command import BadInputError, check_task_files
+
+    (tmp_path / "train.txt").write_text(TRAIN)
+    (tmp_path / "valid.txt").write_text(TRAIN)
+    ok = FinetuneConfig(tasks=(jobs.TaskJob(name="conll2003", data_uri=str(tmp_path)),))
+    check_task_files(ok)
+    wrong = FinetuneConfig(tasks=(jobs.TaskJob(name="conll2003", data_uri=str(tmp_path), ner=ConllParams(
+        scheme="iob1", train_file="train.txt", dev_file="valid.txt")),))
+    with pytest.raises(BadInputError, match=f"^{tmp_path}/train.txt: declared iob1 .*first at {tmp_path}/train.txt:3,"):
+        check_task_files(wrong)

@@ -137,3 +137,35 @@ def test_finetune_squad_end_to_end(tmp_path, minilm_dir, version, data):
         v2 = result["dev"]["squad_v2.0"]
         assert "null_threshold" in v2 and v2["null_threshold_tuned_on_dev"] == 1.0
         assert {"exact_match_at_threshold_0", "f1_at_threshold_0"} <= set(v2)
+
+
+def gold_pointing_logits(train_feats):
+    """Per window, start/end logits peaked on the gold span build_features labelled (or [CLS] when the
+    window does not hold the whole first gold answer): the decoder's input from a perfect model."""
+    starts, ends = [], []
+    for ids, s, e in zip(train_feats.input_ids, train_feats.start_positions, train_feats.end_positions):
+        start, end = np.zeros(len(ids), np.float32), np.zeros(len(ids), np.float32)
+        start[s], end[e] = 10.0, 10.0
+        starts.append(start)
+        ends.append(end)
+    return starts, ends
+
+
+def test_gold_pointing_logits_score_on_the_real_v11_dev_file(shared_data, tok):
+    """Windowing (384 tokens, stride 128), char offsets, max-context and answer normalisation on all
+    10,570 real questions. What is left is only answers that start or end inside a word piece, e.g.
+    gold '8' in '18', 'ten' in 'contenders': a token-level span cannot cut them (32 questions)."""
+    examples, report = squad.read_squad(f"{shared_data}/squad_v1.1/dev-v1.1.json")
+    assert len(examples) == 10570 and report.num_bad == 0
+    params = SquadParams()
+    train_feats = squad.build_features(examples, tok, params, max_seq_length=384, training=True)
+    feats = squad.build_features(examples, tok, params, max_seq_length=384, training=False)
+    assert feats.input_ids == train_feats.input_ids and len(feats.input_ids) == 10833  # same windows, 263 extra
+    starts, ends = gold_pointing_logits(train_feats)
+    scores, texts, _ = squad.evaluate_squad(examples, feats, starts, ends, params)
+    assert scores["total"] == 10570
+    assert scores["exact_match"] == pytest.approx(100 * 10538 / 10570, abs=1e-9)  # 99.697
+    assert scores["f1"] == pytest.approx(99.76585301991557, abs=1e-9)
+    assert scores["exact_match"] >= 99.0 and scores["f1"] >= 99.5
+    by_id = {e.qid: e for e in examples}
+    assert texts["56be4db0acb8001400a502f0"] == "golden" and by_id["56be4db0acb8001400a502f0"].answers[0][0] == "gold"

@@ -17,6 +17,27 @@ def test_tokenizer_ignores_fixed_padding_of_tokenizer_json(minilm_dir):
     assert enc.input_ids[1][-1] == tok.sep_id and enc.token_type_ids[1][-1] == 1
 
 
+def test_tokenizer_takes_the_checkpoints_casing(tmp_path):
+    """do_lower_case of tokenizer_config.json, else tokenizer.json's normaliser, else (a bare vocab.txt)
+    lowercase as transformers' BertTokenizer; no vocabulary at all is refused."""
+    import os
+
+    from bert_core import WordPieceTokenizer
+    from bert_core.checkpoint import save_tokenizer
+
+    text = ["Python is a Programming Language.", "The Python Tutorial covers Classes and Modules."] * 5
+    save_tokenizer(WordPieceTokenizer.train(text, vocab_size=300, min_frequency=1, lowercase=False), str(tmp_path), 128)
+    assert train.load_tokenizer(str(tmp_path)).tokenize("Python") == ["Python"]
+    os.remove(tmp_path / "tokenizer_config.json")
+    assert train.load_tokenizer(str(tmp_path)).tokenize("Python") == ["Python"]
+    os.remove(tmp_path / "tokenizer.json")
+    bare = train.load_tokenizer(str(tmp_path))
+    assert bare.lowercase and bare.tokenize("Python") == ["[UNK]"]  # the cased vocabulary has no "python"
+    os.remove(tmp_path / "vocab.txt")
+    with pytest.raises(FileNotFoundError, match="has no tokenizer"):
+        train.load_tokenizer(str(tmp_path))
+
+
 def test_pad_batch_pads_to_longest_row():
     enc = train.Encoded([[2, 5, 3], [2, 3]], [[0, 0, 0], [0, 0]], np.array([1, 0]), ["a", "b"])
     batch = train.pad_batch(enc, [1, 0], pad_id=0)

@@ -12,7 +12,7 @@ KW = dict(seed=5, vocab_size=30522, mask_token_id=103, special_token_ids=(0, 100
 
 @pytest.fixture(scope="module")
 def instances(demo_tokenized) -> pa.Table:
-    cfg = nsp_pairs.NspConfig(cls_id=101, sep_id=102)
+    cfg = nsp_pairs.NspConfig(max_seq_length=128, cls_id=101, sep_id=102)
     return nsp_pairs.core(demo_tokenized.slice(0, 200), cfg, 0)
 
 

@@ -2,10 +2,9 @@
 whole chain runs, a second run does nothing, and a run killed (SIGKILL) in the middle of a stage,
 with other block sizes and actor counts, resumes and produces the same bytes.
 
-The chain uses the bert-base-uncased vocab.txt: ``tokenizers``' WordPiece trainer is not
-deterministic (its hash maps break ties differently from run to run), so a trained vocabulary is
-exercised on its own below; once committed it is reused by every re-run, so downstream bytes stay
-fixed."""
+The chain uses the bert-base-uncased vocab.txt, so the bytes checked here do not depend on a trained
+vocabulary; WordPiece training (deterministic: see ``WordPieceTokenizer.train``) is exercised on its own
+below."""
 from __future__ import annotations
 
 import dataclasses

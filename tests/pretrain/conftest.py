@@ -103,3 +103,11 @@ def pretrain_corpus(tmp_path_factory):
     tokenizer.save(str(root / "vocab"))
     instances = write_instances(build_instances(docs, tokenizer, seq_len=64), str(root / "instances-64"))
     return instances, str(root / "vocab" / "vocab.txt"), tokenizer
+
+
+@pytest.fixture(scope="session")
+def pretrain_instances_128(pretrain_corpus, tmp_path_factory):
+    """INSTANCES for seq 128 from the same text and vocabulary (a seq-128 phase refuses seq-64 ones)."""
+    _, _, tokenizer = pretrain_corpus
+    root = tmp_path_factory.mktemp("pretrain-corpus-128")
+    return write_instances(build_instances(corpus_documents(), tokenizer, seq_len=128), str(root / "instances-128"))

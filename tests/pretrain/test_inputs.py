@@ -130,3 +130,41 @@ def run_identity_of(cfg, pretrain_corpus) -> str:
 
     instances, vocab, _ = pretrain_corpus
     return run_identity(cfg, instances, vocab)
+
+
+def _nsp_output(pretrain_corpus, root, max_seq_length: int, lowercase: bool) -> str:
+    """The seq-64 instances committed as an nsp_pairs stage output, recording the length and casing
+    it claims to have been built with."""
+    import pyarrow.parquet as pq
+
+    from pipelines import stage_store
+    from pipelines.stages.nsp_pairs import NspConfig
+
+    instances, _, _ = pretrain_corpus
+    cfg = NspConfig(max_seq_length=max_seq_length)
+    writer = stage_store.StageWriter(str(root), "nsp_pairs", stage_store.stage_key(cfg, lowercase), cfg, ())
+    writer.write_table(pq.read_table(instances))
+    writer.stats["lowercase"] = lowercase
+    return writer.commit()
+
+
+def test_instances_far_shorter_than_the_phase(pretrain_corpus, tmp_path):
+    """Seq-64 instances (a plain parquet directory) for a seq-128 phase: positions 64-127 would never train."""
+    instances, vocab, _ = pretrain_corpus
+    cfg = _cfg(phases=[{**BASE["phases"][0], "max_seq_length": 128}])
+    _fails_fast(cfg, instances, vocab, str(tmp_path), PretrainInputError,
+                r"are at most 64 tokens long \(first shard\), no more than half the phase's max_seq_length 128")
+
+
+def test_instances_built_for_another_length(pretrain_corpus, tmp_path):
+    _, vocab, _ = pretrain_corpus
+    built = _nsp_output(pretrain_corpus, tmp_path / "data", 96, lowercase=True)
+    _fails_fast(_cfg(), built, vocab, str(tmp_path), PretrainInputError,
+                "phase 0 has max_seq_length 64 but its instances .* were built for max_seq_length 96")
+
+
+def test_instances_of_another_casing(pretrain_corpus, tmp_path):
+    _, vocab, _ = pretrain_corpus  # the session vocabulary lowercases (its tokenizer.json beside vocab.txt)
+    built = _nsp_output(pretrain_corpus, tmp_path / "data", 64, lowercase=False)
+    _fails_fast(_cfg(), built, vocab, str(tmp_path), PretrainInputError,
+                "were tokenised cased, but the vocabulary given is lowercased")

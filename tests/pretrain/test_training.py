@@ -131,17 +131,17 @@ def test_driver_restart_resumes_and_rescales_2_to_1_workers_on_s3(pretrain_corpu
     assert final["samples_in_epoch"] == STEPS * 16
 
 
-def test_loss_falls_on_real_text_then_phase2_continues(pretrain_corpus, tmp_path, ray_session):
+def test_loss_falls_on_real_text_then_phase2_continues(pretrain_corpus, pretrain_instances_128, tmp_path, ray_session):
     """Phase 1, a few hundred steps at seq 64 on one worker: MLM accuracy well above chance (1/1000)
     and above always predicting the most frequent token. Phase 2 (seq 128, its own batch size and
-    schedule) starts from phase 1's weights, so its first loss is near phase 1's last."""
+    schedule, its own seq-128 instances) starts from phase 1's weights, so its first loss is near phase 1's last."""
     instances, vocab, _ = pretrain_corpus
     cfg = _cfg(0, num_workers=1, checkpoint_every=1000, metrics_every=25, dropout=0.0, materialize_instances=True,
                phases=[{"max_seq_length": 64, "global_batch_size": 32, "micro_batch_size": 32, "num_steps": 300,
                         "warmup_steps": 20, "learning_rate": 2e-3, "max_predictions_per_seq": 10},
                        {"max_seq_length": 128, "global_batch_size": 16, "micro_batch_size": 16, "num_steps": 10,
                         "warmup_steps": 2, "learning_rate": 5e-4, "max_predictions_per_seq": 20}])
-    export = run_pretraining(cfg, instances, vocab, str(tmp_path))
+    export = run_pretraining(cfg, [instances, pretrain_instances_128], vocab, str(tmp_path))
     assert export.endswith("phase1/export")
     phase1 = read_metrics(os.path.join(os.path.dirname(os.path.dirname(export)), "phase0", "metrics.jsonl"))
     phase2 = read_metrics(os.path.join(os.path.dirname(export), "metrics.jsonl"))
