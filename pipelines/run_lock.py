@@ -132,10 +132,21 @@ class _LocalStore:
         self.dir = os.path.abspath(root[len("file://"):] if root.startswith("file://") else root)
         self.path = os.path.join(self.dir, LOCK_NAME)
         self.uri = self.path
+        self.created: list[str] = []  # directories made for the lock, removed on release when still empty
+
+    def tidy(self) -> None:
+        for d in reversed(self.created):  # a refused or empty run leaves no trace
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
 
     @contextlib.contextmanager
     def critical(self) -> Iterator[None]:
-        os.makedirs(self.dir, exist_ok=True)
+        if not os.path.isdir(self.dir):
+            d = self.dir
+            while not os.path.exists(d):
+                self.created.insert(0, d)
+                d = os.path.dirname(d)
+            os.makedirs(self.dir, exist_ok=True)
         fd = os.open(self.dir, os.O_RDONLY)
         try:
             try:
@@ -418,6 +429,8 @@ class RunLock:
                 if current is not None and current.token == token:
                     with contextlib.suppress(_Conflict):
                         self.store.delete(version)
+            if isinstance(self.store, _LocalStore):
+                self.store.tidy()
 
 
 # Locks this process holds, by run root: nested hold() calls (the CLI, then Pipeline.run) share one.

@@ -22,7 +22,7 @@ HOLD_SCRIPT = textwrap.dedent("""
     try:
         with run_lock.hold(root, lease):
             print("WON", flush=True)
-            time.sleep(hold_s)
+            sys.stdin.read() if hold_s < 0 else time.sleep(hold_s)  # < 0: until the test closes stdin
     except run_lock.LockHeld as e:
         print("REFUSED", e, flush=True)
 """)
@@ -128,7 +128,7 @@ def test_released_on_exception(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with run_lock.hold(root, 30):
             1 / 0
-    assert os.listdir(root) == []
+    assert not os.path.exists(root)  # the lock and the directory made for it are gone
     with run_lock.hold(root, 30):  # free again
         pass
 
@@ -161,10 +161,16 @@ def test_pipeline_run_holds_the_lock(tmp_path):
 
 
 def _race(root: str, n: int = 2, lease_s: float = 30.0) -> list[str]:
-    start_at = time.time() + 3.0  # after every interpreter has started
-    procs = [subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, root, str(lease_s), str(start_at), "1.5"],
-                              stdout=subprocess.PIPE, text=True, env=os.environ.copy()) for _ in range(n)]
-    return [p.communicate(timeout=60)[0].strip() for p in procs]
+    """n processes try at the same moment; the winner holds until every process has answered."""
+    start_at = time.time() + 3.0  # after every interpreter has started (a late one meets a held lock)
+    procs = [subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, root, str(lease_s), str(start_at), "-1"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+             for _ in range(n)]
+    outs = [p.stdout.readline().strip() for p in procs]
+    for p in procs:
+        p.stdin.close()
+        assert p.wait(timeout=60) == 0
+    return outs
 
 
 def test_two_processes_exactly_one_wins(tmp_path):
@@ -172,7 +178,7 @@ def test_two_processes_exactly_one_wins(tmp_path):
     outs = _race(root, n=2)
     assert sorted(o.split()[0] for o in outs) == ["REFUSED", "WON"]
     assert all(f"host {socket.gethostname()}, pid" in o for o in outs if o.startswith("REFUSED"))
-    assert os.listdir(root) == []
+    assert not os.path.exists(root)
 
 
 # --- S3 (moto) ------------------------------------------------------------------------------------------
