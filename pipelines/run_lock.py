@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import json
 import os
@@ -114,7 +113,11 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's process: alive
         return True
-    return True
+    try:  # a killed driver its parent has not reaped yet is a zombie: dead
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def is_stale(holder: Holder, now: float) -> bool:
@@ -132,10 +135,21 @@ class _LocalStore:
         self.dir = os.path.abspath(root[len("file://"):] if root.startswith("file://") else root)
         self.path = os.path.join(self.dir, LOCK_NAME)
         self.uri = self.path
+        self.created: list[str] = []  # directories made for the lock, removed on release when still empty
+
+    def tidy(self) -> None:
+        for d in reversed(self.created):  # a refused or empty run leaves no trace
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
 
     @contextlib.contextmanager
     def critical(self) -> Iterator[None]:
-        os.makedirs(self.dir, exist_ok=True)
+        if not os.path.isdir(self.dir):
+            d = self.dir
+            while not os.path.exists(d):
+                self.created.insert(0, d)
+                d = os.path.dirname(d)
+            os.makedirs(self.dir, exist_ok=True)
         fd = os.open(self.dir, os.O_RDONLY)
         try:
             try:
@@ -418,6 +432,8 @@ class RunLock:
                 if current is not None and current.token == token:
                     with contextlib.suppress(_Conflict):
                         self.store.delete(version)
+            if isinstance(self.store, _LocalStore):
+                self.store.tidy()
 
 
 # Locks this process holds, by run root: nested hold() calls (the CLI, then Pipeline.run) share one.

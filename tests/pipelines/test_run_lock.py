@@ -22,7 +22,7 @@ HOLD_SCRIPT = textwrap.dedent("""
     try:
         with run_lock.hold(root, lease):
             print("WON", flush=True)
-            time.sleep(hold_s)
+            sys.stdin.read() if hold_s < 0 else time.sleep(hold_s)  # < 0: until the test closes stdin
     except run_lock.LockHeld as e:
         print("REFUSED", e, flush=True)
 """)
@@ -47,7 +47,9 @@ def _write_lock(root: str, **fields) -> None:
 
 
 # --- local disk ---------------------------------------------------------------------------------------
-def test_second_driver_refused_naming_holder(tmp_path):
+def test_second_driver_refused_naming_holder(tmp_path, capsys):
+    """A live driver holds the root: the library, the CLI (one line, exit 2, nothing written) and
+    a second process are refused; status still reads the run."""
     root = str(tmp_path / "run")
     proc = _holder_process(root)
     try:
@@ -57,35 +59,19 @@ def test_second_driver_refused_naming_holder(tmp_path):
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(held["started"]))
         assert f"host {socket.gethostname()}, pid {proc.pid}, started {started}" in str(e.value)
         assert _lock_content(root) == held  # the refused driver changed nothing
-    finally:
-        proc.kill()
-        proc.wait()
 
-
-def test_cli_run_refused_before_any_work(tmp_path, capsys):
-    root = str(tmp_path / "run")
-    proc = _holder_process(root)
-    try:
         assert main(["run", "demo", f"root={root}"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"bert-pipeline run: error: run root {root} is in use by another driver "
-                              f"(host {socket.gethostname()}, pid {proc.pid}, started ")
+                              f"(host {socket.gethostname()}, pid {proc.pid}, started {started}, lease until ")
         assert len(err.splitlines()) == 1
         assert sorted(os.listdir(root)) == [run_lock.LOCK_NAME]  # no manifest, no stage output
-    finally:
-        proc.kill()
-        proc.wait()
-    assert main(["status", root]) == 2  # status reads only; there is no run here
 
-
-def test_status_does_not_need_the_lock(tmp_path, capsys):
-    root = str(tmp_path / "run")
-    storage.write_json_atomic(storage.join(root, "manifest.json"),
-                              {"version": 1, "config_hash": "abc", "config": {}, "created": 0, "stages": {}})
-    proc = _holder_process(root)
-    try:
-        assert main(["status", root]) == 0
+        storage.write_json_atomic(storage.join(root, "manifest.json"),
+                                  {"version": 1, "config_hash": "abc", "config": {}, "created": 0, "stages": {}})
+        assert main(["status", root]) == 0  # status reads only, the lock is not needed
         assert capsys.readouterr().out.startswith(f"run at {root} (config abc)")
+        assert _lock_content(root) == held
     finally:
         proc.kill()
         proc.wait()
@@ -100,6 +86,22 @@ def test_dead_pid_on_this_host_is_taken_over_at_once(tmp_path):
         content = _lock_content(root)
         assert content["token"] == lock.holder.token != "t-old"
         assert content["pid"] == os.getpid()
+
+
+def test_killed_unreaped_driver_is_dead(tmp_path):
+    root = str(tmp_path / "run")
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    for _ in range(300):  # until it has exited (a zombie: not yet waited for)
+        with open(f"/proc/{zombie.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.1)
+    try:
+        _write_lock(root, pid=zombie.pid)
+        with run_lock.hold(root, 30) as lock:
+            assert _lock_content(root)["token"] == lock.holder.token
+    finally:
+        zombie.wait()
 
 
 def test_expired_lease_is_taken_over(tmp_path):
@@ -128,7 +130,7 @@ def test_released_on_exception(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with run_lock.hold(root, 30):
             1 / 0
-    assert os.listdir(root) == []
+    assert not os.path.exists(root)  # the lock and the directory made for it are gone
     with run_lock.hold(root, 30):  # free again
         pass
 
@@ -161,10 +163,16 @@ def test_pipeline_run_holds_the_lock(tmp_path):
 
 
 def _race(root: str, n: int = 2, lease_s: float = 30.0) -> list[str]:
-    start_at = time.time() + 3.0  # after every interpreter has started
-    procs = [subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, root, str(lease_s), str(start_at), "1.5"],
-                              stdout=subprocess.PIPE, text=True, env=os.environ.copy()) for _ in range(n)]
-    return [p.communicate(timeout=60)[0].strip() for p in procs]
+    """n processes try at the same moment; the winner holds until every process has answered."""
+    start_at = time.time() + 2.5  # after every interpreter has started (a late one meets a held lock)
+    procs = [subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, root, str(lease_s), str(start_at), "-1"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+             for _ in range(n)]
+    outs = [p.stdout.readline().strip() for p in procs]
+    for p in procs:
+        p.stdin.close()
+        assert p.wait(timeout=60) == 0
+    return outs
 
 
 def test_two_processes_exactly_one_wins(tmp_path):
@@ -172,7 +180,7 @@ def test_two_processes_exactly_one_wins(tmp_path):
     outs = _race(root, n=2)
     assert sorted(o.split()[0] for o in outs) == ["REFUSED", "WON"]
     assert all(f"host {socket.gethostname()}, pid" in o for o in outs if o.startswith("REFUSED"))
-    assert os.listdir(root) == []
+    assert not os.path.exists(root)
 
 
 # --- S3 (moto) ------------------------------------------------------------------------------------------
