@@ -202,6 +202,8 @@ def run_finetune_jobs(cfg: FinetuneConfig, checkpoint_uri: str, output_root: str
             results[job.name] = {"task": job.name, "status": "failed", "error": error[-2000:], "output_uri": out_uri}
         results[job.name]["wall_seconds"] = round(time.time() - started, 1)
         r = results[job.name]
+        if r["status"] != "failed":
+            _log_epochs(job.name, r, log)
         log(f"{job.name}: failed: {r['error'].strip().splitlines()[-1][:300]} (see {out_uri}/error.txt)"
             if r["status"] == "failed" else f"{job.name}: done, score {_score_text(r)} in {r['wall_seconds']:.0f} s")
     summary = summarize({job.name: results[job.name] for job in cfg.tasks}, cfg)
@@ -244,6 +246,16 @@ def _launch(cfg: FinetuneConfig, to_run: list[tuple[TaskJob, str]], checkpoint_u
         pending[ref] = (job, out_uri, time.time())
         log(f"{job.name}: started ({job.num_cpus:g} CPU, {job.num_gpus:g} GPU) -> {out_uri}")
     return pending
+
+
+def _log_epochs(name: str, result: dict, log: Callable[[str], None]) -> None:
+    """The best run's epochs, from its committed metrics: the tasks' own live lines reach the driver only
+    through Ray's log forwarding, which may drop the last ones when the driver exits soon after."""
+    uri = storage.join(result["output_uri"], f"lr_{result['best_learning_rate']:g}", "metrics.json")
+    epochs = storage.read_json(uri).get("epochs", []) if storage.exists(uri) else []
+    for e in epochs:
+        log(f"{name}: epoch {e['epoch']}/{len(epochs)} done: train loss {e['train_loss']:.4f}, "
+            f"{e['epoch_seconds']:.1f} s")
 
 
 def _score_text(result: dict) -> str:

@@ -32,6 +32,7 @@ def config() -> FinetuneConfig:
          "num_cpus": 1, "spec": {"name": "movie_sentiment", "text_a": "sentence", "labels": ["0", "1"]}}]})
 
 
+@pytest.mark.slow
 def test_lr_grid_as_tune_trials_and_restart(ray_session, tiny_checkpoint, tmp_path):
     out, lines = str(tmp_path / "ft"), []
     result = run_finetune_jobs(config(), tiny_checkpoint, out, log=lines.append)["tasks"]["movie_sentiment"]
