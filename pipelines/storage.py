@@ -37,17 +37,25 @@ def join(uri: str, *parts: str) -> str:
     return out
 
 
-_REMOTE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-               "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "GOOGLE_APPLICATION_CREDENTIALS")
+# Object-store settings a driver may hand to Ray workers: none of them is a secret.
+SETTINGS_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
+# Never leave the process they are set in, as task arguments, runtime_env values or pickled
+# filesystems: each process takes them from its own environment (the node's role on a cluster; the
+# environment the driver started a local Ray with).
+SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS")
 
 
 def capture_env() -> dict[str, str]:
-    """The driver's object-store settings, to hand to Ray workers started before they were set."""
-    return {k: os.environ[k] for k in _REMOTE_ENV if k in os.environ}
+    """The driver's non-secret object-store settings (endpoint, region), to hand to Ray workers
+    started before they were set. Credentials are never captured."""
+    return {k: os.environ[k] for k in SETTINGS_ENV if k in os.environ}
 
 
 def apply_env(env: dict[str, str]) -> None:
     """In a worker: adopt settings captured by ``capture_env`` in the driver."""
+    secret = sorted(set(env) - set(SETTINGS_ENV))
+    if secret:
+        raise ValueError(f"apply_env takes object-store settings only, not {secret}: credentials never travel")
     for k, v in env.items():
         if os.environ.get(k) != v:
             os.environ[k] = v
@@ -70,10 +78,8 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         if endpoint:
             scheme, _, host = endpoint.partition("://")
             kwargs.update(endpoint_override=host, scheme=scheme or "http")
-        if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
-            # explicit, so the filesystem still works when pickled to a Ray worker without this env
-            kwargs.update(access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-                          session_token=os.environ.get("AWS_SESSION_TOKEN"))
+        # No explicit keys: pyarrow's default credential chain runs in whichever process uses the
+        # filesystem, and a pickled S3FileSystem (a Ray Data or Ray Train argument) holds no secret.
         return pafs.S3FileSystem(**kwargs), uri[len("s3://"):]
     fs, path = pafs.FileSystem.from_uri(uri)
     return fs, path
