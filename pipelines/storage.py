@@ -10,6 +10,8 @@ on object stores a single PUT is already atomic).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import fnmatch
 import json
 import os
@@ -214,8 +216,13 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
         fs.create_dir(parent, recursive=True)
     if is_local(uri):
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        with fs.open_output_stream(tmp) as f:
-            f.write(data)
+        try:
+            with fs.open_output_stream(tmp) as f:
+                f.write(data)
+        except OSError as e:  # e.g. a full disk: pyarrow's message names no path; no half file stays
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise OSError(getattr(e, "errno", None) or errno.EIO, f"cannot write {uri} ({len(data)} bytes): {e}") from e
         os.replace(tmp, path)
     elif uri.startswith("s3://") and len(data) > S3_MAX_PARTS * PYARROW_S3_PART_SIZE:
         # beyond pyarrow's fixed parts: a multipart upload is atomic too (nothing shows until it completes)
