@@ -70,7 +70,8 @@ def test_secret_is_nowhere(s3_bucket, demo_files, minilm_dir, tmp_path):
     assert out["export"].startswith(s3_bucket + "/")
 
     needles = [secret.encode(), (secret + "-token").encode()]
-    sessions = [os.path.join(ray_dir, d) for d in os.listdir(ray_dir) if d.startswith("session_")]
+    sessions = [os.path.join(ray_dir, d) for d in os.listdir(ray_dir)
+                if d.startswith("session_") and not os.path.islink(os.path.join(ray_dir, d))]
     assert sessions and any(os.listdir(os.path.join(s, "logs")) for s in sessions)
     found = {n.decode(): [p for s in sessions for p in _grep(n, s)] for n in needles}
     assert found == {n.decode(): [] for n in needles}, f"secret in the Ray session directory: {found}"
@@ -89,6 +90,25 @@ def test_secret_is_nowhere(s3_bucket, demo_files, minilm_dir, tmp_path):
     assert not any(n.decode() in out["kv"] for n in needles), "secret in the GCS key-value store"
     assert out["kv_entries"] > 10  # the function table (pickled tasks) and runtime envs were searched
     assert not any(n.decode() in proc.stdout + proc.stderr for n in needles), "secret in the driver's output"
+
+
+def test_credentials_are_refused_where_they_would_travel(monkeypatch):
+    from cluster.jobs import ClusterError, runtime_env
+    from pipelines import storage
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sekrit")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    assert storage.capture_env()["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
+    assert not set(storage.capture_env()) & set(storage.SECRET_ENV)
+    with pytest.raises(ValueError, match=r"not \['AWS_SECRET_ACCESS_KEY'\]: credentials never travel"):
+        storage.apply_env({"AWS_SECRET_ACCESS_KEY": "sekrit"})
+    assert "sekrit" not in json.dumps(runtime_env())
+    with pytest.raises(ClusterError, match="AWS_SESSION_TOKEN"):
+        runtime_env({"AWS_SESSION_TOKEN": "sekrit"})
+    import pickle
+
+    fs, _ = storage.filesystem("s3://bucket/key")
+    assert b"sekrit" not in pickle.dumps(fs)  # the default credential chain: nothing to pickle
 
 
 # --- the child: its own Ray, the data chain and a pretraining phase on s3, then the state listings ---
