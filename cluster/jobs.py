@@ -68,6 +68,11 @@ def _use_token_auth_if_available() -> None:
 
 
 def runtime_env(extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    from pipelines.storage import SECRET_ENV
+
+    secret = sorted(set(extra_env or {}) & set(SECRET_ENV))
+    if secret:  # a runtime_env is readable by anyone with the dashboard: nodes use their role
+        raise ClusterError(f"{secret} would travel in the job's runtime_env; credentials never do")
     env = {k: os.environ[k] for k in PASSED_ENV if os.environ.get(k)}
     env.update(extra_env or {})
     return {"working_dir": PROJECT_ROOT, "excludes": EXCLUDES, "env_vars": env}

@@ -96,6 +96,8 @@ def init_ray(cfg) -> None:
 
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # workers inherit it: DeepSpeed on CPU (gloo)
+    # Workers inherit this process's environment (credentials included) through the raylet started
+    # here; the runtime_env, which the dashboard shows, carries non-secret settings only.
     env = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TOKENIZERS_PARALLELISM", "AWS_ENDPOINT_URL") if k in os.environ}
     ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
 

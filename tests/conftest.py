@@ -15,6 +15,11 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+# Dummy S3 credentials in the environment before any Ray starts: Ray workers inherit them as a node
+# has its role, since credentials never travel to workers (storage.SECRET_ENV). Never real ones.
+os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+                  AWS_EC2_METADATA_DISABLED="true")
+os.environ.pop("AWS_SESSION_TOKEN", None)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -251,7 +251,7 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
     storage_uri = cfg.storage_path or storage.join(run_root, "runs")
     run_name = f"pretrain-{job.run_identity}-phase{job.phase_index}"
     check_existing_checkpoint(storage.join(storage_uri, run_name), job)
-    # Pickled to the Train controller and workers: an S3 filesystem carries the driver's credentials.
+    # Pickled to the Train controller and workers: it holds the endpoint, never credentials (storage.filesystem).
     storage_fs, storage_path = storage.filesystem(storage_uri)
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -276,9 +276,9 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
 
 
 def _worker_env(*uris: str) -> dict[str, str]:
-    """The driver's DeepSpeed accelerator and, when a URI is remote, its object-store settings
-    (``storage.capture_env``), so workers reach the same endpoint (on a cluster with instance roles
-    these are simply unset)."""
+    """The driver's DeepSpeed accelerator and, when a URI is remote, its object-store endpoint and
+    region (``storage.capture_env``), so workers reach the same endpoint. Never credentials: workers
+    take those from their own environment (the node's role, or the env a local Ray started with)."""
     env = storage.capture_env() if any(not storage.is_local(u) for u in uris) else {}
     if "DS_ACCELERATOR" in os.environ:
         env["DS_ACCELERATOR"] = os.environ["DS_ACCELERATOR"]
