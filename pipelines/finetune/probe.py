@@ -113,11 +113,19 @@ class Tagger(nn.Module):
 
 
 def _pad_sentences(sentences: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, W_max, D) zero-padded and the lengths (N,); built once, batches are slices of it."""
     lengths = torch.tensor([len(s) for s in sentences])
     x = torch.zeros(len(sentences), int(lengths.max()), sentences[0].shape[1])
     for i, s in enumerate(sentences):
-        x[i, :len(s)] = torch.from_numpy(s)
+        x[i, :len(s)] = torch.tensor(s)
     return x, lengths
+
+
+def _pad_tags(tags: Sequence[np.ndarray], width: int) -> torch.Tensor:
+    y = torch.full((len(tags), width), IGNORE_INDEX, dtype=torch.long)
+    for i, t in enumerate(tags):
+        y[i, :len(t)] = torch.tensor(np.asarray(t, np.int64))
+    return y
 
 
 def train_tagger(sentences: Sequence[np.ndarray], tags: Sequence[np.ndarray], num_labels: int,
@@ -127,14 +135,13 @@ def train_tagger(sentences: Sequence[np.ndarray], tags: Sequence[np.ndarray], nu
         raise ValueError("train_tagger: every sentence needs one tag per word")
     torch.manual_seed(cfg.seed)
     model = Tagger(torch.from_numpy(np.concatenate(sentences).astype(np.float32)), num_labels, cfg)
+    x, lengths = _pad_sentences(sentences)
+    y = _pad_tags(tags, x.shape[1])
 
     def loss_of(rows: torch.Tensor) -> torch.Tensor:
-        batch = [sentences[i] for i in rows.tolist()]
-        x, lengths = _pad_sentences(batch)
-        y = torch.full(x.shape[:2], IGNORE_INDEX, dtype=torch.long)
-        for r, i in enumerate(rows.tolist()):
-            y[r, :len(tags[i])] = torch.from_numpy(np.asarray(tags[i], np.int64))
-        return F.cross_entropy(model(x, lengths).reshape(-1, num_labels), y.reshape(-1), ignore_index=IGNORE_INDEX)
+        width = int(lengths[rows].max())  # the batch's own longest sentence
+        logits = model(x[rows, :width], lengths[rows])
+        return F.cross_entropy(logits.reshape(-1, num_labels), y[rows, :width].reshape(-1), ignore_index=IGNORE_INDEX)
 
     _fit(model, len(sentences), loss_of, cfg)
     return model
@@ -144,8 +151,7 @@ def train_tagger(sentences: Sequence[np.ndarray], tags: Sequence[np.ndarray], nu
 def predict_tagger(model: Tagger, sentences: Sequence[np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
     out: list[np.ndarray] = []
     for start in range(0, len(sentences), batch_size):
-        batch = sentences[start:start + batch_size]
-        x, lengths = _pad_sentences(batch)
+        x, lengths = _pad_sentences(sentences[start:start + batch_size])
         pred = model(x, lengths).argmax(-1).numpy()
         out += [pred[i, :n] for i, n in enumerate(lengths.tolist())]
     return out

@@ -219,11 +219,12 @@ def test_probe_learns_sst2_from_frozen_features(encoder):
     dev, _ = glue.read_tsv(os.path.join(sst2, "dev.tsv"), spec, "dev")
     cfg = F.FeatureConfig(pooling="mean")
     tr, x_train = _features(model, tok, F.examples_table(train[:400]), cfg)
-    dv, x_dev = _features(model, tok, F.examples_table(dev[:300]), cfg)
+    dv, x_dev = _features(model, tok, F.examples_table(dev[:200]), cfg)
     probe_cfg = P.ProbeConfig(num_epochs=10)
     clf = P.train_classifier(x_train, tr["label"].to_numpy(), 2, probe_cfg)
     accuracy = float((P.predict_classifier(clf, x_dev) == dv["label"].to_numpy()).mean())
-    assert accuracy > 0.72, accuracy  # measured 0.XXX; chance is ~0.51 on this slice
+    # measured 0.760 (seeds 0-3: 0.755-0.775); the majority class is 0.505 of these 200 rows
+    assert accuracy >= 0.74, accuracy
     again = P.train_classifier(x_train, tr["label"].to_numpy(), 2, probe_cfg)  # seeded: the same model
     assert all(torch.equal(a, b) for a, b in zip(clf.state_dict().values(), again.state_dict().values()))
 
