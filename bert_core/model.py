@@ -121,18 +121,34 @@ class BertModel(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
         self.pooler = Pooler(config) if add_pooler else None
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+               attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         check_inputs(self.config, input_ids, token_type_ids, attention_mask)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         # Boolean mask, True = attend; broadcast over heads and query positions: (B, 1, 1, T).
         attn_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
-        x = self.embeddings(input_ids, token_type_ids)
+        return self.embeddings(input_ids, token_type_ids), attn_mask
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, attn_mask = self._embed(input_ids, token_type_ids, attention_mask)
         for layer in self.layers:
             x = layer(x, attn_mask)
         pooled = self.pooler(x) if self.pooler is not None else None
         return x, pooled
+
+    def hidden_states(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                      attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The embedding output and every layer's output: num_hidden_layers + 1 tensors (B, T, H), as
+        ``transformers``' ``output_hidden_states=True``. For feature extraction (the paper's §5.3); kept
+        apart from ``forward`` so training never holds references to every layer's output."""
+        x, attn_mask = self._embed(input_ids, token_type_ids, attention_mask)
+        states = [x]
+        for layer in self.layers:
+            x = layer(x, attn_mask)
+            states.append(x)
+        return states
 
 
 def init_weights(module: nn.Module, std: float) -> None:

