@@ -142,6 +142,11 @@ def build_engine(cfg: PretrainConfig, phase: PhaseConfig, model: BertForPreTrain
                                            optimizer=client_opt, config=build_deepspeed_config(cfg, phase, world),
                                            dist_init_required=False)
     skip_single_rank_allreduce(engine, cfg, world)
+    if engine.lr_scheduler is not None:
+        # DeepSpeed's WarmupDecayLR starts at iteration -1 and applies lr 0 for two steps, a step behind the
+        # configured schedule; at iteration 0 optimizer step s (from 1) applies warmup/decay at s - 1 (as HF's
+        # linear schedule), and a checkpoint after s steps holds iteration s.
+        engine.lr_scheduler.step(0)
     if cfg.compiled:
         engine.compile(compile_kwargs={"dynamic": False})  # in place: state-dict names are unchanged
     return engine
