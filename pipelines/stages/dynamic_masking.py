@@ -5,11 +5,13 @@ training, with a seed derived from ``(base seed, epoch, instance_id)`` so every 
 while a given (epoch, instance) is masked identically whatever the batch size, block layout or
 worker that reads it.
 
-Two ways in:
-- ``mask_batch(batch, ...)``: pure, per batch; call it on the batches of ``iter_batches`` inside a
-  ``ray.train`` worker (``dataset_shard.iter_batches(batch_format="numpy")``).
-- ``masked_dataset(instances, cfg, ..., epoch)``: a lazy Ray Dataset of masked batches
-  (``map_batches(mask_batch)``), or ``iter_masked_batches`` for a plain iterator.
+Ways in:
+- ``MaskInstances``: the ``map_batches`` callable class the trainer runs on CPU actors between each
+  rank's rows of the epoch order and its training loop (``pipelines.pretrain.inputs``); rows carry
+  their epoch.
+- ``mask_batch(batch, ...)``: pure, per batch (what ``MaskInstances`` calls).
+- ``masked_dataset(instances, cfg, ..., epoch)``: a lazy Ray Dataset of one epoch's masked batches,
+  or ``iter_masked_batches`` for a plain iterator (to inspect a stage output's batches).
 
 Output keys, all int64: ``input_ids``/``token_type_ids``/``attention_mask``/``mlm_labels`` of shape
 (B, max_seq_length), ``nsp_labels`` of shape (B,) with 1 = B is a random next sentence (HF's
