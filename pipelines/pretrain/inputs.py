@@ -160,6 +160,9 @@ class Stream:
     rank: int
     usable: int
     """Rows of an epoch that are trained on: steps_per_epoch * global_batch."""
+    keep_in_memory: bool = False
+    """``materialize_instances``: the rank's reading process keeps every chunk it read, so later epochs
+    do not read the shards again (one copy of the instances per rank)."""
 
 
 def steps_per_epoch(plan: InstancePlan, global_batch: int) -> int:
@@ -187,12 +190,24 @@ def read_window(batch: pa.Table, stream: Stream) -> pa.Table:
     plan = stream.plan
     window = epoch_windows(plan, stream.seed, epoch)[index]
     chunks = plan.chunks()
-    parts = [_read_rows(plan.files[f], a, b) for f, a, b in (chunks[c] for c in window.chunks)]
+    parts = [_chunk(plan.files[f], a, b, stream.keep_in_memory) for f, a, b in (chunks[c] for c in window.chunks)]
     table = pa.concat_tables(parts).combine_chunks()
     order = window_permutation(stream.seed, epoch, index, window.size)
     keep = rank_positions(window, start, stream.usable, stream.micro, stream.world, stream.rank)
     rows = table.take(pa.array(order[keep]))
     return rows.append_column("epoch", pa.array(np.full(rows.num_rows, epoch, dtype=np.int64)))
+
+
+_KEPT: dict[tuple[str, int, int], pa.Table] = {}  # chunks held by this process (keep_in_memory)
+
+
+def _chunk(uri: str, first: int, end: int, keep: bool) -> pa.Table:
+    if not keep:
+        return _read_rows(uri, first, end)
+    key = (uri, first, end)
+    if key not in _KEPT:
+        _KEPT[key] = _read_rows(uri, first, end)
+    return _KEPT[key]
 
 
 def _read_rows(uri: str, first: int, end: int) -> pa.Table:

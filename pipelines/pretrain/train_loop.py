@@ -246,7 +246,8 @@ def _micro_batches(job: WorkerJob, state: ckpt.TrainState, rank: int,
     """(epoch, masked batch) from the saved cursor to the end of the phase."""
     phase, plan = job.phase, job.plan
     stream = Stream(plan, job.cfg.seed, phase.micro_batch_size, world, rank,
-                    steps_per_epoch(plan, phase.global_batch_size) * phase.global_batch_size)
+                    steps_per_epoch(plan, phase.global_batch_size) * phase.global_batch_size,
+                    keep_in_memory=job.cfg.materialize_instances)
     masker = {"vocab": job.vocab, "seed": job.cfg.seed, "max_seq_length": phase.max_seq_length,
               "mlm_probability": job.cfg.masking.mlm_probability,
               "max_predictions_per_seq": phase.max_predictions_per_seq, "whole_word": job.cfg.masking.whole_word}
