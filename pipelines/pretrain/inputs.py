@@ -43,8 +43,10 @@ CHUNK_ROWS = 1024
 BUFFER_ROWS = 65536
 """Rows permuted together (the local shuffle buffer); 64 chunks."""
 COLUMNS = ("input_ids", "token_type_ids", "is_random_next", "instance_id")
-MASK_CPUS = 0.25
-"""Logical CPUs per masking actor and read task (fractional: the training workers hold whole CPUs)."""
+MASK_CPUS = 0.0
+"""Logical CPUs reserved per reading/masking actor: none. Each rank's actor must start even when the
+training workers (and other stages' pools) hold every logical CPU of the cluster: with 0.25 it stayed
+pending forever in the demo DAG. The work still runs in its own process, beside the training step."""
 
 
 class DataCursorError(ValueError):
