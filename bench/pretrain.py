@@ -5,8 +5,9 @@
     python -m bench.pretrain --compile                        # both sides torch.compile'd (``compile: true``;
                                                               # on 2 CPUs ~9% slower than eager, so off by default)
 
-Full path: INSTANCES parquet -> Ray Data stream -> ``ray.train.get_dataset_shard`` -> dynamic masking
-(``mask_batch``) -> DeepSpeed engine step (AdamW), i.e. ``run_pretraining``. ``--zero-stage`` defaults
+Full path: INSTANCES parquet -> each rank's Ray Data stream (its rows of the seeded epoch order, masked
+by the ``MaskInstances`` map_batches stage on a CPU actor, prefetched) -> DeepSpeed engine step (AdamW),
+i.e. ``run_pretraining``. ``--zero-stage`` defaults
 to 0: on one worker ZeRO >= 1 partitions over a single rank, so it only adds DeepSpeed's copies into
 and out of its flat fp32 partition (8-15% more CPU per step of ``small``; ``--zero-stage 1`` shows it).
 Its tokens/s are the median of the rank-0 metric windows after the first (warm-up) one.
@@ -15,7 +16,8 @@ batch held in memory, with as many torch threads as the Ray worker gets; measure
 path and averaged, so background load hits both alike. Overhead = 1 - full / baseline. On a shared
 machine the two can still see different load, so the loop's own ``input_wait_fraction`` (share of
 wall time rank 0 spent waiting for the stream and masking, measured inside the same steps) is
-printed too: it is the data path's overhead free of that noise. Likewise tokens per CPU-second of
+printed too (per window, and the median of the steady windows): it is the data path's overhead free
+of that noise; near 0 means the step never waits for reading and masking, which run ahead on the actor. Likewise tokens per CPU-second of
 the training process (baseline: the driver's; full path: rank 0's, ``tokens_per_cpu_s``) compare the
 step itself (DeepSpeed + masking vs bare torch) independently of how much CPU other load leaves.
 
@@ -184,7 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
               "baseline_tokens_per_cpu_s": round(baseline_cpu, 1), "full_path_tokens_per_cpu_s": round(full_cpu, 1),
               "overhead_cpu_pct": round(100 * (1 - full_cpu / baseline_cpu), 1),
               "full_path_windows": [round(w["tokens_per_s"], 1) for w in windows],
-              "input_wait_pct": [round(100 * w["input_wait_fraction"], 1) for w in windows]}
+              "input_wait_pct": [round(100 * w["input_wait_fraction"], 1) for w in windows],
+              "input_wait_pct_median": round(100 * statistics.median(
+                  w["input_wait_fraction"] for w in (windows[1:] or windows)), 2)}
     print(json.dumps(report, indent=2))
     return report
 

@@ -4,7 +4,8 @@ A checkpoint directory (one per reported step, merged by Ray Train from every ra
 
     deepspeed/state/...        DeepSpeed's own files: module, ZeRO optimizer partitions, LR scheduler
     deepspeed/latest
-    train_state.json           step, data position (epoch, samples into the epoch), world size, model
+    train_state.json           step, data cursor (epoch, samples into the epoch, instances fingerprint),
+                               world size, model
     metrics.jsonl              the metric log up to this step (rank 0), so a restore keeps the curve
 
 Restore with the same world size and ZeRO stage loads the DeepSpeed state as is (optimizer moments
@@ -43,11 +44,15 @@ class TrainState:
     epoch: int
     """Pass over the instances the data position is in (also seeds the dynamic masks)."""
     samples_in_epoch: int
-    """Sequences consumed from this epoch, summed over all workers."""
+    """Sequences consumed from this epoch, summed over all workers: a multiple of the global batch, so the
+    same position whatever the world size (see ``inputs``)."""
     world_size: int
     zero_stage: int
     run_identity: str
     model_config: dict[str, Any]
+    instances: dict[str, Any] | None = None
+    """``inputs.InstancePlan.summary()`` of the instances the cursor counts in (rows, shards, fingerprint,
+    chunk and buffer sizes); a resume over other instances is refused before any step."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -121,8 +121,8 @@ class PretrainConfig:
     seed: int = 0
     """Seeds weights, dropout and masking."""
     materialize_instances: bool = False
-    """Hold the instances in Ray's object store after the first read, so each new epoch does not
-    re-read the shards (for corpora that fit in memory; streaming otherwise)."""
+    """Each rank's reading process keeps the instance chunks it has read, so a new epoch does not
+    re-read the shards (for corpora that fit in memory, one copy per rank; streaming otherwise)."""
     init_from: str | None = None
     """Optional HF-layout directory (config.json + model.safetensors) the first phase starts from."""
     storage_path: str | None = None

@@ -1,11 +1,13 @@
 """The per-worker pretraining loop that Ray Train runs on every rank:
 
-    get_dataset_shard("train") -> dynamic masking (mask_batch) -> DeepSpeed engine step
+    the rank's own Ray Data stream (``inputs.rank_batches``: its rows of the seeded epoch order, masked
+    by the ``MaskInstances`` stage on CPU actors) -> DeepSpeed engine step
     -> metrics (rank 0) -> checkpoint + ray.train.report (every rank, same number of times)
 
 Everything comes from the ``loop_config`` dict the trainer builds (``WorkerJob``); nothing is read
-from module globals. Restores from ``ray.train.get_checkpoint()`` (see ``checkpointing``) and resumes
-the data stream at the saved position by skipping the micro-batches already consumed in the epoch.
+from module globals. Restores from ``ray.train.get_checkpoint()`` (see ``checkpointing``) and starts
+the stream at the saved cursor (epoch, samples into the epoch), so every rank gets exactly the rows an
+uninterrupted run would have given it, also after a rescale (see ``inputs``).
 """
 from __future__ import annotations
 
@@ -27,8 +29,11 @@ from pipelines.pretrain import checkpointing as ckpt
 from pipelines.pretrain.config import PhaseConfig, PretrainConfig
 from pipelines.pretrain.deepspeed_config import build_deepspeed_config, uses_client_optimizer, weight_decay_groups
 from pipelines.pretrain.metrics import GpuPeak, MetricsWriter, flops_per_step, gpu_peak, mfu_metrics
-from pipelines.stages.dynamic_masking import VocabInfo, mask_batch
+from pipelines.pretrain.inputs import InstancePlan, Stream, check_cursor, rank_batches, steps_per_epoch
+from pipelines.schemas import TRAIN_BATCH_KEYS
+from pipelines.stages.dynamic_masking import VocabInfo
 from pipelines.typed_config import from_dict, to_dict
+
 
 @dataclass(frozen=True)
 class FaultInjection:
@@ -51,12 +56,17 @@ class WorkerJob:
     init_weights: dict[str, Any] | None = None
     """{'uri': HF-layout model.safetensors} the phase starts from when no checkpoint exists."""
     fault: FaultInjection | None = None
+    plan: InstancePlan | None = None
+    """The phase's instances (shards, row counts, fingerprint); set by the trainer before fitting."""
+    instance_log: str | None = None
+    """Test hook: a directory where every rank appends the instance_ids of each micro-batch."""
 
     def to_loop_config(self) -> dict[str, Any]:
         return {"cfg": to_dict(self.cfg), "phase_index": self.phase_index, "vocab": dataclasses.asdict(self.vocab),
                 "run_identity": self.run_identity, "metrics_dir": self.metrics_dir,
                 "init_weights": self.init_weights,
-                "fault": dataclasses.asdict(self.fault) if self.fault else None}
+                "fault": dataclasses.asdict(self.fault) if self.fault else None,
+                "plan": self.plan.to_dict() if self.plan else None, "instance_log": self.instance_log}
 
     @classmethod
     def from_loop_config(cls, d: dict[str, Any]) -> "WorkerJob":
@@ -65,7 +75,8 @@ class WorkerJob:
         if vocab.get("continuation") is not None:
             vocab["continuation"] = tuple(vocab["continuation"])
         return cls(from_dict(PretrainConfig, d["cfg"]), d["phase_index"], VocabInfo(**vocab), d["run_identity"],
-                   d["metrics_dir"], d["init_weights"], FaultInjection(**d["fault"]) if d["fault"] else None)
+                   d["metrics_dir"], d["init_weights"], FaultInjection(**d["fault"]) if d["fault"] else None,
+                   InstancePlan.from_dict(d["plan"]) if d["plan"] else None, d["instance_log"])
 
     @property
     def phase(self):
@@ -131,6 +142,11 @@ def build_engine(cfg: PretrainConfig, phase: PhaseConfig, model: BertForPreTrain
                                            optimizer=client_opt, config=build_deepspeed_config(cfg, phase, world),
                                            dist_init_required=False)
     skip_single_rank_allreduce(engine, cfg, world)
+    if engine.lr_scheduler is not None:
+        # DeepSpeed's WarmupDecayLR starts at iteration -1 and applies lr 0 for two steps, a step behind the
+        # configured schedule; at iteration 0 optimizer step s (from 1) applies warmup/decay at s - 1 (as HF's
+        # linear schedule), and a checkpoint after s steps holds iteration s.
+        engine.lr_scheduler.step(0)
     if cfg.compiled:
         engine.compile(compile_kwargs={"dynamic": False})  # in place: state-dict names are unchanged
     return engine
@@ -178,10 +194,11 @@ def _restore_or_init(job: WorkerJob, model: BertForPreTraining, world: int):
         if job.init_weights is not None:
             _load_hf_weights(model, job.init_weights["uri"])
         return ckpt.TrainState(job.phase_index, 0, 0, 0, world, job.cfg.deepspeed.zero_stage, job.run_identity,
-                               model_config), None
+                               model_config, job.plan.summary()), None
     restore = _RestoreDir(checkpoint)
     saved = ckpt.read_train_state(restore.path)
     ckpt.check_compatible(saved, phase=job.phase_index, run_identity=job.run_identity, model_config=model_config)
+    check_cursor(saved.instances, job.plan, f"checkpoint at step {saved.step}")
     if not _same_layout(saved, job, world):
         ckpt.load_consolidated(model, restore.path)
     return saved, restore
@@ -199,7 +216,9 @@ def _finish_restore(engine, job: WorkerJob, state: ckpt.TrainState, restore_dir:
         if path is None:
             raise ckpt.CheckpointError(f"DeepSpeed could not load the checkpoint in {restore_dir.path}")
     elif state.step > 0 and engine.lr_scheduler is not None:
-        engine.lr_scheduler.step(state.step - 1)  # weights came from the consolidated state; align the schedule
+        # Weights came from the consolidated state; the schedule stands where `step` optimizer steps leave
+        # it (DeepSpeed's scheduler counts one iteration per step from 0, as a state it would have loaded).
+        engine.lr_scheduler.step(state.step)
     engine.global_steps = state.step
 
 
@@ -222,29 +241,19 @@ def _restore_metrics_log(directory: str | None, writer: MetricsWriter) -> None:
         os.remove(writer.path)
 
 
-def _micro_batches(job: WorkerJob, state: ckpt.TrainState, world: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """(epoch, masked batch) forever, starting at the saved data position."""
-    import ray.train
-
-    shard = ray.train.get_dataset_shard("train")
-    micro = job.phase.micro_batch_size
-    epoch, skip = state.epoch, state.samples_in_epoch // (micro * world)
-    vocab = job.vocab
-    continuation = torch.tensor(vocab.continuation, dtype=torch.bool) if job.cfg.masking.whole_word else None
-    while True:
-        seen = 0
-        for raw in shard.iter_batches(batch_size=micro, batch_format="numpy", drop_last=True, prefetch_batches=2):
-            seen += 1
-            if seen <= skip:
-                continue
-            yield epoch, mask_batch(
-                raw, epoch=epoch, seed=job.cfg.seed, vocab_size=vocab.vocab_size, mask_token_id=vocab.mask_token_id,
-                special_token_ids=vocab.special_token_ids, max_seq_length=job.phase.max_seq_length,
-                pad_token_id=vocab.pad_token_id, mlm_probability=job.cfg.masking.mlm_probability,
-                max_predictions_per_seq=job.phase.max_predictions_per_seq, continuation=continuation)
-        if seen == 0:
-            raise RuntimeError(f"worker shard holds fewer than micro_batch_size={micro} instances")
-        epoch, skip = epoch + 1, 0
+def _micro_batches(job: WorkerJob, state: ckpt.TrainState, rank: int,
+                   world: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """(epoch, masked batch) from the saved cursor to the end of the phase."""
+    phase, plan = job.phase, job.plan
+    stream = Stream(plan, job.cfg.seed, phase.micro_batch_size, world, rank,
+                    steps_per_epoch(plan, phase.global_batch_size) * phase.global_batch_size,
+                    keep_in_memory=job.cfg.materialize_instances)
+    masker = {"vocab": job.vocab, "seed": job.cfg.seed, "max_seq_length": phase.max_seq_length,
+              "mlm_probability": job.cfg.masking.mlm_probability,
+              "max_predictions_per_seq": phase.max_predictions_per_seq, "whole_word": job.cfg.masking.whole_word}
+    needed = (phase.num_steps - state.step) * phase.global_batch_size
+    for batch in rank_batches(stream, masker, state.epoch, state.samples_in_epoch, needed):
+        yield int(batch["epoch"][0]), batch  # an epoch is whole micro-batches of every rank: one epoch each
 
 
 class Window:
@@ -255,7 +264,8 @@ class Window:
         self.start = time.perf_counter()
         self.cpu_start = time.process_time()  # CPU time of this process, all threads
         self.flops = 0.0
-        self.input_seconds = 0.0  # waiting for the stream + masking, on this rank
+        self.input_seconds = 0.0  # waiting for the stream (read + masking run ahead on CPU actors), on this rank
+        self.learning_rate: float | None = None  # the engine's rate applied by the window's last step
 
     @torch.no_grad()
     def add(self, out, batch: dict[str, torch.Tensor]) -> None:
@@ -288,7 +298,7 @@ def train_micro_batch(engine, arrays: dict[str, np.ndarray], device: torch.devic
 def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world: int, device, writer) -> None:
     cfg, phase = job.cfg, job.phase
     accumulation = cfg.gradient_accumulation_steps(phase, world)
-    batches = _micro_batches(job, state, world)
+    batches = _micro_batches(job, state, rank, world)
     window = Window()
     bert_config = job.bert_config()
     step, epoch, samples = state.step, state.epoch, state.samples_in_epoch
@@ -298,12 +308,17 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
     engine.train()
     while step < phase.num_steps:
         _maybe_inject_fault(job.fault, step, rank)
-        for _ in range(accumulation):
+        # Read from the optimizer's param groups (python floats) before the step applies it.
+        window.learning_rate = float(engine.get_lr()[0])
+        for micro in range(accumulation):
             waited = time.perf_counter()
-            batch_epoch, arrays = next(batches)
+            batch_epoch, batch = next(batches)
             window.input_seconds += time.perf_counter() - waited
             if batch_epoch != epoch:
                 epoch, samples = batch_epoch, 0
+            if job.instance_log:
+                _log_instances(job.instance_log, rank, step + 1, micro, batch["instance_id"])
+            arrays = {k: batch[k] for k in TRAIN_BATCH_KEYS}
             train_micro_batch(engine, arrays, device, num_predictions, bert_config, window)
             samples += phase.micro_batch_size * world
         step += 1
@@ -331,7 +346,8 @@ def summarise(window: Window, engine, step: int, epoch: int, world: int, peak: G
     seconds = time.perf_counter() - window.start
     out = {"step": step, "epoch": epoch, "mlm_loss": mlm_loss / max(n_mlm, 1), "mlm_accuracy": mlm_ok / max(n_mlm, 1),
            "nsp_loss": nsp_loss / max(n_seq, 1), "nsp_accuracy": nsp_ok / max(n_seq, 1),
-           "learning_rate": float(engine.get_lr()[0]), "tokens_per_s": positions / seconds,
+           "learning_rate": float(engine.get_lr()[0]) if window.learning_rate is None else window.learning_rate,
+           "tokens_per_s": positions / seconds,
            "real_tokens_per_s": real_tokens / seconds, "samples_per_s": n_seq / seconds}
     out["input_wait_fraction"] = window.input_seconds / seconds  # rank 0's share of time spent waiting for data
     # Tokens per CPU-second of rank 0's process: comparable across runs on a machine shared with other load.
@@ -366,3 +382,12 @@ def _maybe_inject_fault(fault: FaultInjection | None, step: int, rank: int) -> N
     with open(fault.marker_path, "w") as f:
         f.write(f"rank {rank} exited at step {step}\n")
     os._exit(1)
+
+
+def _log_instances(directory: str, rank: int, step: int, micro: int, ids: np.ndarray) -> None:
+    """Test hook: one JSON line per micro-batch (a restarted rank appends again from its restored step)."""
+    import json
+
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f"rank{rank}.jsonl"), "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": step, "micro": micro, "ids": [str(i) for i in ids]}) + "\n")

@@ -17,6 +17,7 @@ phase k's exported weights with its own optimizer and schedule.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from typing import Sequence
@@ -29,6 +30,7 @@ from pipelines import storage
 from pipelines.pretrain.checkpointing import (METRICS_FILE, TRAIN_STATE, CheckpointError, TrainState, check_compatible,
                                               load_consolidated)
 from pipelines.pretrain.config import PretrainConfig, run_identity
+from pipelines.pretrain.inputs import InstancePlan, check_cursor
 from pipelines.pretrain.train_loop import FaultInjection, WorkerJob, train_loop_per_worker
 from pipelines.schemas import INSTANCES, check_schema
 from pipelines.stages.dynamic_masking import VocabInfo
@@ -42,7 +44,7 @@ class PretrainInputError(ValueError):
 
 
 def run_pretraining(cfg: PretrainConfig, instances_uri: str | Sequence[str], vocab_uri: str, output_root: str,
-                    *, fault_injection: FaultInjection | None = None) -> str:
+                    *, fault_injection: FaultInjection | None = None, instance_log: str | None = None) -> str:
     """Pretrain BERT on INSTANCES shards and return the URI of the final HF-layout export.
 
     ``instances_uri``: one INSTANCES directory (stage output or any parquet directory/glob) for every
@@ -51,7 +53,8 @@ def run_pretraining(cfg: PretrainConfig, instances_uri: str | Sequence[str], voc
     refused. ``vocab_uri``: the ``vocab.txt`` or ``tokenizer.json`` (or a wordpiece output directory)
     the instances were tokenised with; it sets the model's vocabulary size and the export's casing.
     ``output_root``: local path or ``s3://``. ``fault_injection`` is a test hook (one worker exits
-    hard once). Re-running with the same arguments resumes where the last run stopped.
+    hard once); ``instance_log`` another (every rank logs each micro-batch's instance_ids under it).
+    Re-running with the same arguments resumes where the last run stopped, at the same rows.
     """
     inputs = _inputs_per_phase(cfg, instances_uri)
     with tempfile.TemporaryDirectory(prefix="pretrain-vocab-") as tmp:
@@ -67,7 +70,7 @@ def run_pretraining(cfg: PretrainConfig, instances_uri: str | Sequence[str], voc
             export_uri = storage.join(run_root, f"phase{index}", "export")
             if not storage.exists(storage.join(export_uri, EXPORT_MANIFEST)):
                 job = WorkerJob(cfg, index, vocab, identity, _metrics_dir(run_root, index, identity),
-                                {"uri": init} if init else None, fault_injection)
+                                {"uri": init} if init else None, fault_injection, instance_log=instance_log)
                 checkpoint = _fit_phase(job, inputs[index], run_root)
                 _export(checkpoint, job, tokenizer, export_uri, storage.join(run_root, f"phase{index}"))
             init = _export_weights_uri(export_uri)
@@ -237,17 +240,14 @@ def _check_init_from(cfg: PretrainConfig, vocab_size: int) -> None:
 # One phase on Ray Train, then the export
 # ---------------------------------------------------------------------------------------------
 def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
-    import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
 
     cfg = job.cfg
-    files = instance_files(instances_uri)
-    fs, _ = storage.filesystem(files[0])
-    dataset = ray.data.read_parquet([storage.filesystem(f)[1] for f in files], filesystem=fs).select_columns(
-        ["input_ids", "token_type_ids", "is_random_next", "instance_id"])
-    if cfg.materialize_instances:
-        dataset = dataset.materialize()
+    # Each rank reads its own rows of the seeded epoch order (inputs.rank_batches), so no dataset is
+    # handed to Ray Train: its streaming_split deals blocks to whichever rank asks, which a restart
+    # does not repeat.
+    job = dataclasses.replace(job, plan=InstancePlan.from_files(instance_files(instances_uri)))
     storage_uri = cfg.storage_path or storage.join(run_root, "runs")
     run_name = f"pretrain-{job.run_identity}-phase{job.phase_index}"
     check_existing_checkpoint(storage.join(storage_uri, run_name), job)
@@ -266,8 +266,6 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
             callbacks=[_Progress(job.phase.num_steps, job.phase_index)],
             worker_runtime_env={"env_vars": _worker_env(storage_uri, run_root, instances_uri)},
         ),
-        datasets={"train": dataset},
-        dataset_config=ray.train.DataConfig(execution_options=_ordered()),
     )
     result = trainer.fit()
     if result.checkpoint is None:
@@ -287,9 +285,8 @@ def _worker_env(*uris: str) -> dict[str, str]:
 
 def check_existing_checkpoint(run_uri: str, job: WorkerJob) -> None:
     """Before starting workers: the newest checkpoint the restarted run would resume from must be
-    complete and belong to this run (same phase, identity and model)."""
-    import dataclasses
-
+    complete and belong to this run (same phase, identity and model) and its data cursor to the
+    instances on disk (same fingerprint)."""
     if not storage.is_dir(run_uri):
         return
     names = sorted({f[len(run_uri) + 1:].split("/")[0] for f in storage.list_files(run_uri)})
@@ -304,15 +301,7 @@ def check_existing_checkpoint(run_uri: str, job: WorkerJob) -> None:
     saved = TrainState.from_json(storage.read_bytes(state_uri).decode("utf-8"))
     check_compatible(saved, phase=job.phase_index, run_identity=job.run_identity,
                      model_config=dataclasses.asdict(job.bert_config()))
-
-
-def _ordered():
-    """Keep block order so a run's data order (and so its loss curve) repeats for the same seed."""
-    from ray.data import ExecutionOptions
-
-    options = ExecutionOptions()
-    options.preserve_order = True
-    return options
+    check_cursor(saved.instances, job.plan, f"checkpoint {newest}")
 
 
 def _export(checkpoint, job: WorkerJob, tokenizer: WordPieceTokenizer, export_uri: str, phase_uri: str) -> None:

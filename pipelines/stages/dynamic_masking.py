@@ -5,11 +5,13 @@ training, with a seed derived from ``(base seed, epoch, instance_id)`` so every 
 while a given (epoch, instance) is masked identically whatever the batch size, block layout or
 worker that reads it.
 
-Two ways in:
-- ``mask_batch(batch, ...)``: pure, per batch; call it on the batches of ``iter_batches`` inside a
-  ``ray.train`` worker (``dataset_shard.iter_batches(batch_format="numpy")``).
-- ``masked_dataset(instances, cfg, ..., epoch)``: a lazy Ray Dataset of masked batches
-  (``map_batches(mask_batch)``), or ``iter_masked_batches`` for a plain iterator.
+Ways in:
+- ``MaskInstances``: the ``map_batches`` callable class the trainer runs on CPU actors between each
+  rank's rows of the epoch order and its training loop (``pipelines.pretrain.inputs``); rows carry
+  their epoch.
+- ``mask_batch(batch, ...)``: pure, per batch (what ``MaskInstances`` calls).
+- ``masked_dataset(instances, cfg, ..., epoch)``: a lazy Ray Dataset of one epoch's masked batches,
+  or ``iter_masked_batches`` for a plain iterator (to inspect a stage output's batches).
 
 Output keys, all int64: ``input_ids``/``token_type_ids``/``attention_mask``/``mlm_labels`` of shape
 (B, max_seq_length), ``nsp_labels`` of shape (B,) with 1 = B is a random next sentence (HF's
@@ -120,23 +122,44 @@ class VocabInfo:
         return cls(tokenizer.vocab_size, tokenizer.mask_id, tokenizer.pad_id, tuple(tokenizer.special_ids), cont)
 
 
-class _MaskBatches:
-    """Ray Data callable: holds the config and vocab facts, masks each batch."""
+class MaskInstances:
+    """Ray Data ``map_batches`` callable (the trainer's masking stage, on CPU actors): INSTANCES rows with an
+    ``epoch`` column (or a fixed ``epoch``) -> the five ``TRAIN_BATCH_KEYS`` plus ``instance_id`` and
+    ``epoch``. Each row is seeded by (seed, its epoch, its instance_id), so a mask is the same whichever
+    worker computes it and however the rows are batched."""
 
-    def __init__(self, cfg: MaskingConfig, vocab: VocabInfo, epoch: int):
-        self.cfg, self.vocab, self.epoch = cfg, vocab, epoch
-        self.continuation = torch.tensor(vocab.continuation, dtype=torch.bool) if vocab.continuation else None
-        if cfg.whole_word_masking and self.continuation is None:
-            raise ValueError("whole_word_masking needs VocabInfo with a continuation table")
+    def __init__(self, vocab: VocabInfo, seed: int, max_seq_length: int, mlm_probability: float = 0.15,
+                 max_predictions_per_seq: int | None = 20, whole_word: bool = False, epoch: int | None = None):
+        if whole_word and vocab.continuation is None:
+            raise ValueError("whole-word masking needs VocabInfo with a continuation table")
+        self.vocab, self.seed, self.epoch = vocab, seed, epoch
+        self.kwargs = dict(seed=seed, vocab_size=vocab.vocab_size, mask_token_id=vocab.mask_token_id,
+                           special_token_ids=vocab.special_token_ids, max_seq_length=max_seq_length,
+                           pad_token_id=vocab.pad_token_id, mlm_probability=mlm_probability,
+                           max_predictions_per_seq=max_predictions_per_seq,
+                           continuation=torch.tensor(vocab.continuation, dtype=torch.bool) if whole_word else None)
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        return mask_batch(
-            batch, epoch=self.epoch, seed=self.cfg.seed, vocab_size=self.vocab.vocab_size,
-            mask_token_id=self.vocab.mask_token_id, special_token_ids=self.vocab.special_token_ids,
-            max_seq_length=self.cfg.max_seq_length, pad_token_id=self.vocab.pad_token_id,
-            mlm_probability=self.cfg.mlm_probability, max_predictions_per_seq=self.cfg.max_predictions_per_seq,
-            continuation=self.continuation if self.cfg.whole_word_masking else None,
-        )
+        n = len(batch["instance_id"])
+        epochs = np.asarray(batch["epoch"], dtype=np.int64) if self.epoch is None else np.full(n, self.epoch)
+        parts = []
+        for epoch in np.unique(epochs):  # a batch may straddle two epochs; each run keeps its epoch's seeds
+            rows = np.flatnonzero(epochs == epoch)
+            sub = {k: np.asarray(batch[k], dtype=object)[rows] if k in ("input_ids", "token_type_ids")
+                   else np.asarray(batch[k])[rows] for k in ("input_ids", "token_type_ids", "is_random_next",
+                                                            "instance_id")}
+            out = mask_batch(sub, epoch=int(epoch), **self.kwargs)
+            parts.append((rows, {**out, "instance_id": np.asarray(sub["instance_id"]).astype(str),
+                                 "epoch": np.full(len(rows), epoch, dtype=np.int64)}))
+        if len(parts) == 1:
+            return parts[0][1]
+        order = np.argsort(np.concatenate([rows for rows, _ in parts]), kind="stable")
+        return {k: np.concatenate([p[k] for _, p in parts])[order] for k in parts[0][1]}
+
+
+def _masker(cfg: MaskingConfig, vocab: VocabInfo, epoch: int) -> MaskInstances:
+    return MaskInstances(vocab, cfg.seed, cfg.max_seq_length, cfg.mlm_probability, cfg.max_predictions_per_seq,
+                         cfg.whole_word_masking, epoch=epoch)
 
 
 def _as_dataset(instances: "ray.data.Dataset | str") -> "ray.data.Dataset":
@@ -163,13 +186,13 @@ def masked_dataset(instances: "ray.data.Dataset | str", cfg: MaskingConfig, voca
     (cfg.seed, epoch, instance_id).
     """
     ds = _as_dataset(instances)
-    return ds.map_batches(_MaskBatches(cfg, vocab, epoch), batch_size=cfg.batch_size, batch_format="numpy")
+    return ds.map_batches(_masker(cfg, vocab, epoch), batch_size=cfg.batch_size, batch_format="numpy")
 
 
 def iter_masked_batches(instances: "ray.data.Dataset | str", cfg: MaskingConfig, vocab: VocabInfo,
                         *, epoch: int, drop_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """Iterate fixed-shape masked batches of ``cfg.batch_size`` rows (the last may be smaller)."""
-    masker = _MaskBatches(cfg, vocab, epoch)
+    masker = _masker(cfg, vocab, epoch)
     for batch in _as_dataset(instances).iter_batches(batch_size=cfg.batch_size, batch_format="numpy",
                                                      drop_last=drop_last):
         yield masker(batch)

@@ -78,3 +78,21 @@ def test_masking_benchmark_checks_batched_against_row_by_row():
 
     result = main(["--batch", "8", "--seq", "32", "--repeats", "1"])
     assert result["identical_outputs"] and result["mask_batch_ms"] > 0
+
+
+def test_mask_instances_stage_seeds_each_row_by_its_epoch(instances, bert_tokenizer):
+    """The trainer's map_batches stage: a batch straddling two epochs masks each row as its epoch's
+    mask_batch does, and passes instance_id and epoch through."""
+    vocab = dm.VocabInfo.from_tokenizer(bert_tokenizer)
+    stage = dm.MaskInstances(vocab, seed=5, max_seq_length=128)
+    batch = _batch(instances.slice(0, 12))
+    batch["epoch"] = np.array([0] * 5 + [1] * 7)
+    out = stage({k: np.asarray(v, dtype=object) if k.endswith("_ids") and k != "instance_id" else np.asarray(v)
+                 for k, v in batch.items()})
+    kw = dict(seed=5, vocab_size=vocab.vocab_size, mask_token_id=vocab.mask_token_id,
+              special_token_ids=vocab.special_token_ids, max_seq_length=128, pad_token_id=vocab.pad_token_id)
+    first = dm.mask_batch(_batch(instances.slice(0, 5)), epoch=0, **kw)
+    second = dm.mask_batch(_batch(instances.slice(5, 7)), epoch=1, **kw)
+    for k in TRAIN_BATCH_KEYS:
+        assert (out[k] == np.concatenate([first[k], second[k]])).all(), k
+    assert out["instance_id"].tolist() == batch["instance_id"] and out["epoch"].tolist() == batch["epoch"].tolist()

@@ -168,3 +168,22 @@ def test_instances_of_another_casing(pretrain_corpus, tmp_path):
     built = _nsp_output(pretrain_corpus, tmp_path / "data", 64, lowercase=False)
     _fails_fast(_cfg(), built, vocab, str(tmp_path), PretrainInputError,
                 "were tokenised cased, but the vocabulary given is lowercased")
+
+
+def test_resume_over_rebuilt_instances_names_what_changed(pretrain_corpus, tmp_path):
+    """The checkpoint's cursor counts rows of other instances (rebuilt in place): refused before any worker."""
+    import dataclasses
+
+    from pipelines.pretrain.inputs import DataCursorError, InstancePlan
+    from pipelines.pretrain.train_loop import model_config
+    from pipelines.pretrain.trainer import instance_files
+
+    instances, vocab, _ = pretrain_corpus
+    cfg = _cfg()
+    then = {**InstancePlan.from_files(instance_files(instances)).summary(), "rows": 1500, "fingerprint": "f" * 32}
+    _plant_checkpoint(pretrain_corpus, tmp_path, cfg, {
+        "phase": 0, "step": 4, "epoch": 0, "samples_in_epoch": 64, "world_size": 2, "zero_stage": 1,
+        "run_identity": run_identity_of(cfg, pretrain_corpus), "instances": then,
+        "model_config": dataclasses.asdict(model_config(cfg, 1000))})
+    _fails_fast(cfg, instances, vocab, str(tmp_path), DataCursorError,
+                r"instances changed since the checkpoint.*'rows': \(1500, 1713\)")

@@ -2,6 +2,8 @@
 
 Each ZeRO stage runs in at least one test: 0 and 2 (same loss curve), 1 (a worker killed and
 replaced), 3 (driver restart that also rescales 2 workers -> 1 from the consolidated fp32 state).
+Every rank logs the instance_ids of each micro-batch (test hook): the interrupted runs read exactly the
+uninterrupted run's rows, and the engine's learning rate follows warm-up + linear decay at every step.
 """
 from __future__ import annotations
 
@@ -43,6 +45,31 @@ def _metrics(export_uri: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def _expected_lr(cfg: PretrainConfig, step: int) -> float:
+    """Warm-up from 0 then linear decay to 0: the rate optimizer step ``step`` (from 1) applies."""
+    phase, it = cfg.phases[0], step - 1
+    if it < phase.warmup_steps:
+        return phase.learning_rate * (it / phase.warmup_steps)
+    return phase.learning_rate * max(0.0, (phase.num_steps - it) / (phase.num_steps - phase.warmup_steps))
+
+
+def _assert_lr_schedule(curve: list[dict], cfg: PretrainConfig) -> None:
+    assert [m["step"] for m in curve] == list(range(1, STEPS + 1))
+    got = [m["learning_rate"] for m in curve]
+    assert got == pytest.approx([_expected_lr(cfg, m["step"]) for m in curve], rel=1e-12, abs=0), got
+    assert max(got) == cfg.phases[0].learning_rate
+
+
+def _instance_lines(directory: str, rank: int) -> list[dict]:
+    with open(os.path.join(directory, f"rank{rank}.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def _reference_ids(runs: dict) -> dict[tuple[int, int, int], list[str]]:
+    """(rank, step, micro) -> instance_ids of the uninterrupted 2-worker run."""
+    return {(r, line["step"], line["micro"]): line["ids"] for r in (0, 1) for line in _instance_lines(runs["log"], r)}
+
+
 def _last_train_state(output_root: str) -> dict:
     """The newest train_state.json among the checkpoints kept in storage (local or s3)."""
     from pipelines import storage
@@ -54,11 +81,24 @@ def _last_train_state(output_root: str) -> dict:
 @pytest.fixture(scope="module")
 def zero0_and_zero2(pretrain_corpus, tmp_path_factory, ray_session):
     instances, vocab, _ = pretrain_corpus
-    runs = {}
+    runs = {"log": str(tmp_path_factory.mktemp("instances-log"))}
     for stage in (0, 2):
         out = str(tmp_path_factory.mktemp(f"zero{stage}"))
-        runs[stage] = run_pretraining(_cfg(stage), instances, vocab, out)
+        runs[stage] = run_pretraining(_cfg(stage), instances, vocab, out, instance_log=runs["log"] if stage == 0 else None)
     return runs
+
+
+def test_uninterrupted_run_reads_distinct_rows_in_a_seeded_order(zero0_and_zero2):
+    reference = _reference_ids(zero0_and_zero2)
+    assert sorted(reference) == [(r, s, 0) for r in (0, 1) for s in range(1, STEPS + 1)]
+    ids = [i for batch in reference.values() for i in batch]
+    assert len(ids) == STEPS * 16 == len(set(ids))  # within one epoch no row twice
+    first = reference[(0, 1, 0)]
+    assert first != sorted(first)  # shuffled, not shard order
+
+
+def test_learning_rate_of_the_engine_follows_the_schedule(zero0_and_zero2):
+    _assert_lr_schedule(_metrics(zero0_and_zero2[0]), _cfg(0))
 
 
 def test_zero2_matches_zero0_loss_curve(zero0_and_zero2):
@@ -87,32 +127,49 @@ def test_export_opens_in_transformers(zero0_and_zero2):
     assert os.path.isdir(os.path.join(os.path.dirname(export), "tensorboard"))
 
 
-def test_worker_killed_mid_run_restores_last_checkpoint(pretrain_corpus, tmp_path, ray_session):
+def test_worker_killed_mid_run_restores_last_checkpoint(pretrain_corpus, zero0_and_zero2, tmp_path, ray_session):
     """Compiled (``compile: true``, as on GPU): checkpoints of the compiled engine save and restore."""
     instances, vocab, _ = pretrain_corpus
-    marker = str(tmp_path / "fault-marker")
-    export = run_pretraining(_cfg(1, max_failures=1, compile=True), instances, vocab, str(tmp_path),
+    marker, log = str(tmp_path / "fault-marker"), str(tmp_path / "instances-log")
+    cfg = _cfg(1, max_failures=1, compile=True)
+    export = run_pretraining(cfg, instances, vocab, str(tmp_path / "out"), instance_log=log,
                              fault_injection=FaultInjection(step=6, rank=1, marker_path=marker))
     assert os.path.exists(marker)  # the worker did die at step 6 on the first attempt
+    # Row-exact: every micro-batch of both attempts is the uninterrupted run's, and after the restore from
+    # the step-4 checkpoint every rank reads steps 5..8 again.
+    reference = _reference_ids(zero0_and_zero2)
+    for rank in (0, 1):
+        lines = _instance_lines(log, rank)
+        for line in lines:
+            assert line["ids"] == reference[(rank, line["step"], line["micro"])], (rank, line["step"])
+        steps = [line["step"] for line in lines]
+        restart = len(steps) - 1 - steps[::-1].index(5)
+        assert steps[:6] == [1, 2, 3, 4, 5, 6] and steps[restart:] == [5, 6, 7, 8], steps
     curve = _metrics(export)
+    _assert_lr_schedule(curve, cfg)  # DeepSpeed's own scheduler state restored
     # The log continues from the step-4 checkpoint: every step once, no restart from step 1.
     assert [m["step"] for m in curve] == list(range(1, STEPS + 1))
     assert curve[4]["mlm_loss"] < curve[0]["mlm_loss"]
-    state = _last_train_state(str(tmp_path))
+    state = _last_train_state(str(tmp_path / "out"))
     assert state["step"] == STEPS and state["world_size"] == 2
     assert state["samples_in_epoch"] == STEPS * 16
 
 
-def test_driver_restart_resumes_and_rescales_2_to_1_workers_on_s3(pretrain_corpus, s3_bucket, tmp_path, ray_session):
+def test_driver_restart_resumes_and_rescales_2_to_1_workers_on_s3(pretrain_corpus, zero0_and_zero2, s3_bucket,
+                                                                  tmp_path, ray_session):
     """Checkpoints and export on S3 (a local moto server). The first driver's run dies after the
-    step-4 checkpoint; a new one with the same config and 1 worker resumes from it."""
+    step-4 checkpoint; a new one with the same config and 1 worker resumes from it.
+
+    Kept across the rescale: the epoch, the cursor (rows consumed, a multiple of the global batch), and so
+    the rows of every later step; the one worker accumulates the two micro-batches the two ranks read."""
     from pipelines import storage
 
     instances, vocab, _ = pretrain_corpus
     root = f"{s3_bucket}/out"
     marker = str(tmp_path / "fault-marker")
+    first_log, second_log = str(tmp_path / "log-2-workers"), str(tmp_path / "log-1-worker")
     with pytest.raises(Exception) as died:  # no failures allowed: the run dies, as if its driver was killed
-        run_pretraining(_cfg(3, max_failures=0), instances, vocab, root,
+        run_pretraining(_cfg(3, max_failures=0), instances, vocab, root, instance_log=first_log,
                         fault_injection=FaultInjection(step=6, rank=0, marker_path=marker))
     assert os.path.exists(marker), died.value  # it died of the injected fault, nothing else
     saved = _last_train_state(root)
@@ -120,11 +177,19 @@ def test_driver_restart_resumes_and_rescales_2_to_1_workers_on_s3(pretrain_corpu
 
     # Same config, one worker: same run identity, so Ray hands back the step-4 checkpoint; ZeRO-3
     # partitions of 2 ranks cannot load into 1, so the consolidated fp32 weights are used.
-    export = run_pretraining(_cfg(3, num_workers=1), instances, vocab, root)
+    export = run_pretraining(_cfg(3, num_workers=1), instances, vocab, root, instance_log=second_log)
+    reference = _reference_ids(zero0_and_zero2)
+    for rank in (0, 1):
+        for line in _instance_lines(first_log, rank):
+            assert line["ids"] == reference[(rank, line["step"], line["micro"])]
+    resumed = _instance_lines(second_log, 0)
+    assert [(line["step"], line["micro"]) for line in resumed] == [(s, m) for s in range(5, STEPS + 1) for m in (0, 1)]
+    for line in resumed:  # micro-batch m of a step on 1 worker = rank m's on 2 workers
+        assert line["ids"] == reference[(line["micro"], line["step"], 0)], line["step"]
     assert export.startswith("s3://")
     assert storage.exists(storage.join(export, "model.safetensors"))
     curve = _metrics(export)
-    assert [m["step"] for m in curve] == list(range(1, STEPS + 1))
+    _assert_lr_schedule(curve, _cfg(3))  # the schedule re-aligned after loading the consolidated weights
     assert curve[4]["mlm_loss"] < curve[0]["mlm_loss"] - 0.05  # continued, not restarted
     final = _last_train_state(root)
     assert final["step"] == STEPS and final["world_size"] == 1
