@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({**size, **run_finetune(spec, data, checkpoint, args.finetune_epochs, args.seed)})
                 print(json.dumps(rows[-1]), flush=True)
     ray.shutdown()
-    print(f"\n| task (dev) | method | train rows | metric | seconds |\n|---|---|---|---|---|")
+    print("\n| task (dev) | method | train rows | metric | seconds |\n|---|---|---|---|---|")
     for r in rows:
         metric = ", ".join(f"{k} {v:.1f}" for k, v in r["dev"].items())
         print(f"| {r['task']} | {r['method']} | {r['train_rows']} | {metric} | {r['seconds']} |")

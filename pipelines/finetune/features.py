@@ -31,7 +31,6 @@ the last bits). GPU kernels may choose their algorithm by batch shape, so on GPU
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass

@@ -12,19 +12,6 @@ STSB_HEADER = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsenten
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory, minilm_dir):
-    """A small random BERT with the real vocabulary: fast enough for scheduling tests."""
-    import torch
-
-    from bert_core import BertConfig, BertForPreTraining, save_pretrained
-
-    torch.manual_seed(0)
-    path = str(tmp_path_factory.mktemp("tiny_ckpt"))
-    save_pretrained(BertForPreTraining(BertConfig.preset("tiny")), path, vocab_file=f"{minilm_dir}/vocab.txt")
-    return path
-
-
-@pytest.fixture(scope="module")
 def glue_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("glue")
     (root / "STS-B").mkdir()

@@ -36,18 +36,6 @@ TRAIN = "".join(f"-DOCSTART- -X- -X- O\n\n{a} NNP B-NP B-PER\nvisited VBD B-VP O
                                 ("Anna", "Madrid", "Umbrella")])
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory, minilm_dir):
-    import torch
-
-    from bert_core import BertConfig, BertForPreTraining, save_pretrained
-
-    torch.manual_seed(0)
-    path = str(tmp_path_factory.mktemp("tiny_ner_ckpt"))
-    save_pretrained(BertForPreTraining(BertConfig.preset("tiny")), path, vocab_file=f"{minilm_dir}/vocab.txt")
-    return path
-
-
 def test_ner_job_results_row_and_predictions_file(ray_session, tiny_checkpoint, tmp_path):
     data = tmp_path / "conll"
     data.mkdir()

@@ -12,19 +12,6 @@ from pipelines.finetune.jobs import FinetuneConfig, run_finetune_jobs
 LRS = [1e-4, 1e-3]
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory, minilm_dir):
-    """A small random BERT with the real vocabulary: fast enough for scheduling tests."""
-    import torch
-
-    from bert_core import BertConfig, BertForPreTraining, save_pretrained
-
-    torch.manual_seed(0)
-    path = str(tmp_path_factory.mktemp("tiny_ckpt"))
-    save_pretrained(BertForPreTraining(BertConfig.preset("tiny")), path, vocab_file=f"{minilm_dir}/vocab.txt")
-    return path
-
-
 def config() -> FinetuneConfig:
     small = {"num_epochs": 1, "batch_size": 8, "max_seq_length": 32, "max_train_examples": 48, "max_eval_examples": 40}
     return typed_config.from_dict(FinetuneConfig, {"parallel_trials": True, "tasks": [

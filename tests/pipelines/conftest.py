@@ -3,6 +3,7 @@ sentences and token ids computed in-process with the stages' pure cores (no Ray)
 from __future__ import annotations
 
 import glob
+import gzip
 import os
 
 import pyarrow as pa
@@ -40,3 +41,14 @@ def demo_tokenized(demo_files, bert_tokenizer) -> pa.Table:
 
     kept = cleaned.filter(pc.equal(cleaned.column("drop_reason"), "")).select(["doc_id", "text"])
     return tokenize.core(split.core(kept, split.SplitConfig()), bert_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory) -> str:
+    """The first ~400 documents of the shipped demo corpus (real prose)."""
+    out = tmp_path_factory.mktemp("corpus") / "docs.txt"
+    corpus = os.path.join(os.path.dirname(pipelines.__file__), "demo", "corpus", "python-000.txt.gz")
+    with gzip.open(corpus, "rt", encoding="utf-8") as f:
+        docs = f.read().split("\n\n")[:400]
+    out.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return str(out)

@@ -2,7 +2,6 @@
 status, and a data-stage driver killed with SIGKILL that a re-run finishes without redoing work."""
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import signal
@@ -19,17 +18,6 @@ from pipelines.run_config import PRESETS, RunConfig, load_run_config
 from pipelines.typed_config import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEMO_CORPUS = os.path.join(REPO, "pipelines", "demo", "corpus", "python-000.txt.gz")
-
-
-@pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory) -> str:
-    """The first ~400 documents of the shipped demo corpus (real prose)."""
-    out = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    with gzip.open(DEMO_CORPUS, "rt", encoding="utf-8") as f:
-        docs = f.read().split("\n\n")[:400]
-    out.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
-    return str(out)
 
 
 def small_config(tmp_path, corpus: str) -> str:

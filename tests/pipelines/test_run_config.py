@@ -49,16 +49,6 @@ def test_settings_that_change_nothing_change_no_stage_hash():
     assert hashes(load_run_config("demo", ["data.wordpiece.lowercase=false"]))["tokenize"] != plain["tokenize"]
 
 
-@pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory) -> str:
-    """The first ~400 documents of the shipped demo corpus (real prose)."""
-    out = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    with gzip.open(DEMO_CORPUS, "rt", encoding="utf-8") as f:
-        docs = f.read().split("\n\n")[:400]
-    out.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
-    return str(out)
-
-
 def _phase_curves(export: str) -> list[list[dict]]:
     run = os.path.dirname(os.path.dirname(export))
     phases = sorted(d for d in os.listdir(run) if d.startswith("phase"))

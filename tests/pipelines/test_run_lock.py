@@ -137,7 +137,7 @@ def test_released_on_exception(tmp_path):
 
 def test_taken_over_lock_is_lost_and_not_deleted(tmp_path):
     root = str(tmp_path / "run")
-    with run_lock.hold(root, 0.6) as lock:
+    with run_lock.hold(root, 0.6):
         _write_lock(root, host="another-host", pid=1, token="t-new")  # a takeover after a stalled lease
         time.sleep(0.5)  # the next renewal sees the other token
         with pytest.raises(run_lock.LockLost, match="taken over by host another-host, pid 1"):

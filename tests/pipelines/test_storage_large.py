@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 
 import numpy as np
 import pyarrow as pa
@@ -117,7 +116,7 @@ def test_commit_copies_part_by_part_above_copy_limit(s3, s3_bucket, monkeypatch)
     data = _random(30 * 10**6, 3)
     writer.write_bytes("blob.bin", data)
     out = writer.commit()
-    assert _parts(s3, bucket, f"root/copy/k1/blob.bin") == math.ceil(len(data) / (8 << 20)) == 4
+    assert _parts(s3, bucket, "root/copy/k1/blob.bin") == math.ceil(len(data) / (8 << 20)) == 4
     back = storage.read_bytes(storage.join(out, "blob.bin"))
     assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
     assert not storage.exists(writer.tmp)
