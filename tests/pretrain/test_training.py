@@ -116,7 +116,9 @@ def test_export_opens_in_transformers(zero0_and_zero2):
     import transformers
 
     export = zero0_and_zero2[2]
-    assert sorted(os.listdir(export)) == ["config.json", "manifest.json", "model.safetensors", "vocab.txt"]
+    # The export carries its tokenizer (HF layout) beside the weights.
+    assert sorted(os.listdir(export)) == ["config.json", "manifest.json", "model.safetensors", "special_tokens_map.json",
+                                          "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
     model = transformers.BertForPreTraining.from_pretrained(export).eval()
     tokenizer = transformers.BertTokenizer(os.path.join(export, "vocab.txt"))
     batch = tokenizer(["The assert statement is a convenient way to insert debugging assertions."],
