@@ -114,9 +114,7 @@ def _transport_params(uri: str, mode: str = "rb", num_bytes: int | None = None) 
         return None
     params: dict[str, Any] = {}
     if s3_endpoint():
-        import boto3
-
-        params["client"] = boto3.client("s3", endpoint_url=s3_endpoint())
+        params["client"] = s3_client()
     if "r" not in mode:
         params["min_part_size"] = s3_part_size(num_bytes or 0)
     return params or None
@@ -279,14 +277,12 @@ S3_MAX_COPY_SIZE = 5 << 30
 
 
 def _s3_multipart_copy(src_path: str, dst_path: str, num_bytes: int) -> None:
-    import boto3
     from boto3.s3.transfer import TransferConfig
 
     src_bucket, _, src_key = src_path.partition("/")
     dst_bucket, _, dst_key = dst_path.partition("/")
     config = TransferConfig(multipart_threshold=S3_MAX_COPY_SIZE, multipart_chunksize=s3_part_size(num_bytes))
-    boto3.client("s3", endpoint_url=s3_endpoint()).copy({"Bucket": src_bucket, "Key": src_key}, dst_bucket, dst_key,
-                                                        Config=config)
+    s3_client().copy({"Bucket": src_bucket, "Key": src_key}, dst_bucket, dst_key, Config=config)
 
 
 def iter_lines(uri: str, encoding: str = "utf-8", errors: str = "strict") -> Iterator[str]:
