@@ -14,6 +14,7 @@ import logging
 
 from pipelines.stages.clean import CleanConfig, run_clean
 from pipelines.stages.nsp_pairs import NspConfig, run_nsp_pairs
+from pipelines.stages.wordpiece import Vocabulary
 from pipelines.stages.read import ReadConfig, run_read
 from pipelines.stages.split import SplitConfig, run_split
 from pipelines.stages.tokenize import TokenizeConfig, run_tokenize
@@ -50,7 +51,7 @@ def run_preprocessing(cfg: PreprocessConfig, root: str, *, concurrency: int | No
     out["split"] = run_split(cfg.split, out["clean"], root, concurrency=concurrency)
     out["wordpiece"] = run_wordpiece(cfg.wordpiece, out["split"], root)
     out["tokenize"] = run_tokenize(cfg.tokenize, out["split"], out["wordpiece"], root, concurrency=concurrency)
-    out["nsp_pairs"] = run_nsp_pairs(cfg.nsp, out["tokenize"], root)
+    out["nsp_pairs"] = run_nsp_pairs(cfg.nsp, out["tokenize"], root, Vocabulary.of(out["wordpiece"]))
     for stage in STAGES:
         log.info("%s: %s %s", stage, out[stage], stage_store.read_stats(out[stage]))
     return out

@@ -228,9 +228,11 @@ def _nsp_pairs(ctx) -> dict[str, str]:
     """One output per phase length, ``seq{L}``; each is its own stage-store output (keyed by its
     config), so an interrupted stage keeps the lengths already committed."""
     from pipelines.stages.nsp_pairs import run_nsp_pairs
+    from pipelines.stages.wordpiece import Vocabulary
 
+    vocabulary = Vocabulary.of(ctx.input("wordpiece"))
     return {f"seq{length}": run_nsp_pairs(dataclasses.replace(ctx.cfg.data.nsp_pairs, max_seq_length=length),
-                                          ctx.input("tokenize"), ctx.root)
+                                          ctx.input("tokenize"), ctx.root, vocabulary)
             for length in nsp_lengths(ctx.cfg)}
 
 

@@ -17,10 +17,13 @@ import json
 import os
 import posixpath
 import uuid
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import pyarrow.fs as pafs
 import smart_open
+
+COPY_THREADS = 32
+"""Object-store calls in flight at once when a commit copies many files."""
 
 
 def is_local(uri: str) -> bool:
@@ -263,13 +266,29 @@ def move_tree(src: str, dst: str) -> None:
         os.replace(src_path, dst_path)
         return
     infos = fs.get_file_info(pafs.FileSelector(src_path, recursive=True, allow_not_found=True))
-    for info in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
+
+    def copy(info: pafs.FileInfo) -> None:
         target = posixpath.join(dst_path, info.path[len(src_path.rstrip("/")) + 1:])
         if src.startswith("s3://") and (info.size or 0) > S3_MAX_COPY_SIZE:
             _s3_multipart_copy(info.path, target, int(info.size))
         else:  # pyarrow copies within S3 with one CopyObject
             pafs.copy_files(info.path, target, source_filesystem=fs, destination_filesystem=fs)
+
+    # server-side copies, many at once: a stage of 10^5 files commits in minutes, not hours
+    files = sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
+    parallel_map(copy, files)
     fs.delete_dir(src_path)
+
+
+def parallel_map(fn: Callable[[Any], Any], items: list, max_workers: int = COPY_THREADS) -> list:
+    """``[fn(x) for x in items]`` on a thread pool (object-store calls wait on the network); the
+    first error is raised."""
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 # One CopyObject copies at most 5 GiB (AWS); a larger object is copied part by part (UploadPartCopy).

@@ -4,13 +4,15 @@ Per document (pure ``core``): Unicode normalisation; invalid UTF-8 (U+FFFD) and 
 removed; per line, whitespace collapsed and markup/boilerplate lines dropped; then the document is
 dropped, with a reason, when it looks binary, is shorter than ``min_chars`` or longer than
 ``max_chars``. Exact duplicates (same cleaned text) are removed across the corpus by hash
-partitioning (``find_duplicates``: a shuffle on a bucket of the text hash, so no machine holds every
-hash); the copy with the smallest ``doc_id`` is kept. Counts of every drop are written to stats.json.
+partitioning (``find_duplicates``: Ray Data's hash shuffle on the text hash into ``num_buckets``
+blocks, so no machine holds every hash; no id set on the driver); the copy with the smallest
+``doc_id`` is kept. Counts of every drop are written to stats.json.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 import unicodedata
 from typing import Literal
@@ -19,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import schemas, stage_store, storage
+from pipelines import schemas, stage_exec, stage_store, storage
 
 STAGE = "clean"
 REASONS = ("binary", "too_short", "too_long", "duplicate")
@@ -30,6 +32,8 @@ WORK = pa.schema(list(schemas.DOCUMENTS) + [
     pa.field("bucket", pa.int32()), pa.field("num_markup_lines", pa.int32()),
     pa.field("num_bad_chars", pa.int64()),
 ])
+# A WORK file: the rows of one input shard, and that shard's position (where pass 2 sends them back).
+WORK_FILE = pa.schema(list(WORK) + [pa.field("shard", pa.int32())])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +49,12 @@ class CleanConfig:
     min_alpha_ratio: float = 0.6
     """Lines whose non-space characters are less than this share letters are dropped as markup."""
     num_buckets: int = 16
-    """Hash partitions for corpus-wide de-duplication."""
+    """Hash partitions of Ray Data's shuffles for corpus-wide de-duplication: a fixed count (memory
+    per partition is the corpus' keys / num_buckets), never derived from the corpus size."""
+
+    def __post_init__(self) -> None:
+        if self.num_buckets < 1:
+            raise ValueError(f"clean: num_buckets must be >= 1, got {self.num_buckets}")
 
 
 _BAD = re.compile(r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
@@ -127,45 +136,52 @@ def mark_duplicates(table: pa.Table) -> pa.Table:
     return t.set_column(t.schema.get_field_index("drop_reason"), "drop_reason", pa.array(reason, pa.string()))
 
 
-def _by_bucket(work_uri: str, num_buckets: int, env: dict[str, str]) -> tuple[pa.Table, ...]:
-    storage.apply_env(env)
-    small = stage_store.read_parquet(work_uri, columns=["doc_id", "drop_reason", "text_hash", "bucket"])
-    kept = small.filter(pc.equal(small.column("drop_reason"), ""))
-    return tuple(kept.filter(pc.equal(kept.column("bucket"), b)) for b in range(num_buckets))
+def duplicates_in_block(block: pa.Table) -> pa.Table:
+    """Dedup's reduce side, on a block holding every kept copy of each of its hashes (Ray Data's hash
+    shuffle on ``text_hash``): -> (doc_id, shard) of every copy but the first."""
+    marked = mark_duplicates(block.select(["doc_id", "drop_reason", "text_hash", "shard"]))
+    dup = marked.filter(pc.equal(marked.column("drop_reason"), "duplicate"))
+    return pa.table({"doc_id": dup.column("doc_id"), "shard": dup.column("shard")}, schema=DUPLICATE)
 
 
-def _duplicates_in_bucket(bucket: int, *parts: pa.Table) -> list[str]:
-    marked = mark_duplicates(pa.concat_tables(parts))
-    return marked.filter(pc.equal(marked.column("drop_reason"), "duplicate")).column("doc_id").to_pylist()
+DUPLICATE = pa.schema([("doc_id", pa.string()), ("shard", pa.int32())])
 
 
-def find_duplicates(work_uris: list[str], num_buckets: int, env: dict[str, str]) -> set[str]:
-    """doc_ids of every duplicate but the first copy, by a hash shuffle in plain Ray tasks: each work
-    file sends (doc_id, hash) of its kept rows to the bucket of the hash, so every copy of a text
-    meets in one task and no process holds all hashes; only duplicate ids come back to the driver."""
-    found = stage_store.hash_shuffle(work_uris, _by_bucket, (num_buckets, env), _duplicates_in_bucket, (),
-                                     num_buckets)
-    return {doc_id for ids in found for doc_id in ids}
+def find_duplicates(work_files: list[str], num_buckets: int):
+    """A Ray Dataset of (doc_id, shard) of every duplicate but the first copy. The kept rows'
+    (doc_id, hash, shard) go through Ray Data's hash shuffle on the hash into ``num_buckets`` blocks,
+    so every copy of a text meets in one block and no process holds every hash."""
+    keys = stage_exec.read_files(work_files, columns=["doc_id", "drop_reason", "text_hash", "shard"])
+    from ray.data.expressions import col
+
+    kept = keys.filter(expr=col("drop_reason") == "")
+    return stage_exec.shuffle_groups(kept, "text_hash", num_buckets, duplicates_in_block)
 
 
-def mark_found_duplicates(table: pa.Table, duplicates: set[str]) -> pa.Table:
-    if not duplicates:
+def mark_found_duplicates(table: pa.Table, duplicates: pa.Array | list[str]) -> pa.Table:
+    if not len(duplicates):
         return table
-    is_dup = pc.is_in(table.column("doc_id"), value_set=pa.array(sorted(duplicates), pa.string()))
+    is_dup = pc.is_in(table.column("doc_id"), value_set=pa.array(duplicates, pa.string()))
     reason = pc.if_else(is_dup, "duplicate", table.column("drop_reason"))
     return table.set_column(table.schema.get_field_index("drop_reason"), "drop_reason", reason)
 
 
-def clean_shard(table: pa.Table, cfg: CleanConfig) -> tuple[pa.Table, dict[str, int]]:
-    """Pass 1 on one shard: ``core`` (WORK rows, every input row kept for the counts)."""
-    return core(table, cfg), {}
+class CleanShard:
+    """Pass 1's worker: ``core`` on one shard, every input row kept (for the counts) with its shard."""
+
+    keep_unit = True
+
+    def __init__(self, cfg: CleanConfig):
+        self.cfg = cfg
+
+    def __call__(self, table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
+        work = core(table.drop_columns(["_unit"]), self.cfg)
+        return work.append_column("shard", table.column("_unit")), {}
 
 
-def finish_shard(work: pa.Table, duplicates_ref) -> tuple[pa.Table, dict[str, int]]:
-    """Pass 2 on one shard: mark the corpus-wide duplicates, count every drop, keep the rest."""
-    import ray
-
-    table = mark_found_duplicates(work, ray.get(duplicates_ref[0]))
+def finish_shard(work: pa.Table, duplicates: pa.Array | list[str]) -> tuple[pa.Table, dict[str, int]]:
+    """Pass 2 on one shard: mark its corpus-wide duplicates, count every drop, keep the rest."""
+    table = mark_found_duplicates(work, duplicates)
     stats = {"documents_in": table.num_rows,
              "markup_lines_dropped": pc.sum(table.column("num_markup_lines")).as_py() or 0,
              "bad_chars_removed": pc.sum(table.column("num_bad_chars")).as_py() or 0}
@@ -177,21 +193,53 @@ def finish_shard(work: pa.Table, duplicates_ref) -> tuple[pa.Table, dict[str, in
     return kept.select(schemas.DOCUMENTS.names), stats
 
 
+def finish_block(block: pa.Table, work_files: list[str], tmp: str, env: dict[str, str]) -> pa.Table:
+    """Pass 2, on a block of Ray Data's hash shuffle on ``shard``: for each shard in it (every shard
+    comes with one null-id row, so each appears once), its WORK file and its duplicate ids -> its
+    output file ``part-{shard:05d}-0000.parquet``; -> one row per shard (name, bytes, rows, stats)."""
+    storage.apply_env(env)
+    block = block.take(pc.sort_indices(block, sort_keys=[("shard", "ascending")]))
+    shards = block.column("shard").to_numpy()
+    out: dict[str, list] = {"unit": [], "piece": [], "name": [], "bytes": [], "rows": [], "stats": []}
+    for lo, hi in _runs(shards):
+        shard = int(shards[lo])
+        ids = block.column("doc_id").slice(lo, hi - lo).drop_null()
+        table, stats = finish_shard(stage_store.read_parquet(work_files[shard]), ids)
+        name, num_bytes = f"part-{shard:05d}-0000.parquet", 0
+        if table.num_rows:
+            data = stage_store.table_to_parquet_bytes(table.cast(schemas.DOCUMENTS))
+            storage.write_bytes_atomic(storage.join(tmp, name), data)
+            num_bytes = len(data)
+        for key, value in (("unit", shard), ("piece", 0), ("name", name if table.num_rows else ""),
+                           ("bytes", num_bytes), ("rows", table.num_rows), ("stats", json.dumps(stats))):
+            out[key].append(value)
+    return pa.table(out, schema=stage_exec.WRITTEN)
+
+
+def _runs(values: np.ndarray) -> list[tuple[int, int]]:
+    bounds = np.flatnonzero(np.diff(values)) + 1
+    return list(zip(np.r_[0, bounds].tolist(), np.r_[bounds, len(values)].tolist()))
+
+
 def run_clean(cfg: CleanConfig, documents_uri: str, root: str, *, concurrency: int | None = None) -> str:
     """Clean the DOCUMENTS at ``documents_uri`` into ``{root}/clean/{key}/``; returns its URI.
 
-    Pass 1 (a Ray Data task per input shard) writes WORK files into the stage's temporary directory;
-    the hash shuffle finds the duplicates; pass 2 (a task per WORK file) writes the output shards."""
-    import ray
+    Pass 1 (a read task per input shard, ``CleanShard`` actors) writes WORK files into the stage's
+    temporary directory; ``find_duplicates`` shuffles their keys on the text hash; pass 2 shuffles the
+    duplicates (plus one row per shard) on the shard, and each block finishes its shards."""
+    import ray.data
 
     def produce(writer: stage_store.StageWriter) -> None:
-        shards = stage_store.data_files(documents_uri)
-        _, work = stage_store.map_shards(writer, shards, clean_shard, (cfg,), schema=WORK, desc="clean",
-                                         prefix="work", record=False, concurrency=concurrency)
-        duplicates = find_duplicates(work, cfg.num_buckets, storage.capture_env())
-        # the duplicate ids go to the object store once; each task fetches them from there
-        totals, _ = stage_store.map_shards(writer, work, finish_shard, ([ray.put(duplicates)],),
-                                           schema=schemas.DOCUMENTS, desc="clean", concurrency=concurrency)
+        units = stage_store.shard_units(documents_uri)
+        _, work = stage_exec.map_units(writer, units, stage_store.read_shard, (), CleanShard, (cfg,), schema=WORK_FILE,
+                                       desc="clean", prefix="work", record=False, concurrency=concurrency)
+        if len(work) != len(units):  # every shard has rows, so each writes a WORK file
+            raise RuntimeError(f"clean: {len(units)} shards gave {len(work)} work files")
+        every = ray.data.from_arrow(pa.table({"doc_id": pa.nulls(len(units), pa.string()),
+                                              "shard": pa.array(range(len(units)), pa.int32())}, schema=DUPLICATE))
+        finished = stage_exec.shuffle_groups(find_duplicates(work, cfg.num_buckets).union(every), "shard",
+                                             cfg.num_buckets, finish_block, (work, writer.tmp, storage.capture_env()))
+        totals = stage_exec.record_written(writer, stage_exec.collect(finished))
         for uri in work:
             storage.remove_tree(uri)
         stats = {k: v for k, v in totals.items() if not k.startswith("dropped.")}
@@ -201,4 +249,4 @@ def run_clean(cfg: CleanConfig, documents_uri: str, root: str, *, concurrency: i
                              f"check the input or lower min_chars={cfg.min_chars}")
         writer.stats.update(stats)
 
-    return stage_store.run_stage(root, STAGE, cfg, (stage_store.input_identity(documents_uri),), produce, version=2)
+    return stage_store.run_stage(root, STAGE, cfg, (stage_store.input_identity(documents_uri),), produce, version=3)

@@ -10,15 +10,17 @@ passes use different seeds. The random calls are the original's, in the original
 sentence *lengths*; the ids are then cut from one flat array with numpy.
 
 At scale, "a random other document" comes from the document's partition: documents are spread over
-``ceil(num_documents / docs_per_partition)`` partitions by a hash of (seed, doc_id), each partition
-is a shuffled stand-in for the whole corpus, and each is processed (and written, as one parquet file
-``part-{partition}.parquet``) by one Ray task. Output bytes depend only on the input and the config.
+a fixed ``num_partitions`` (configuration, never derived from the corpus size) by a hash of
+(seed, doc_id); each partition is a shuffled stand-in for the whole corpus. Ray Data's hash shuffle
+on the partition brings each partition's documents into one block, where ``write_partitions`` makes
+its pairs and writes them as ``part-{partition:05d}-0000.parquet``. Output bytes depend only on the
+input and the config. The special-token ids come from the typed ``Vocabulary`` the DAG hands over.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
+import json
 import random
 from typing import Any
 
@@ -26,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import schemas, stage_store, storage
+from pipelines import schemas, stage_exec, stage_store, storage
 
 STAGE = "nsp_pairs"
 
@@ -48,8 +50,9 @@ class NspConfig:
     dupe_factor: int = 1
     """Passes over the corpus, each with different random choices (the original uses 10)."""
     seed: int = 12345
-    docs_per_partition: int = 2000
-    """Documents per partition: the pool "random next" segments are drawn from."""
+    num_partitions: int = 16
+    """Partitions of the corpus: each is the pool "random next" segments are drawn from, and one
+    unit of work (memory per partition = the tokenized corpus / num_partitions)."""
     cls_id: int | None = None
     """Id of [CLS]; None: taken from the vocabulary the tokenize stage used."""
     sep_id: int | None = None
@@ -60,8 +63,8 @@ class NspConfig:
             raise ValueError(f"nsp_pairs: max_seq_length must be at least 8, got {self.max_seq_length}")
         if not 0.0 <= self.short_seq_prob <= 1.0:
             raise ValueError(f"nsp_pairs: short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
-        if self.dupe_factor < 1 or self.docs_per_partition < 1:
-            raise ValueError("nsp_pairs: dupe_factor and docs_per_partition must be >= 1")
+        if self.dupe_factor < 1 or self.num_partitions < 1:
+            raise ValueError("nsp_pairs: dupe_factor and num_partitions must be >= 1")
 
 
 def _seed(*parts: Any) -> int:
@@ -221,72 +224,65 @@ def _stats(table: pa.Table) -> dict[str, int]:
     }
 
 
-def split_by_partition(uri: str, seed: int, num_partitions: int, env: dict[str, str]) -> tuple[pa.Table, ...]:
-    """Shuffle map side: one TOKENIZED shard -> its rows of each partition (one sort, then slices)."""
+PARTITIONED = pa.schema(list(schemas.TOKENIZED) + [pa.field("partition", pa.int32())])
+
+
+def add_partition(block: pa.Table, seed: int, num_partitions: int) -> pa.Table:
+    """Shuffle map side: each TOKENIZED row's partition, from a hash of (seed, doc_id)."""
+    parts = partition_of(block.column("doc_id").to_pylist(), seed, num_partitions)
+    return block.select(["doc_id", "sentence_ids"]).append_column("partition", pa.array(parts, pa.int32()))
+
+
+def write_partitions(block: pa.Table, cfg: NspConfig, tmp_uri: str, env: dict[str, str]) -> pa.Table:
+    """Shuffle reduce side, on a block holding every row of its partitions: each partition's pairs
+    -> its parquet file in the stage's temp dir; -> a row per partition (``stage_exec.WRITTEN``)."""
     storage.apply_env(env)
-    table = stage_store.read_parquet(uri, columns=["doc_id", "sentence_ids"])
-    parts = partition_of(table.column("doc_id").to_pylist(), seed, num_partitions)
-    order = np.argsort(parts, kind="stable")
-    table = table.take(pa.array(order))
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(parts, minlength=num_partitions))])
-    return tuple(table.slice(int(bounds[p]), int(bounds[p + 1] - bounds[p])) for p in range(num_partitions))
+    out: dict[str, list] = {"unit": [], "piece": [], "name": [], "bytes": [], "rows": [], "stats": []}
+    parts = block.column("partition").to_numpy()
+    for partition in np.unique(parts).tolist():
+        rows = block.filter(pc.equal(block.column("partition"), partition)).select(["doc_id", "sentence_ids"])
+        pairs, doc_stats = partition_instances(rows.cast(schemas.TOKENIZED), cfg, partition)
+        name = f"part-{partition:05d}-0000.parquet"
+        data = stage_store.table_to_parquet_bytes(pairs)
+        if pairs.num_rows:
+            storage.write_bytes_atomic(storage.join(tmp_uri, name), data)
+        for key, value in (("unit", partition), ("piece", 0), ("name", name if pairs.num_rows else ""),
+                           ("bytes", len(data)), ("rows", pairs.num_rows),
+                           ("stats", json.dumps({**doc_stats, **_stats(pairs)}))):
+            out[key].append(value)
+    return pa.table(out, schema=stage_exec.WRITTEN)
 
 
-def write_partition(cfg: NspConfig, tmp_uri: str, env: dict[str, str], partition: int,
-                    *parts: pa.Table) -> dict[str, Any]:
-    """Shuffle reduce side: one partition's rows from every shard -> its parquet file in the stage's
-    temp dir; returns the file's metadata and statistics."""
-    storage.apply_env(env)
-    out, doc_stats = partition_instances(pa.concat_tables(parts), cfg, partition)
-    name = f"part-{partition:05d}.parquet"
-    data = stage_store.table_to_parquet_bytes(out)
-    storage.write_bytes_atomic(storage.join(tmp_uri, name), data)
-    return {"name": name, "bytes": len(data), **doc_stats, **_stats(out)}
-
-
-def vocabulary_of(tokenized_uri: str):
-    """The ``WordPieceTokenizer`` a tokenize output was made with (its manifest names the wordpiece
-    output, a sibling under the same root); None when it names none."""
-    from pipelines.stages.wordpiece import load_tokenizer
-
-    manifest = stage_store.read_manifest(tokenized_uri)
-    stage_root = tokenized_uri.rstrip("/").rsplit("/", 2)[0]
-    wordpiece = [i for i in manifest["inputs"] if isinstance(i, str) and i.startswith("wordpiece/")]
-    return load_tokenizer(storage.join(stage_root, wordpiece[0])) if wordpiece else None
-
-
-def run_nsp_pairs(cfg: NspConfig, tokenized_uri: str, root: str) -> str:
-    """Sample NSP pairs from the TOKENIZED at ``tokenized_uri`` into ``{root}/nsp_pairs/{key}/``."""
+def run_nsp_pairs(cfg: NspConfig, tokenized_uri: str, root: str, vocabulary=None) -> str:
+    """Sample NSP pairs from the TOKENIZED at ``tokenized_uri`` into ``{root}/nsp_pairs/{key}/``.
+    ``vocabulary`` (a ``wordpiece.Vocabulary``, handed over by the DAG) gives [CLS]/[SEP] unless the
+    config sets them, and the casing recorded for the trainer."""
     _check_length(cfg)
     key_cfg = cfg
-    vocabulary = vocabulary_of(tokenized_uri)
     if cfg.cls_id is None or cfg.sep_id is None:
         if vocabulary is None:
-            raise ValueError(f"nsp_pairs: {tokenized_uri} does not name its vocabulary; set cls_id and sep_id")
+            raise ValueError("nsp_pairs: no vocabulary given; pass the wordpiece stage's Vocabulary or set cls_id "
+                             "and sep_id")
         cfg = dataclasses.replace(cfg, cls_id=cfg.cls_id if cfg.cls_id is not None else vocabulary.cls_id,
                                   sep_id=cfg.sep_id if cfg.sep_id is not None else vocabulary.sep_id)
-    num_docs = stage_store.read_manifest(tokenized_uri)["num_rows"]
-    num_partitions = max(1, math.ceil(num_docs / cfg.docs_per_partition))
 
     def produce(writer: stage_store.StageWriter) -> None:
-        # Every shard sends each partition its rows; every partition task writes its file.
-        env = storage.capture_env()
-        metas = stage_store.hash_shuffle(stage_store.data_files(tokenized_uri), split_by_partition,
-                                         (cfg.seed, num_partitions, env), write_partition, (cfg, writer.tmp, env),
-                                         num_partitions)
-        totals: dict[str, int] = {}
-        for row in metas:
-            writer.add_file(row.pop("name"), row.pop("bytes"), row["pairs"])
-            stage_store.add_stats(totals, row)
-        if totals["pairs"] == 0:
+        tokenized = stage_store.read_dataset(tokenized_uri, columns=["doc_id", "sentence_ids"])
+        keyed = tokenized.map_batches(add_partition, fn_args=(cfg.seed, cfg.num_partitions), batch_size=None,
+                                      batch_format="pyarrow")
+        written = stage_exec.shuffle_groups(keyed, "partition", cfg.num_partitions, write_partitions,
+                                            (cfg, writer.tmp, storage.capture_env()))
+        totals = stage_exec.record_written(writer, stage_exec.collect(written))
+        if totals.get("pairs", 0) == 0:
             raise ValueError(f"nsp_pairs: no pair could be made from {tokenized_uri}")
         tossed = totals["pairs"] - totals["forced_random_next"]
         writer.stats.update(
-            totals, partitions=num_partitions,
+            totals, partitions=cfg.num_partitions,
             random_next_fraction=round(totals["random_next"] / totals["pairs"], 4),
             random_next_fraction_of_tosses=round((totals["random_next"] - totals["forced_random_next"]) / max(tossed, 1), 4),
             short_target_fraction=round(totals["short_target_document_passes"] / max(totals["document_passes"], 1), 4))
         if vocabulary is not None:  # read by the trainer, which refuses instances of another casing
             writer.stats["lowercase"] = vocabulary.lowercase
 
-    return stage_store.run_stage(root, STAGE, key_cfg, (stage_store.input_identity(tokenized_uri),), produce)
+    inputs = (stage_store.input_identity(tokenized_uri),)
+    return stage_store.run_stage(root, STAGE, key_cfg, inputs, produce, version=2)

@@ -16,7 +16,7 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import schemas, stage_store
+from pipelines import schemas, stage_exec, stage_store
 
 STAGE = "split"
 
@@ -98,13 +98,14 @@ def split_shard(table: pa.Table, cfg: SplitConfig) -> tuple[pa.Table, dict[str, 
 
 
 def run_split(cfg: SplitConfig, documents_uri: str, root: str, *, concurrency: int | None = None) -> str:
-    """Split the cleaned DOCUMENTS at ``documents_uri`` into ``{root}/split/{key}/``: one Ray Data task
-    per input shard, each writing its output shard; ``concurrency`` caps the tasks at once (speed only)."""
+    """Split the cleaned DOCUMENTS at ``documents_uri`` into ``{root}/split/{key}/``: a Ray Data read
+    task per input shard, actors writing the output shards; ``concurrency`` caps the actors (speed only)."""
     def produce(writer: stage_store.StageWriter) -> None:
-        stats, _ = stage_store.map_shards(writer, stage_store.data_files(documents_uri), split_shard, (cfg,),
-                                          schema=schemas.SENTENCES, desc="split", concurrency=concurrency)
+        stats, _ = stage_exec.map_units(writer, stage_store.shard_units(documents_uri), stage_store.read_shard, (),
+                                        stage_exec.Apply, (split_shard, cfg), schema=schemas.SENTENCES, desc="split",
+                                        concurrency=concurrency)
         if not stats.get("sentences"):
             raise ValueError(f"split: no sentence in {documents_uri}")
         writer.stats.update(stats)
 
-    return stage_store.run_stage(root, STAGE, cfg, (stage_store.input_identity(documents_uri),), produce)
+    return stage_store.run_stage(root, STAGE, cfg, (stage_store.input_identity(documents_uri),), produce, version=2)

@@ -1,9 +1,8 @@
 """SENTENCES + a wordpiece stage output -> TOKENIZED (doc_id, sentence_ids).
 
-One Ray Data task per input shard encodes all its sentences (no special tokens; each distinct
-space-separated chunk goes through the Rust tokenizer once, see ``SentenceEncoder``) and writes its
-output shard. Each worker process loads the tokenizer once and keeps it (and its chunk cache) for
-the shards that follow. Empty sentences (nothing left after normalisation) are
+A Ray Data read task per input shard; an actor pool of ``EncodeShard`` (the tokenizer loaded once per
+actor, in ``__init__``) encodes all its sentences (no special tokens; each distinct space-separated
+chunk goes through the Rust tokenizer once, see ``SentenceEncoder``) and writes its output shard. Empty sentences (nothing left after normalisation) are
 dropped, and so are documents left with no sentence.
 """
 from __future__ import annotations
@@ -15,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import schemas, stage_store
+from pipelines import schemas, stage_exec, stage_store
 from pipelines.stages.wordpiece import load_tokenizer
 
 STAGE = "tokenize"
@@ -107,17 +106,18 @@ def core(table: pa.Table, tokenizer) -> pa.Table:
     return out.cast(schemas.TOKENIZED)
 
 
-_ENCODERS: dict[str, SentenceEncoder] = {}  # per worker process: wordpiece URI -> encoder
+class EncodeShard:
+    """``map_units``' worker for tokenize: loads the tokenizer of ``wordpiece_uri`` once per actor
+    (its ``SentenceEncoder`` chunk cache then serves every shard the actor gets)."""
 
+    def __init__(self, wordpiece_uri: str):
+        self.encoder = SentenceEncoder(load_tokenizer(wordpiece_uri))
 
-def encode_shard(table: pa.Table, wordpiece_uri: str) -> tuple[pa.Table, dict[str, int]]:
-    """``core`` on one shard with the (cached) tokenizer of ``wordpiece_uri``, with its counts."""
-    if wordpiece_uri not in _ENCODERS:
-        _ENCODERS[wordpiece_uri] = SentenceEncoder(load_tokenizer(wordpiece_uri))
-    out = core(table, _ENCODERS[wordpiece_uri])
-    lengths = pc.list_value_length(out.column("sentence_ids"))
-    return out, {"documents": out.num_rows, "sentences": pc.sum(lengths).as_py() or 0,
-                 "tokens": pc.sum(pc.list_value_length(pc.list_flatten(out.column("sentence_ids")))).as_py() or 0}
+    def __call__(self, table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
+        out = core(table, self.encoder)
+        lengths = pc.list_value_length(out.column("sentence_ids"))
+        return out, {"documents": out.num_rows, "sentences": pc.sum(lengths).as_py() or 0,
+                     "tokens": pc.sum(pc.list_value_length(pc.list_flatten(out.column("sentence_ids")))).as_py() or 0}
 
 
 def run_tokenize(cfg: TokenizeConfig, sentences_uri: str, wordpiece_uri: str, root: str, *,
@@ -131,13 +131,13 @@ def run_tokenize(cfg: TokenizeConfig, sentences_uri: str, wordpiece_uri: str, ro
                          "(the wordpiece stage's lowercase)")
 
     def produce(writer: stage_store.StageWriter) -> None:
-        stats, _ = stage_store.map_shards(writer, stage_store.data_files(sentences_uri), encode_shard,
-                                          (wordpiece_uri,), schema=schemas.TOKENIZED,
-                                          desc="tokenize", concurrency=concurrency)
+        stats, _ = stage_exec.map_units(writer, stage_store.shard_units(sentences_uri), stage_store.read_shard, (),
+                                        EncodeShard, (wordpiece_uri,), schema=schemas.TOKENIZED, desc="tokenize",
+                                        concurrency=concurrency)
         if not stats.get("tokens"):
             raise ValueError(f"tokenize: no token in {sentences_uri}")
         writer.stats.update(stats, lowercase=lowercase)
 
     inputs = (stage_store.input_identity(sentences_uri), stage_store.input_identity(wordpiece_uri))
     # The casing is the vocabulary's, which the wordpiece input's identity already covers.
-    return stage_store.run_stage(root, STAGE, dataclasses.replace(cfg, lowercase=None), inputs, produce)
+    return stage_store.run_stage(root, STAGE, dataclasses.replace(cfg, lowercase=None), inputs, produce, version=2)

@@ -32,9 +32,8 @@ def bert_tokenizer(minilm_dir):
 def demo_tokenized(demo_files, bert_tokenizer) -> pa.Table:
     """TOKENIZED rows of the whole demo corpus (read -> clean -> split -> tokenize cores)."""
     from pipelines.stages import clean, read, split, tokenize
-    from pipelines import storage
 
-    tables = [t for f in demo_files for t in read.core(storage.iter_lines(f), f)]
+    tables = [t for f in demo_files for t in read.read_file(f, read.ReadConfig())]
     docs = pa.concat_tables(tables)
     cleaned = clean.core(docs, clean.CleanConfig())
     import pyarrow.compute as pc

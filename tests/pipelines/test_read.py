@@ -11,23 +11,80 @@ from pipelines.stages import read
 CFG = read.ReadConfig()
 
 
+def numbered(lines: list[str]) -> list[tuple[int, bytes]]:
+    """(byte offset, line) pairs, as ``read.iter_lines`` gives them."""
+    out, offset = [], 0
+    for line in lines:
+        out.append((offset, line.encode("utf-8")))
+        offset += len(line.encode("utf-8"))
+    return out
+
+
 def test_core_splits_documents_on_blank_lines():
     lines = ["First doc line one.\n", "line two.\n", "\n", "\n", "Second doc.\r\n", "   \n", "Third."]
-    out = pa.concat_tables(read.core(iter(lines), "f.txt"))
+    out = pa.concat_tables(read.core(numbered(lines), "f.txt"))
     assert out.to_pylist() == [
-        {"doc_id": "f.txt#000000000", "text": "First doc line one.\nline two."},
-        {"doc_id": "f.txt#000000001", "text": "Second doc."},
-        {"doc_id": "f.txt#000000002", "text": "Third."},
+        {"doc_id": "f.txt#000000000000", "text": "First doc line one.\nline two."},
+        {"doc_id": "f.txt#000000000032", "text": "Second doc."},
+        {"doc_id": "f.txt#000000000049", "text": "Third."},
     ]
 
 
-def test_core_jsonl_and_errors_name_the_line():
-    out = pa.concat_tables(read.core(iter(['{"text": "a b"}\n', "\n", '{"text": "c", "x": 1}\n']), "f.jsonl", "jsonl"))
+def test_core_jsonl_and_errors_name_the_byte():
+    out = pa.concat_tables(read.core(numbered(['{"text": "a b"}\n', "\n", '{"text": "c", "x": 1}\n']), "f.jsonl",
+                                     "jsonl"))
     assert out.column("text").to_pylist() == ["a b", "c"]
-    with pytest.raises(read.ReadError, match=r"f.jsonl:2: not valid JSON"):
-        list(read.core(iter(['{"text": "a"}', "{oops"]), "f.jsonl", "jsonl"))
-    with pytest.raises(read.ReadError, match=r"f.jsonl:1: no string field 'body'"):
-        list(read.core(iter(['{"text": "a"}']), "f.jsonl", "jsonl", text_field="body"))
+    with pytest.raises(read.ReadError, match=r"f.jsonl: byte 14: not valid JSON"):
+        list(read.core(numbered(['{"text": "a"}\n', "{oops"]), "f.jsonl", "jsonl"))
+    with pytest.raises(read.ReadError, match=r"f.jsonl: byte 0: no string field 'body'"):
+        list(read.core(numbered(['{"text": "a"}']), "f.jsonl", "jsonl", text_field="body"))
+
+
+def _corpus(n: int) -> str:
+    """Documents of 1-4 lines of varied lengths, separated by blank or whitespace-only lines."""
+    docs = ["\n".join(f"doc {d} line {k} " + "w" * ((d * 7 + k * 13) % 90) for k in range(1 + d % 4)) for d in range(n)]
+    return "".join(doc + ("\n\n" if d % 3 else "\n  \n\n") for d, doc in enumerate(docs))
+
+
+@pytest.mark.parametrize("fmt", ["txt", "jsonl"])
+def test_byte_ranges_give_the_rows_of_the_whole_file(tmp_path, fmt):
+    """Any block size, down to 1 byte (a range inside a line, at a line start, on a blank line):
+    the ranges' documents together are exactly the whole file's, in order, each once."""
+    import json
+
+    body = _corpus(120)
+    if fmt == "jsonl":
+        body = "".join(json.dumps({"text": d}) + "\n" + ("\n" if i % 4 == 0 else "") for i, d in enumerate(body.split("\n\n")))
+    path = tmp_path / f"c.{fmt}"
+    path.write_text(body, encoding="utf-8")
+    size = path.stat().st_size
+    whole = pa.concat_tables(read.read_file(str(path), CFG))
+    assert whole.num_rows >= 120
+    for block in (1, 7, 64, 333, 4096, size - 1, size):
+        cfg = read.ReadConfig(block_bytes=block)
+        units = read.plan_units([[str(path), size]], cfg)
+        assert len(units) == -(-size // block)
+        tables = [t for u in units for t in read.read_shards(u, cfg) if isinstance(t, pa.Table)]
+        assert pa.concat_tables(tables).equals(whole), block
+
+
+def test_a_line_far_larger_than_a_block_is_dropped_and_counted(tmp_path):
+    """A 100 MB single line: read in 1 MiB steps (never held), its document dropped and counted;
+    the documents around it are kept, and the ranges that start inside it make nothing."""
+    path = tmp_path / "long.txt"
+    with open(path, "wb") as f:
+        f.write(b"before it.\n\nhead line\n")
+        for _ in range(100):
+            f.write(b"y" * (1 << 20))
+        f.write(b"\ntail line\n\nafter it.\n")
+    cfg = read.ReadConfig(block_bytes=32 << 20, max_line_bytes=8 << 20)
+    units = read.plan_units([[str(path), path.stat().st_size]], cfg)
+    assert len(units) == 4
+    out = [t for u in units for t in read.read_shards(u, cfg)]
+    tables = [t for t in out if isinstance(t, pa.Table)]
+    counts = [c for c in out if isinstance(c, dict)]
+    assert [t for tab in tables for t in tab.column("text").to_pylist()] == ["before it.", "after it."]
+    assert sum(c["dropped_too_large"] for c in counts) == 1 and sum(c["documents"] for c in counts) == 2
 
 
 @pytest.mark.parametrize("name, pack", [
@@ -46,8 +103,8 @@ def test_read_jsonl_gz_and_parquet(tmp_path):
     assert pa.concat_tables(read.read_file(str(tmp_path / "a.jsonl.gz"), CFG)).column("text").to_pylist() == ["x y", "z"]
     pq.write_table(pa.table({"text": ["p", "q"], "n": [1, 2]}), tmp_path / "b.parquet")
     out = pa.concat_tables(read.read_file(str(tmp_path / "b.parquet"), CFG))
-    assert out.to_pylist() == [{"doc_id": f"{tmp_path}/b.parquet#000000000", "text": "p"},
-                               {"doc_id": f"{tmp_path}/b.parquet#000000001", "text": "q"}]
+    assert out.to_pylist() == [{"doc_id": f"{tmp_path}/b.parquet#000000000000", "text": "p"},
+                               {"doc_id": f"{tmp_path}/b.parquet#000000000001", "text": "q"}]
     with pytest.raises(read.ReadError, match="no column 'body'"):
         list(read.read_file(str(tmp_path / "b.parquet"), read.ReadConfig(text_field="body")))
 
@@ -90,8 +147,7 @@ def test_read_shards_cut_by_rows_or_characters(tmp_path):
     for cfg, sizes in [(ReadConfig(chars_per_shard=500, rows_per_shard=4), [2, 2, 1]),
                        (ReadConfig(chars_per_shard=10**6, rows_per_shard=3), [3, 2]),
                        (ReadConfig(chars_per_shard=10**6, docs_per_batch=2), [5])]:
-        shards, counts = read_shards(str(path), cfg)
-        tables = list(shards)
+        *tables, counts = read_shards(str(path), cfg)
         assert [t.num_rows for t in tables] == sizes
-        assert counts == {"documents": 5, "chars": 5 * 300}
-        assert [d for t in tables for d in t.column("doc_id").to_pylist()] == [f"{path}#{i:09d}" for i in range(5)]
+        assert counts == {"documents": 5, "chars": 5 * 300, "dropped_too_large": 0, "empty_units": 0}
+        assert [d for t in tables for d in t.column("doc_id").to_pylist()] == [f"{path}#{i * 302:012d}" for i in range(5)]

@@ -31,7 +31,7 @@ def _busy_workers() -> list[psutil.Process]:
 
     raylet = psutil.Process(ray._private.worker._global_node.all_processes["raylet"][0].process.pid)
     return [p for p in raylet.children(recursive=True)
-            if any(t in " ".join(p.cmdline()) for t in ("_shard_task", "MapBatches", "_split_task", "_by_bucket"))]
+            if any(t in " ".join(p.cmdline()) for t in ("ReadUnits", "MapBatches", "_PieceWriter", "Shuffle", "Aggregator", "finish_block"))]
 
 
 def test_worker_killed_mid_stage_gives_identical_bytes(ray_session, demo_files, tmp_path):

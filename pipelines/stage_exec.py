@@ -1,0 +1,294 @@
+"""How a data stage runs on Ray Data: a read of work units, a callable class per worker, workers
+that write their own output files.
+
+A stage's input is cut into ``Unit``s (a parquet shard, a row-group range of a parquet file, a byte
+range of a text file), planned on the driver from sizes alone. ``map_units`` builds one Ray Data
+pipeline:
+
+- a read (``UnitSource``, a ``Datasource`` with one read task per unit) whose task reads its unit and
+  yields it as one or more *pieces* (tables), each tagged with ``(unit, piece, rows)``;
+- ``map_batches`` with a callable class (``_PieceWriter``) on an actor pool. Each actor builds the
+  stage's worker once (``worker_cls(*worker_args)``: a tokenizer is loaded in ``__init__``), then for
+  every piece computes ``worker(table) -> (table, stats)`` and writes the result itself into the
+  stage's temporary directory as ``{prefix}-{unit:05d}-{piece:04d}.parquet``.
+
+Only file names, sizes and counts come back to the driver. Output file ``(u, p)`` is a function of
+piece ``(u, p)`` alone, so the bytes do not depend on the number of workers, blocks or nodes. A piece
+must reach its writer whole: blocks are never split below a piece (``stage_data_context``), and a
+writer that sees part of a piece raises rather than write a partial file.
+
+Corpus-wide steps (exact dedup, NSP partitions) use Ray Data's own hash shuffle
+(``Dataset.repartition(keys=...)``, the one ``groupby().map_groups`` is built on): every row of a key
+lands in one block, so a block-wise pure function sees whole groups.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines import storage
+
+TAGS = ("_unit", "_piece", "_rows", "_stats")
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One read task's share of the input: ``uri`` from ``start`` to ``stop`` (bytes of a text file,
+    row groups of a parquet file; ``stop=None``: to the end)."""
+
+    uri: str
+    start: int = 0
+    stop: int | None = None
+
+
+def tag(table: pa.Table, unit: int, piece: int) -> pa.Table:
+    n = table.num_rows
+    return (table.append_column("_unit", pa.array(np.full(n, unit, np.int32)))
+            .append_column("_piece", pa.array(np.full(n, piece, np.int32)))
+            .append_column("_rows", pa.array(np.full(n, n, np.int64)))
+            .append_column("_stats", pa.nulls(n, pa.string())))
+
+
+class UnitSource:
+    """A Ray Data ``Datasource`` of units: read task ``i`` runs ``read_fn(units[i], *read_args)``,
+    which yields the unit's pieces (tables) and, optionally, last, a dict of the read's own counts.
+    The task ends the unit with one marker row that carries those counts, so every unit reports,
+    even one that yields nothing."""
+
+    def __new__(cls, *args, **kwargs):  # subclass lazily: importing ray.data costs seconds
+        from ray.data.datasource import Datasource
+
+        if not issubclass(cls, Datasource):
+            cls = type("UnitSource", (cls, Datasource), {})
+        return object.__new__(cls)
+
+    def __init__(self, units: list[Unit], read_fn: Callable[..., Iterable[pa.Table]], read_args: tuple,
+                 env: dict[str, str]):
+        self.units, self.read_fn, self.read_args, self.env = units, read_fn, read_args, env
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_name(self) -> str:
+        return "ReadUnits"
+
+    def get_read_tasks(self, parallelism: int, **kwargs) -> list:
+        from ray.data.block import BlockMetadata
+        from ray.data.datasource import ReadTask
+
+        def task(index: int, unit: Unit):
+            read_fn, read_args, env = self.read_fn, self.read_args, self.env
+
+            def read() -> Iterator[pa.Table]:
+                storage.apply_env(env)
+                schema, counts = None, {}
+                for piece, item in enumerate(read_fn(unit, *read_args)):
+                    if isinstance(item, dict):
+                        counts = item
+                    elif item.num_rows:
+                        schema = item.schema
+                        yield tag(item, index, piece)
+                yield _marker(index, schema, counts)  # the unit's end (and how an empty unit reports)
+
+            meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=[unit.uri], exec_stats=None)
+            return ReadTask(read, meta)
+
+        return [task(i, u) for i, u in enumerate(self.units)]
+
+
+def _marker(unit: int, schema: pa.Schema | None, counts: dict[str, Any]) -> pa.Table:
+    """The row that closes a unit: ``_piece`` = -1, the read's counts in ``_stats``, data columns
+    null (the same schema as the unit's pieces, so Ray may put them in one block)."""
+    schema = schema or pa.schema([])
+    nulls = pa.Table.from_arrays([pa.nulls(1, f.type) for f in schema], schema=schema) if len(schema) else None
+    tags = {"_unit": pa.array([unit], pa.int32()), "_piece": pa.array([-1], pa.int32()),
+            "_rows": pa.array([0], pa.int64()), "_stats": pa.array([json.dumps(counts)], pa.string())}
+    if nulls is None:
+        return pa.table(tags)
+    for name, column in tags.items():
+        nulls = nulls.append_column(name, column)
+    return nulls
+
+
+class _PieceWriter:
+    """The callable class of ``map_units``: builds the stage's worker once per actor, then computes
+    and writes every piece of the blocks it is given. A worker with ``keep_unit = True`` gets the
+    ``_unit`` column (the unit's position) with the piece's rows."""
+
+    def __init__(self, worker_cls, worker_args: tuple, schema: pa.Schema, tmp: str, prefix: str,
+                 env: dict[str, str]):
+        storage.apply_env(env)
+        self.worker = worker_cls(*worker_args)
+        self.schema, self.tmp, self.prefix = schema, tmp, prefix
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from pipelines.stage_store import table_to_parquet_bytes
+
+        out: dict[str, list] = {"unit": [], "piece": [], "name": [], "bytes": [], "rows": [], "stats": []}
+        units = batch.column("_unit").to_numpy()
+        pieces = batch.column("_piece").to_numpy()
+        keys = units.astype(np.int64) << 32 | (pieces.astype(np.int64) & 0xFFFFFFFF)
+        bounds = np.flatnonzero(np.diff(keys)) + 1
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(keys)]):
+            unit, piece = int(units[lo]), int(pieces[lo])
+            if piece < 0:  # a unit's end marker, with the read's counts
+                for key, value in (("unit", unit), ("piece", -1), ("name", ""), ("bytes", 0), ("rows", 0),
+                                   ("stats", batch.column("_stats")[int(lo)].as_py())):
+                    out[key].append(value)
+                continue
+            part = batch.slice(lo, hi - lo)
+            expected = part.column("_rows")[0].as_py()
+            if part.num_rows != expected:
+                raise RuntimeError(f"piece {piece} of unit {unit} reached its writer in parts ({part.num_rows} of "
+                                   f"{expected} rows); blocks must not be split below a piece")
+            keep = ["_unit"] if getattr(self.worker, "keep_unit", False) else []
+            table, stats = self.worker(part.drop_columns([t for t in TAGS if t not in keep]))
+            name, num_bytes = f"{self.prefix}-{unit:05d}-{piece:04d}.parquet", 0
+            if table.num_rows:
+                data = table_to_parquet_bytes(table.select(self.schema.names).cast(self.schema))
+                storage.write_bytes_atomic(storage.join(self.tmp, name), data)
+                num_bytes = len(data)
+            for key, value in (("unit", unit), ("piece", piece), ("name", name if table.num_rows else ""),
+                               ("bytes", num_bytes), ("rows", table.num_rows), ("stats", json.dumps(stats))):
+                out[key].append(value)
+        return pa.table(out, schema=WRITTEN)
+
+
+class Apply:
+    """The worker of a stage whose function needs no set-up: ``fn(table, *args) -> (table, stats)``."""
+
+    def __init__(self, fn: Callable[..., tuple[pa.Table, dict[str, Any]]], *args: Any):
+        self.fn, self.args = fn, args
+
+    def __call__(self, table: pa.Table) -> tuple[pa.Table, dict[str, Any]]:
+        return self.fn(table, *self.args)
+
+
+WRITTEN = pa.schema([("unit", pa.int32()), ("piece", pa.int32()), ("name", pa.string()), ("bytes", pa.int64()),
+                      ("rows", pa.int64()), ("stats", pa.string())])
+
+
+def add_stats(totals: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """Add one piece's (or partition's) numeric stats into ``totals``; ``max_*`` keys keep the maximum."""
+    for key, value in stats.items():
+        totals[key] = max(totals.get(key, value), value) if key.startswith("max_") else totals.get(key, 0) + value
+    return totals
+
+
+def default_concurrency(concurrency: int | None) -> tuple[int, int]:
+    """Actors of a stage's pool: ``concurrency`` if given, else from 1 up to the cluster's CPUs."""
+    import ray
+
+    if concurrency:
+        return (1, concurrency)
+    return (1, max(1, int(ray.cluster_resources().get("CPU", 1))))
+
+
+def map_units(writer, units: list[Unit], read_fn: Callable[..., Iterable[pa.Table]], read_args: tuple,
+              worker_cls, worker_args: tuple = (), *, schema: pa.Schema, desc: str = "", prefix: str = "part",
+              record: bool = True, concurrency: int | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Run a stage over ``units`` (see the module docstring). ``record=False`` writes work files that
+    are not part of the stage's output. Returns the sum of every piece's stats and the URIs of the
+    files written, in (unit, piece) order."""
+    import ray.data
+
+    if not units:
+        raise ValueError(f"{writer.stage}: no input")
+    env = storage.capture_env()
+    ds = ray.data.read_datasource(UnitSource(units, read_fn, read_args, env), override_num_blocks=len(units))
+    ds = ds.map_batches(_PieceWriter, fn_constructor_args=(worker_cls, worker_args, schema, writer.tmp, prefix, env),
+                        batch_size=None, batch_format="pyarrow", num_cpus=1,
+                        concurrency=default_concurrency(concurrency))
+    totals: dict[str, Any] = {}
+    files: list[tuple[int, int, str, int, int]] = []
+    done = 0
+    with progress_bar(desc or writer.stage, len(units), "units") as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for row in batch.to_pylist():
+                add_stats(totals, json.loads(row["stats"]))
+                if row["piece"] < 0:
+                    done += 1
+                    bar(done)
+                elif row["name"]:
+                    files.append((row["unit"], row["piece"], row["name"], row["bytes"], row["rows"]))
+    files.sort()
+    if record:
+        for _, _, name, num_bytes, rows in files:
+            writer.add_file(name, num_bytes, rows)
+    return totals, [storage.join(writer.tmp, f[2]) for f in files]
+
+
+@contextlib.contextmanager
+def progress_bar(desc: str, total: int | None, unit: str) -> Iterator[Callable[[int], None]]:
+    """A live progress line for ``desc``; yields ``update(done)``."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit=f" {unit}", mininterval=2.0, leave=False) as bar:
+        def update(done: int) -> None:
+            bar.update(done - bar.n)
+
+        yield update
+
+
+@contextlib.contextmanager
+def stage_data_context() -> Iterator[None]:
+    """For the Ray Datasets built inside (a Dataset copies the DataContext when created): rows keep
+    their order; the operator resource reservation is off (it kept part of the CPUs for operators
+    downstream, so a single map operator ran one task at a time on 2 CPUs); and output blocks are
+    allowed to be large (up to 2 GiB), so a read task's piece reaches its writer as one block."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    old = ctx.execution_options.preserve_order, ctx.op_resource_reservation_enabled, ctx.target_max_block_size
+    ctx.execution_options.preserve_order, ctx.op_resource_reservation_enabled = True, False
+    ctx.target_max_block_size = max(old[2] or 0, 2 << 30)
+    try:
+        yield
+    finally:
+        ctx.execution_options.preserve_order, ctx.op_resource_reservation_enabled, ctx.target_max_block_size = old
+
+
+def shuffle_groups(ds, key: str, num_partitions: int, fn: Callable[..., pa.Table], fn_args: tuple = ()):
+    """Ray Data's hash shuffle on ``key`` into ``num_partitions`` blocks, then ``fn(block, *fn_args)``
+    on each: every row of a key is in the block ``fn`` sees (as in ``groupby().map_groups``, without
+    a Python call per group)."""
+    shuffled = ds.repartition(num_partitions, keys=[key])
+    return shuffled.map_batches(fn, fn_args=fn_args, batch_size=None, batch_format="pyarrow",
+                                num_cpus=1)
+
+
+def read_files(files: list[str], columns: list[str] | None = None):
+    """A Ray Dataset over parquet files (any storage URI), in file order."""
+    import ray.data
+
+    if not files:
+        raise ValueError("no parquet file to read")
+    fs, _ = storage.filesystem(files[0])
+    ds = ray.data.read_parquet([storage.filesystem(f)[1] for f in files], filesystem=fs, shuffle=None)
+    return ds.select_columns(columns) if columns else ds
+
+
+def record_written(writer, written: pa.Table) -> dict[str, Any]:
+    """Record the files a shuffle's blocks wrote (rows of ``WRITTEN``) in ``writer``; -> summed stats."""
+    totals: dict[str, Any] = {}
+    for row in sorted(written.to_pylist(), key=lambda r: (r["unit"], r["piece"])):
+        add_stats(totals, json.loads(row["stats"]))
+        if row["name"]:
+            writer.add_file(row["name"], row["bytes"], row["rows"])
+    return totals
+
+
+def collect(ds, batch_format: str = "pyarrow") -> pa.Table:
+    """A small dataset's rows on the driver (stats and file lists only)."""
+    tables = list(ds.iter_batches(batch_size=None, batch_format=batch_format))
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def column_sum(table: pa.Table, name: str) -> int:
+    return int(pc.sum(table.column(name)).as_py() or 0) if table.num_rows else 0

@@ -1,0 +1,123 @@
+"""The data chain on a local multi-node cluster (``ray.cluster_utils.Cluster``: a raylet per node).
+
+In a child process (so the session's local Ray is left alone), on a head and 3 worker nodes of 1 CPU:
+- the whole chain read -> nsp_pairs, whose bytes must equal a 1-node run's (this test's own Ray);
+- the chain again in a fresh root, removing a worker node (``remove_node``) while ``tokenize`` runs
+  and another while ``nsp_pairs`` runs: each stage completes through Ray's retries, with the same
+  bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STAGES = ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs")
+
+
+def _config(corpus: str):
+    from pipelines.preprocess import PreprocessConfig
+    from pipelines.stages.clean import CleanConfig
+    from pipelines.stages.nsp_pairs import NspConfig
+    from pipelines.stages.read import ReadConfig
+    from pipelines.stages.wordpiece import WordPieceConfig
+
+    # small blocks and shards, so every stage has many units for the nodes to share
+    return PreprocessConfig(inputs=(corpus,), read=ReadConfig(block_bytes=64 << 10, rows_per_shard=60),
+                            clean=CleanConfig(min_chars=40, num_buckets=3), wordpiece=WordPieceConfig(vocab_size=400),
+                            nsp=NspConfig(max_seq_length=64, num_partitions=5))
+
+
+def write_corpus(demo_files: list[str], path: str) -> str:
+    """~300 KB of the demo corpus in one text file, with a few exact duplicate documents."""
+    from pipelines.stages import read
+
+    docs = [t for f in demo_files for table in read.read_file(f, read.ReadConfig()) for t in table.column("text").to_pylist()]
+    docs = docs[:900] + docs[100:110]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n\n".join(docs) + "\n")
+    return path
+
+
+def digests(uris: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Per stage: sha256 of every file but stats.json (it holds the seconds)."""
+    from pipelines import storage
+
+    return {stage: {os.path.relpath(f, uri): hashlib.sha256(storage.read_bytes(f)).hexdigest()
+                    for f in storage.list_files(uri) if not f.endswith("stats.json")}
+            for stage, uri in uris.items()}
+
+
+def _remove_when_running(cluster, node, root: str, stage: str, removed: list, deadline_s: float = 300) -> None:
+    """Remove ``node`` once ``stage`` has written its first file under its temp dir in ``root``."""
+    stage_dir = os.path.join(root, stage)
+    end = time.time() + deadline_s
+    while time.time() < end:
+        if os.path.isdir(stage_dir):
+            for name in os.listdir(stage_dir):
+                tmp = os.path.join(stage_dir, name)
+                if name.startswith("_tmp-") and any(f.endswith(".parquet") for f in os.listdir(tmp)):
+                    cluster.remove_node(node, allow_graceful=False)
+                    removed.append(stage)
+                    return
+        time.sleep(0.02)
+
+
+def _cluster_main(corpus: str, out_dir: str) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from pipelines.preprocess import run_preprocessing
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        report: dict = {"nodes": len([n for n in ray.nodes() if n["Alive"]])}
+        report["plain"] = digests(run_preprocessing(_config(corpus), os.path.join(out_dir, "plain")))
+        root = os.path.join(out_dir, "chaos")
+        removed: list[str] = []
+        watchers = [threading.Thread(target=_remove_when_running, args=(cluster, node, root, stage, removed), daemon=True)
+                    for node, stage in ((workers[0], "tokenize"), (workers[1], "nsp_pairs"))]
+        for w in watchers:
+            w.start()
+        report["chaos"] = digests(run_preprocessing(_config(corpus), root))
+        report["removed"] = removed
+        report["nodes_after"] = len([n for n in ray.nodes() if n["Alive"]])
+        print("REPORT " + json.dumps(report), flush=True)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_chain_on_four_nodes_with_node_loss_gives_the_one_node_bytes(ray_session, demo_files, tmp_path):
+    from pipelines.preprocess import run_preprocessing
+
+    corpus = write_corpus(demo_files, str(tmp_path / "corpus.txt"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([PROJECT_ROOT, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), corpus, str(tmp_path / "cluster")], env=env,
+                          capture_output=True, text=True, timeout=900)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-5000:]
+    report = json.loads(lines[0][len("REPORT "):])
+    one_node = digests(run_preprocessing(_config(corpus), str(tmp_path / "one")))
+    assert report["nodes"] == 4 and report["removed"] == ["tokenize", "nsp_pairs"] and report["nodes_after"] == 2
+    for stage in STAGES:
+        assert len(one_node[stage]) > (2 if stage != "wordpiece" else 1), stage  # several files: work was shared
+        assert report["plain"][stage] == one_node[stage], stage
+        assert report["chaos"][stage] == one_node[stage], stage
+
+
+if __name__ == "__main__":
+    _cluster_main(sys.argv[1], sys.argv[2])
