@@ -28,7 +28,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from pipelines import run_lock, storage
+from pipelines import identity, run_lock, storage
 from pipelines.typed_config import config_hash, to_dict
 
 MANIFEST_NAME = "manifest.json"
@@ -157,10 +157,11 @@ class Pipeline:
             raise PipelineError(f"{flag} {name!r}: no such stage; stages are {', '.join(self.stages)}")
 
     def stage_hashes(self, cfg: Any) -> dict[str, str]:
-        """Each stage's hash covers its own config slice and its upstream hashes."""
+        """Each stage's hash is ``pipelines.identity.output_identity`` of its name, its config slice
+        and its upstream hashes."""
         hashes: dict[str, str] = {}
         for s in self.stages.values():
-            hashes[s.name] = config_hash(s.name, s.config(cfg), [hashes[d] for d in s.after])
+            hashes[s.name] = identity.output_identity(s.name, 1, s.config(cfg), [hashes[d] for d in s.after])
         return hashes
 
     # --- manifest ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines.identity import PRETRAIN_EXECUTION_FIELDS  # one list for the DAG and pretraining
 from pipelines import storage
 from pipelines.finetune.jobs import FinetuneConfig
 from pipelines.pretrain.config import PretrainConfig
@@ -110,8 +111,6 @@ def nsp_lengths(cfg: RunConfig) -> tuple[int, ...]:
 
 
 # Fields that change how a run executes, not what it computes (see pipelines.pretrain.config).
-PRETRAIN_EXECUTION_FIELDS = ("num_workers", "use_gpu", "cpus_per_worker", "max_failures", "metrics_every",
-                             "storage_path", "materialize_instances")
 
 
 def run_identity(cfg: RunConfig) -> dict[str, Any]:

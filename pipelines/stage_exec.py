@@ -69,8 +69,8 @@ class UnitSource:
         return object.__new__(cls)
 
     def __init__(self, units: list[Unit], read_fn: Callable[..., Iterable[pa.Table]], read_args: tuple,
-                 env: dict[str, str]):
-        self.units, self.read_fn, self.read_args, self.env = units, read_fn, read_args, env
+                 env: dict[str, str], tagged: bool = True):
+        self.units, self.read_fn, self.read_args, self.env, self.tagged = units, read_fn, read_args, env, tagged
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
@@ -83,10 +83,13 @@ class UnitSource:
         from ray.data.datasource import ReadTask
 
         def task(index: int, unit: Unit):
-            read_fn, read_args, env = self.read_fn, self.read_args, self.env
+            read_fn, read_args, env, tagged = self.read_fn, self.read_args, self.env, self.tagged
 
             def read() -> Iterator[pa.Table]:
                 storage.apply_env(env)
+                if not tagged:  # a plain read: the tables as they come
+                    yield from (t for t in read_fn(unit, *read_args) if isinstance(t, pa.Table) and t.num_rows)
+                    return
                 schema, counts = None, {}
                 for piece, item in enumerate(read_fn(unit, *read_args)):
                     if isinstance(item, dict):
@@ -264,14 +267,16 @@ def shuffle_groups(ds, key: str, num_partitions: int, fn: Callable[..., pa.Table
 
 
 def read_files(files: list[str], columns: list[str] | None = None):
-    """A Ray Dataset over parquet files (any storage URI), in file order."""
+    """A Ray Dataset over parquet files (any storage URI), in file order: a read task per file.
+    (``ray.data.read_parquet`` first reads every footer in helper actors that are not restarted
+    when their node is lost, which failed the stage; a task per file is simply retried.)"""
     import ray.data
+    from pipelines.stage_store import read_shard
 
     if not files:
         raise ValueError("no parquet file to read")
-    fs, _ = storage.filesystem(files[0])
-    ds = ray.data.read_parquet([storage.filesystem(f)[1] for f in files], filesystem=fs, shuffle=None)
-    return ds.select_columns(columns) if columns else ds
+    source = UnitSource([Unit(f) for f in files], read_shard, (columns,), storage.capture_env(), tagged=False)
+    return ray.data.read_datasource(source, override_num_blocks=len(files))
 
 
 def record_written(writer, written: pa.Table) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import time
 import uuid
 from typing import Any, Callable, Iterator
@@ -20,8 +19,8 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import stage_exec, storage
-from pipelines.typed_config import config_hash, to_dict
+from pipelines import identity, stage_exec, storage
+from pipelines.typed_config import to_dict
 
 MANIFEST = "manifest.json"
 STATS = "stats.json"
@@ -60,8 +59,9 @@ def input_identity(uri: str) -> str:
     return uri
 
 
-def stage_key(cfg: Any, *inputs: Any) -> str:
-    return config_hash(cfg, *inputs)
+def stage_key(stage: str, version: int, cfg: Any, *inputs: Any) -> str:
+    """``pipelines.identity.output_identity`` of a stage output."""
+    return identity.output_identity(stage, version, cfg, *inputs)
 
 
 def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bert_core import PRESETS
-from pipelines.typed_config import ConfigError, config_hash, to_dict
+from pipelines.typed_config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -180,11 +180,10 @@ class PretrainConfig:
 
 # Fields that change how a run is executed but not what it computes: changing them and restarting
 # resumes the same run (e.g. rescaling from 2 workers to 1) instead of starting a new one.
-_EXECUTION_FIELDS = ("num_workers", "use_gpu", "compile", "cpus_per_worker", "max_failures", "metrics_every",
-                     "storage_path", "materialize_instances")
-
-
 def run_identity(cfg: PretrainConfig, *inputs: str) -> str:
-    """Stable id of a run: the config minus execution fields, plus the input URIs."""
-    data = {k: v for k, v in to_dict(cfg).items() if k not in _EXECUTION_FIELDS}
-    return config_hash(data, list(inputs))
+    """Stable id of a run: ``pipelines.identity.output_identity`` of the config minus execution
+    fields, with the input URIs."""
+    from pipelines import identity
+
+    return identity.output_identity("pretrain", 1, identity.without(cfg, identity.PRETRAIN_EXECUTION_FIELDS),
+                                    list(inputs))

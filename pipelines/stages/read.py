@@ -286,9 +286,10 @@ def _shard_end(table: pa.Table, cfg: ReadConfig) -> int | None:
 
 
 def read_shards(unit: Unit | str, cfg: ReadConfig) -> Iterator[pa.Table | dict[str, int]]:
-    """One unit -> its DOCUMENTS as a stream of shards (see ``_shard_end``), then its counts."""
+    """One unit -> its DOCUMENTS as a stream of shards (see ``_shard_end``), then its counts
+    (``units_read`` is 1: summed over the stage, the number of read tasks that ran to the end)."""
     unit = Unit(unit) if isinstance(unit, str) else unit
-    counts = {"documents": 0, "chars": 0, "dropped_too_large": 0, "empty_units": 0}
+    counts = {"documents": 0, "chars": 0, "dropped_too_large": 0, "empty_units": 0, "units_read": 1}
     pending = pa.table({"doc_id": [], "text": []}, schema=schemas.DOCUMENTS)
     for table in read_unit(unit, cfg, counts):
         counts["documents"] += table.num_rows

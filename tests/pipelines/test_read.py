@@ -1,5 +1,6 @@
 import bz2
 import gzip
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -149,5 +150,88 @@ def test_read_shards_cut_by_rows_or_characters(tmp_path):
                        (ReadConfig(chars_per_shard=10**6, docs_per_batch=2), [5])]:
         *tables, counts = read_shards(str(path), cfg)
         assert [t.num_rows for t in tables] == sizes
-        assert counts == {"documents": 5, "chars": 5 * 300, "dropped_too_large": 0, "empty_units": 0}
+        assert counts == {"documents": 5, "chars": 5 * 300, "dropped_too_large": 0, "empty_units": 0, "units_read": 1}
         assert [d for t in tables for d in t.column("doc_id").to_pylist()] == [f"{path}#{i * 302:012d}" for i in range(5)]
+
+
+@pytest.mark.slow
+def test_a_single_200mb_file_is_read_by_many_tasks(ray_session, tmp_path):
+    """One 200 MB text file, 16 MiB blocks: 13 read tasks, each reporting; every document once,
+    at the byte offset it was written at."""
+    from pipelines import stage_store
+
+    path = tmp_path / "big.txt"
+    offsets, offset, k = [], 0, 0
+    with open(path, "wb") as f:
+        while offset < 200 << 20:
+            chunk = []
+            for _ in range(10_000):
+                doc = f"Document {k} says this. " * (3 + k % 40) + "\nIts second line.\n\n"
+                offsets.append(offset)
+                data = doc.encode("utf-8")
+                chunk.append(data)
+                offset += len(data)
+                k += 1
+            f.write(b"".join(chunk))
+    cfg = read.ReadConfig(block_bytes=16 << 20, chars_per_shard=8 << 20, rows_per_shard=100_000)
+    uri = read.run_read(cfg, str(path), str(tmp_path / "root"))
+    stats = stage_store.read_stats(uri)
+    assert stats["units"] == stats["units_read"] == -(-offset // (16 << 20)) == 13
+    ids = stage_store.read_table(uri, columns=["doc_id"]).column("doc_id").to_pylist()
+    assert ids == [f"{path}#{o:012d}" for o in offsets]
+    names = [f["name"] for f in stage_store.read_manifest(uri)["files"]]
+    assert {n.split("-")[1] for n in names} == {f"{u:05d}" for u in range(13)}  # every task wrote shards
+
+
+def test_zero_byte_file_among_many_is_counted(ray_session, tmp_path):
+    from pipelines import stage_store
+
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        (tmp_path / "in" / f"f{i}.txt").write_text(f"Doc {i} one.\n\nDoc {i} two.\n")
+    (tmp_path / "in" / "f9-empty.txt").write_bytes(b"")
+    uri = read.run_read(CFG, str(tmp_path / "in"), str(tmp_path / "root"))
+    stats = stage_store.read_stats(uri)
+    assert (stats["files"], stats["units"], stats["documents"], stats["empty_units"]) == (4, 4, 6, 1)
+
+
+def test_gzip_truncated_mid_file_names_it_and_commits_nothing(ray_session, tmp_path):
+    import random
+
+    from pipelines import stage_store
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("Fine doc.\n\nAnother.\n")
+    rng = random.Random(0)  # incompressible enough that half the file is half the stream
+    text = "\n\n".join(" ".join(f"w{rng.randrange(10**6)}" for _ in range(50)) for _ in range(20_000))
+    packed = gzip.compress(text.encode("utf-8"))
+    (tmp_path / "in" / "b.txt.gz").write_bytes(packed[: len(packed) // 2])
+    root = tmp_path / "root"
+    earlier = read.run_read(CFG, str(tmp_path / "in" / "a.txt"), str(root))  # a finished output stays
+    with pytest.raises(Exception, match=r"cannot read .*b\.txt\.gz: EOFError"):
+        read.run_read(CFG, str(tmp_path / "in"), str(root))
+    assert sorted(os.listdir(root / "read")) == [os.path.basename(earlier)]  # no temp dir, nothing half
+    assert stage_store.read_table(earlier).num_rows == 2
+
+
+def test_unreadable_s3_object_among_many_is_named(ray_session, s3_bucket):
+    """Byte ranges of an uncompressed S3 object, plus a corrupt one among them: the error names it."""
+    import boto3
+
+    from pipelines import storage
+
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    bucket = s3_bucket[len("s3://"):]
+    body = "".join(f"Doc {i} " + "x" * (i % 50) + "\n\n" for i in range(2000)).encode()
+    for i in range(3):
+        s3.put_object(Bucket=bucket, Key=f"in/ok-{i}.txt", Body=body)
+    cfg = read.ReadConfig(block_bytes=4096)
+    uri = read.run_read(cfg, f"{s3_bucket}/in/", f"{s3_bucket}/root")
+    from pipelines import stage_store
+
+    stats = stage_store.read_stats(uri)
+    assert stats["documents"] == 6000 and stats["units"] == 3 * -(-len(body) // 4096)
+    s3.put_object(Bucket=bucket, Key="in/bad.txt.gz", Body=b"\x1f\x8b\x08\x00 not gzip at all")
+    with pytest.raises(Exception, match=f"cannot read {s3_bucket}/in/bad.txt.gz"):
+        read.run_read(cfg, f"{s3_bucket}/in/", f"{s3_bucket}/root")
+    assert [f for f in storage.list_files(f"{s3_bucket}/root/read") if "/_tmp-" in f] == []

@@ -142,7 +142,7 @@ def _nsp_output(pretrain_corpus, root, max_seq_length: int, lowercase: bool) -> 
 
     instances, _, _ = pretrain_corpus
     cfg = NspConfig(max_seq_length=max_seq_length)
-    writer = stage_store.StageWriter(str(root), "nsp_pairs", stage_store.stage_key(cfg, lowercase), cfg, ())
+    writer = stage_store.StageWriter(str(root), "nsp_pairs", stage_store.stage_key("nsp_pairs", 1, cfg, lowercase), cfg, ())
     writer.write_table(pq.read_table(instances))
     writer.stats["lowercase"] = lowercase
     return writer.commit()
