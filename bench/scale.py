@@ -360,7 +360,7 @@ def goals(runs: list[dict]) -> list[dict]:
             continue
         small, large = same[0], same[-1]
         size = large["corpus_bytes"] / small["corpus_bytes"]
-        peak = lambda r, k: max(s[k] for s in r["stages"].values())  # noqa: E731
+        peak = lambda r, k: max(s[k] for s in r["stages"].values())
         growth = {f"{stage}.{k}": _ratio(large["stages"][stage][k], small["stages"][stage][k])
                   for stage in STAGES for k in ("tasks", "objects")}
         out.append({
