@@ -42,11 +42,11 @@ import time
 
 import numpy as np
 
-POOL_CACHE = os.path.join(tempfile.gettempdir(), "bert_scale_pool.txt")
 DOCS_PER_CHUNK = 20_000
 MAX_LINES_PER_DOC = 400
 NEW_RUN_PROBABILITY = 0.25
-VERSION = 1  # of the generator: a corpus on disk is reused only when made by the same version and spec
+VERSION = 2  # of the generator: a corpus on disk is reused only when made by the same version and spec
+POOL_CACHE = os.path.join(tempfile.gettempdir(), f"bert_scale_pool-v{VERSION}.txt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,11 +88,12 @@ def source_files() -> dict[str, list[str]]:
 
 
 def clean_pool(lines: list[str]) -> list[str]:
-    """The lines that clean leaves unchanged, each once, in order of first appearance."""
+    """The non-empty lines that clean leaves unchanged, each once, in order of first appearance (an
+    empty one would end a document early)."""
     from pipelines.stages.clean import CleanConfig, clean_text
 
     cfg = CleanConfig(min_chars=0)
-    return list(dict.fromkeys(line for line in lines if "\n" not in line and clean_text(line, cfg)[0] == line))
+    return list(dict.fromkeys(line for line in lines if line and "\n" not in line and clean_text(line, cfg)[0] == line))
 
 
 def build_pool() -> list[str]:

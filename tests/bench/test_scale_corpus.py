@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import io
 import os
 
 from bench import scale_corpus
@@ -12,7 +13,7 @@ WORDS = ("river", "garden", "method", "letter", "window", "engine", "forest", "n
 
 def _pool() -> list[str]:
     lines = [f"The {WORDS[i % 10]} of page {i} shows how a {WORDS[i * 7 % 10]} works in practice." for i in range(300)]
-    return scale_corpus.clean_pool(lines + ["  two  spaces  ", ".. note::", lines[0], "x = 1 + 2 * 3 / 4 - 5 % 6"])
+    return scale_corpus.clean_pool(lines + ["", "  two  spaces  ", ".. note::", lines[0], "x = 1 + 2 * 3 / 4 - 5 % 6"])
 
 
 def _files(out: str) -> dict[str, bytes]:
@@ -22,7 +23,7 @@ def _files(out: str) -> dict[str, bytes]:
 
 def test_corpus_is_seeded_and_its_copies_are_the_duplicates_clean_finds(tmp_path):
     pool = _pool()
-    assert len(pool) == 300  # markup, odd spacing and the repeated line stay out
+    assert len(pool) == 300  # empty, markup, odd spacing and the repeated line stay out
     spec = scale_corpus.CorpusSpec(num_bytes=400_000, seed=3, num_files=4, large_shares=(0.5,),
                                    duplicate_fraction=0.05)
     record = scale_corpus.write_corpus(pool, spec, str(tmp_path / "a"))
@@ -34,7 +35,8 @@ def test_corpus_is_seeded_and_its_copies_are_the_duplicates_clean_finds(tmp_path
 
     texts = []
     for name, data in files.items():
-        for table in read.core(iter(data.decode("utf-8").splitlines(keepends=True)), name):
+        lines = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline=None)  # as the read stage opens files
+        for table in read.core(lines, name):
             texts += table.column("text").to_pylist()
     assert len(texts) == record["documents"]
     cleaned = [clean.clean_text(t, clean.CleanConfig()) for t in texts]
