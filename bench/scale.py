@@ -348,7 +348,9 @@ def measure_run(gb: float, nodes: int, args: argparse.Namespace, argv: list[str]
 
 
 def _ratio(a: float, b: float) -> float:
-    return round(a / b, 2) if b else float("inf")
+    if not b:
+        return 0.0 if not a else float("inf")
+    return round(a / b, 2)
 
 
 def goals(runs: list[dict]) -> list[dict]:
