@@ -7,6 +7,11 @@ and object figures per stage.
     python -m bench.scale --gb 0.2 0.5 --nodes 4        # every size on every node count
     python -m bench.scale --report /tmp/bert_scale/run-*.json   # tables and goals from saved runs
 
+Cost on the chain of 2026-12-02 (before the data-plane rewrite), 2-core box at load average 20-45:
+0.2 GB took ~5 min per run and 0.5 GB ~9 min, the driver peaking at 1.1 and 2.1 GB. Extrapolated,
+2 GB takes ~40 min there and its driver needs several GB (nsp_pairs' shuffle objects, inlined in
+the driver's memory store, grow as shards x partitions).
+
 Each run starts its own ``ray.cluster_utils.Cluster`` (every node its own raylet and object store,
 all on this machine) in a fresh process, so one run's memory does not carry into the next. Corpora
 are generated once under ``--corpus-dir`` and reused. Outputs: ``run-{GB}gb-{N}n.json`` per run, and

@@ -26,7 +26,8 @@ Sizes: ``large_shares`` of the bytes go to a few large files (by default one hol
 corpus and two hold 5% each), the rest is spread evenly over ``num_files`` files.
 
 Speed: documents are built by sampling indices with numpy and joining pre-encoded lines, and written
-in buffered chunks; 2 GB take about a minute on one core, after ~25 s to build the pool.
+in buffered chunks: 2 GB took 31.5 s (peak RSS 594 MB) at load average 20 on this 2-core box, after
+~25 s to build the pool the first time (cached in the temporary directory).
 """
 from __future__ import annotations
 
