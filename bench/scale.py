@@ -72,7 +72,7 @@ def run_chain(corpus: str, root: str, measure: Callable[[str], contextlib.Abstra
     from pipelines.stages.read import run_read
     from pipelines.stages.split import run_split
     from pipelines.stages.tokenize import run_tokenize
-    from pipelines.stages.wordpiece import WordPieceConfig, run_wordpiece
+    from pipelines.stages.wordpiece import Vocabulary, WordPieceConfig, run_wordpiece
 
     # the base preset's vocabulary: 30522 pieces from a 10% sample of the documents
     cfg = PreprocessConfig(inputs=(corpus,), wordpiece=WordPieceConfig(vocab_file=vocab_file, sample_fraction=sample_fraction))
@@ -88,7 +88,7 @@ def run_chain(corpus: str, root: str, measure: Callable[[str], contextlib.Abstra
     with measure("tokenize"):
         out["tokenize"] = run_tokenize(cfg.tokenize, out["split"], out["wordpiece"], root)
     with measure("nsp_pairs"):
-        out["nsp_pairs"] = run_nsp_pairs(cfg.nsp, out["tokenize"], root)
+        out["nsp_pairs"] = run_nsp_pairs(cfg.nsp, out["tokenize"], root, Vocabulary.of(out["wordpiece"]))
     return out
 
 
