@@ -184,13 +184,10 @@ def add_stats(totals: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
     return totals
 
 
-def default_concurrency(concurrency: int | None) -> tuple[int, int]:
-    """Actors of a stage's pool: ``concurrency`` if given, else from 1 up to the cluster's CPUs."""
-    import ray
-
-    if concurrency:
-        return (1, concurrency)
-    return (1, max(1, int(ray.cluster_resources().get("CPU", 1))))
+def max_actors(concurrency: int | None) -> int | None:
+    """The most actors of a stage's pool: ``concurrency`` if given, else no cap (Ray Data grows the
+    pool with the work and the cluster, so an autoscaling cluster's new nodes get actors too)."""
+    return concurrency or None
 
 
 def map_units(writer, units: list[Unit], read_fn: Callable[..., Iterable[pa.Table]], read_args: tuple,
@@ -207,7 +204,7 @@ def map_units(writer, units: list[Unit], read_fn: Callable[..., Iterable[pa.Tabl
     ds = ray.data.read_datasource(UnitSource(units, read_fn, read_args, env), override_num_blocks=len(units))
     ds = ds.map_batches(_PieceWriter, fn_constructor_args=(worker_cls, worker_args, schema, writer.tmp, prefix, env),
                         batch_size=None, batch_format="pyarrow", num_cpus=1,
-                        concurrency=default_concurrency(concurrency))
+                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max_actors(concurrency)))
     totals: dict[str, Any] = {}
     files: list[tuple[int, int, str, int, int]] = []
     done = 0

@@ -29,7 +29,7 @@ def test_s3_in_and_out(ray_session, s3_bucket, demo_files, minilm_dir):
     root = f"{s3_bucket}/work"
     uris = run_preprocessing(cfg, root)
     assert all(u.startswith(root + "/") and stage_store.is_complete(u) for u in uris.values())
-    assert stage_store.read_table(uris["read"]).column("doc_id")[0].as_py() == f"{s3_bucket}/corpus/part-0.txt.gz#000000000"
+    assert stage_store.read_table(uris["read"]).column("doc_id")[0].as_py() == f"{s3_bucket}/corpus/part-0.txt.gz#000000000000"
     nsp = stage_store.read_table(uris["nsp_pairs"])
     assert nsp.num_rows == stage_store.read_stats(uris["nsp_pairs"])["pairs"] > 300
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="work/")["Contents"]]

@@ -151,7 +151,11 @@ def _child(bucket: str, ray_dir: str, report: str) -> None:
     state = {}
     for what in ("tasks", "actors", "jobs", "workers", "placement-groups"):
         cmd = ["ray", "list", what, "--detail", "--address", address, "--limit", "10000", "--format", "json"]
-        state[what] = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+        listed = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "RAY_ADDRESS": address})  # not another Ray on this box
+        if listed.returncode:
+            raise RuntimeError(f"`{' '.join(cmd)}` failed: {listed.stderr[-800:]}")
+        state[what] = listed.stdout
     kv, entries = _dump_kv()
     ray.shutdown()
     with open(report, "w") as f:
