@@ -9,7 +9,7 @@ pairs with max_seq_length 128, dupe_factor 1; masking is left to training time e
 
 - ours: ``pipelines.preprocess.run_preprocessing`` on a local Ray with N CPUs (it also cleans and
   de-duplicates, and writes every stage's parquet);
-- (a) original: ``bench.original_bert`` - create_pretraining_data.py's algorithm, single process,
+- (a) original: ``tests.oracles.original_bert`` - create_pretraining_data.py's algorithm, single process,
   pure-Python WordPiece (run on the first ``--original-mb`` of the corpus: it is slow, and its rate
   does not depend on size);
 - (b) Hugging Face ``datasets`` (offline, local files) + the fast tokenizer, ``num_proc`` = N, NSP
@@ -91,7 +91,7 @@ def run_ours(files: list[str], cores: int) -> dict:
 
 
 def run_original(files: list[str], max_mb: float) -> dict:
-    from bench import original_bert
+    from tests.oracles import original_bert
     from pipelines.stages.split import split_sentences
 
     started = time.time()
@@ -128,7 +128,7 @@ def _hf_tokenize(batch, tokenizer):
 
 
 def _hf_nsp(batch, indices):
-    from bench import original_bert
+    from tests.oracles import original_bert
 
     docs = [d for d in batch["sentence_ids"] if d]
     rng = random.Random(indices[0])

@@ -17,6 +17,7 @@ Exit status: 0 success, 1 a stage or job failed, 2 a bad config, argument or add
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -40,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. pretrain.phases.0.num_steps=50")
         sp.add_argument("--from", dest="from_stage", help="re-run from this stage (its upstream must be done)")
         sp.add_argument("--until", help="stop after this stage")
+        sp.add_argument("--verbose", action="store_true",
+                        help="show Ray's own logs and warnings here instead of in the run's log file")
     run.add_argument("--config-json", help=argparse.SUPPRESS)  # the resolved config, as sent by `submit`
     submit.add_argument("--address", help="Ray dashboard URL (default: $RAY_ADDRESS, else http://127.0.0.1:8265, "
                         "where `ray dashboard ray_cluster.yaml` forwards the head's loopback-only dashboard)")
@@ -50,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     finetune.add_argument("config", nargs="?", default=None, help="preset (demo, base, large) or YAML file")
     finetune.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. root=runs/eval")
     finetune.add_argument("--config-json", help=argparse.SUPPRESS)  # the resolved config, as sent by `submit`
+    finetune.add_argument("--verbose", action="store_true",
+                          help="show Ray's own logs and warnings here instead of in the run's log file")
     status = sub.add_parser("status", help="show a run's stages")
     status.add_argument("run", help="run root (local path or s3://), or a config whose root to show")
     logs = sub.add_parser("logs", help="print a job's logs")
@@ -82,16 +87,17 @@ def load_config(args: argparse.Namespace):
 
 
 # --- run ------------------------------------------------------------------------------------------
-def init_ray(cfg) -> None:
+def init_ray(cfg) -> bool:
+    """Connect to (or start) Ray unless this process already is; True when this call did it."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:
+    if address and address != "local":
         ray.init(address=address)
-        return
+        return True
     import torch
 
     if not torch.cuda.is_available():
@@ -99,7 +105,24 @@ def init_ray(cfg) -> None:
     # Workers inherit this process's environment (credentials included) through the raylet started
     # here; the runtime_env, which the dashboard shows, carries non-secret settings only.
     env = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TOKENIZERS_PARALLELISM", "AWS_ENDPOINT_URL") if k in os.environ}
-    ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+    # address="local": a new Ray of our own, never another `ray start` cluster found on this machine
+    ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+    return True
+
+
+@contextlib.contextmanager
+def ray_for(cfg, needed: bool, log: "RunLog | None"):
+    """Ray (when ``needed``) with its output in ``log``, until a Ray this command started has shut down:
+    its log forwarding goes on printing until then."""
+    import ray
+
+    with log.capture() if log else contextlib.nullcontext():
+        started = init_ray(cfg) if needed else False
+        try:
+            yield
+        finally:
+            if started and log:
+                ray.shutdown()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -120,31 +143,79 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_locked(args: argparse.Namespace, cfg) -> int:
-    from pipelines import storage
-    from pipelines.dag import format_status, read_manifest
+    from pipelines import console
+    from pipelines.dag import read_manifest
     from pipelines.run_config import bert_pipeline, check_inputs
 
     pipeline = bert_pipeline()
     to_run, to_skip, _ = pipeline.plan(cfg, cfg.root, args.from_stage, args.until)  # refusals happen here
     if "read" in to_run:
         check_inputs(cfg)
-    print(f"run {cfg.name} at {cfg.root}: {len(to_run)} stage(s) to run ({', '.join(to_run) or 'none'}), "
-          f"{len(to_skip)} done", flush=True)
-    if to_run:
-        init_ray(cfg)
+    log = RunLog(cfg.root) if to_run and not args.verbose else None
+    console.info(f"run {cfg.name} at {cfg.root}: {len(to_run)} stage(s) to run ({', '.join(to_run) or 'none'}), "
+                 f"{len(to_skip)} done" + (f"; Ray's logs: {log.shown}" if log else ""))
     t0 = time.time()
     try:
-        pipeline.run(cfg, cfg.root, args.from_stage, args.until, log=lambda m: print(m, flush=True))
+        with ray_for(cfg, bool(to_run), log):
+            pipeline.run(cfg, cfg.root, args.from_stage, args.until)
     finally:
+        console.clear()
+        if log:
+            log.publish()
         manifest = read_manifest(cfg.root)
         if manifest:
-            print("\n" + format_status(manifest, [n for n in pipeline.names() if n in to_run + to_skip]))
-    print(f"\nfinished in {time.time() - t0:.0f}s")
-    report = manifest["stages"].get("report", {}) if manifest else {}
-    if report.get("state") == "done":
-        print("\n" + storage.read_bytes(report["outputs"]["output"]).decode("utf-8"))
-        print(f"loss curves: {report['outputs']['plot']}")
+            console.info(run_summary(cfg.root, manifest, [n for n in pipeline.names() if n in to_run + to_skip],
+                                     time.time() - t0, log))
     return 0
+
+
+def run_summary(root: str, manifest: dict, names: list[str], seconds: float, log: "RunLog | None") -> str:
+    """The run's last lines: every stage with its outputs, the results table, where the rest is."""
+    from pipelines import storage
+    from pipelines.dag import format_status, manifest_uri
+
+    lines = ["", f"finished in {seconds:.0f}s", format_status(manifest, names)]
+    report = manifest["stages"].get("report", {})
+    if report.get("state") == "done":
+        lines += ["", storage.read_bytes(report["outputs"]["output"]).decode("utf-8").rstrip(),
+                  "", f"results table: {report['outputs']['output']}", f"loss curves: {report['outputs']['plot']}"]
+    lines.append(f"manifest: {manifest_uri(root)} (bert-pipeline status {root})")
+    if log:
+        lines.append(f"Ray's logs: {log.final}")
+    return "\n".join(lines)
+
+
+class RunLog:
+    """This run's log file, ``{root}/logs/{command}-{UTC time}.log``: Ray's output while the run goes.
+    For a remote root it is written locally and copied there when the run ends."""
+
+    def __init__(self, root: str, command: str = "run"):
+        import tempfile
+
+        from pipelines import storage
+        from pipelines.dag import LOGS_DIR
+
+        name = f"{command}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{os.getpid()}.log"
+        self.final = storage.join(root, LOGS_DIR, name)
+        self.local = self.final if storage.is_local(root) else os.path.join(tempfile.gettempdir(), "bert-pipeline", name)
+        self.local = self.local.removeprefix("file://")
+        self.shown = self.final if self.local == self.final else f"{self.local} (copied to {self.final} at the end)"
+
+    def capture(self):
+        from pipelines import console
+
+        return console.logs_to_file(self.local)
+
+    def publish(self) -> None:
+        from pipelines import storage
+
+        if self.local != self.final and os.path.exists(self.local):
+            try:
+                with open(self.local, "rb") as f:
+                    storage.write_bytes_atomic(self.final, f.read())
+            except Exception as e:  # the run's own outputs matter more than its log
+                print(f"bert-pipeline: copying the log {self.local} to {self.final} failed: {e}", file=sys.stderr)
+                self.final = self.local
 
 
 # --- finetune a checkpoint -------------------------------------------------------------------------
@@ -163,7 +234,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     check_run_root(cfg.root)
     try:  # the same one-driver-per-root lock as `run`
         with run_lock.hold(cfg.root, cfg.lock.lease_s):
-            return _finetune_locked(cfg, checkpoint, tasks)
+            return _finetune_locked(cfg, checkpoint, tasks, args.verbose)
     except run_lock.LockHeld as e:
         raise UsageError(str(e)) from e
     except run_lock.LockLost as e:
@@ -171,21 +242,29 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         return 1
 
 
-def _finetune_locked(cfg, checkpoint: str, tasks) -> int:
-    from pipelines import storage
+def _finetune_locked(cfg, checkpoint: str, tasks, verbose: bool = False) -> int:
+    from pipelines import console, storage
     from pipelines.finetune import command
     from pipelines.finetune.jobs import task_output_uri
 
     out = command.output_root(cfg.root)
-    print(f"finetune {checkpoint}: {len(tasks.tasks)} task(s) ({', '.join(t.name for t in tasks.tasks)}) "
-          f"-> {out}", flush=True)
-    if any(not storage.exists(storage.join(task_output_uri(out, t, checkpoint), "result.json"))
-           for t in tasks.tasks):
-        init_ray(cfg)
+    to_run = any(not storage.exists(storage.join(task_output_uri(out, t, checkpoint), "result.json"))
+                 for t in tasks.tasks)
+    log = RunLog(cfg.root, "finetune") if to_run and not verbose else None
+    console.info(f"finetune {checkpoint}: {len(tasks.tasks)} task(s) ({', '.join(t.name for t in tasks.tasks)}) "
+                 f"-> {out}" + (f"; Ray's logs: {log.shown}" if log else ""))
     t0 = time.time()
-    summary = command.finetune_checkpoint(checkpoint, tasks, cfg.root, log=lambda m: print(m, flush=True))
-    print(f"\nfinished in {time.time() - t0:.0f}s; results in {storage.join(out, 'results.md')}\n")
-    print(storage.read_bytes(storage.join(out, "results.md")).decode("utf-8"))
+    try:
+        with ray_for(cfg, to_run, log):
+            summary = command.finetune_checkpoint(checkpoint, tasks, cfg.root, log=console.info)
+    finally:
+        console.clear()
+        if log:
+            log.publish()
+    console.info(f"\nfinished in {time.time() - t0:.0f}s; results in {storage.join(out, 'results.md')}\n")
+    console.info(storage.read_bytes(storage.join(out, "results.md")).decode("utf-8").rstrip())
+    if log:
+        console.info(f"\nRay's logs: {log.final}")
     return 1 if summary["num_failed"] else 0
 
 
@@ -227,7 +306,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     address = jobs.resolve_address(args.address)
     if storage.is_local(cfg.root) and not any(h in address for h in ("127.0.0.1", "localhost")):
         print(f"warning: run root {cfg.root!r} is a local path; on a multi-node cluster use s3://", file=sys.stderr)
-    entrypoint = jobs.run_entrypoint(to_dict(cfg), args.from_stage, args.until)
+    entrypoint = jobs.run_entrypoint(to_dict(cfg), args.from_stage, args.until, args.verbose)
     job = jobs.submit(args.address, entrypoint, metadata={"run_root": cfg.root, "name": cfg.name})
     print(f"submitted job {job} to {address} (run root {cfg.root})", flush=True)
     if args.no_follow:
@@ -256,7 +335,7 @@ def submit_finetune(args: argparse.Namespace) -> int:
     address = jobs.resolve_address(args.address)
     if storage.is_local(cfg.root) and not any(h in address for h in ("127.0.0.1", "localhost")):
         print(f"warning: run root {cfg.root!r} is a local path; on a multi-node cluster use s3://", file=sys.stderr)
-    job = jobs.submit(args.address, jobs.finetune_entrypoint(checkpoint, to_dict(cfg)),
+    job = jobs.submit(args.address, jobs.finetune_entrypoint(checkpoint, to_dict(cfg), args.verbose),
                       metadata={"run_root": cfg.root, "name": cfg.name, "checkpoint": checkpoint})
     print(f"submitted job {job} to {address}: finetune {checkpoint} (results under "
           f"{command.output_root(cfg.root)})", flush=True)

@@ -196,16 +196,28 @@ class Console:
 
 
 _CONSOLE = Console()
+_RELAY: "Relay | None" = None  # set in a worker process by ``reporting_to``
 
 
 def progress(stage: str, done: int, total: int | None = None, unit: str = "", note: str = "") -> None:
     """The live line of ``stage``: ``done`` of ``total`` (None: unknown) ``unit``s, its rate and ETA, ``note``."""
-    _CONSOLE.progress(stage, done, total, unit, note)
+    (_RELAY or _CONSOLE).progress(stage, done, total, unit, note)
 
 
 def result(stage: str, line: str) -> None:
     """What ``stage`` produced, in a few words (``"1.2M tokens, 8 shards"``)."""
-    _CONSOLE.result(stage, line)
+    (_RELAY or _CONSOLE).result(stage, line)
+
+
+@contextlib.contextmanager
+def reporting_to(relay: "Relay | None") -> Iterator[None]:
+    """In a Ray worker: ``progress`` and ``result`` go to the driver's console through ``relay`` (None: stay here)."""
+    global _RELAY
+    old, _RELAY = _RELAY, relay or _RELAY
+    try:
+        yield
+    finally:
+        _RELAY = old
 
 
 def begin(stage: str, label: str) -> None:
@@ -355,4 +367,4 @@ class Relay:
         except Exception:  # the console is best effort: never fail a run over it
             return
         for kind, *args in items:
-            (progress if kind == "progress" else result)(*args)
+            (_CONSOLE.progress if kind == "progress" else _CONSOLE.result)(*args)

@@ -16,6 +16,7 @@ BERT paper's average (WNLI excluded), both on dev.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -23,7 +24,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from pipelines import storage
+from pipelines import console, storage
 from pipelines.finetune import glue, metrics
 from pipelines.finetune.conll import ConllParams
 from pipelines.finetune.squad import SquadParams
@@ -153,13 +154,15 @@ def run_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: st
             **({"dev_detail": best["dev_detail"]} if "dev_detail" in best else {})}
 
 
-def _remote_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: str) -> dict:
+def _remote_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: str,
+                 relay: console.Relay | None = None) -> dict:
     if job.num_gpus == 0:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a CPU task on a GPU node must not take the card
     import torch
 
     torch.set_num_threads(max(1, int(job.num_cpus)))
-    result = run_task(cfg, job, checkpoint_uri, out_uri)
+    with console.reporting_to(relay):  # the task's live line on the driver's console
+        result = run_task(cfg, job, checkpoint_uri, out_uri)
     storage.write_json_atomic(storage.join(out_uri, "result.json"), result)  # the completion marker, last
     return result
 
@@ -172,8 +175,11 @@ def run_finetune_jobs(cfg: FinetuneConfig, checkpoint_uri: str, output_root: str
     written to ``{output_root}/results.json`` and ``results.md``. A result's ``status`` is ``done``,
     ``skipped`` (finished by an earlier run) or ``failed`` (with ``error``). Uses the current Ray
     cluster (``ray.init()`` is called if none is connected and some task is left to run). ``log``
-    gets one line per task as it is skipped, started and finished.
+    gets one line per task as it is skipped, started and finished (and its epochs); without it, each
+    task is a live line on the console (``pipelines.console``) and then its result line.
     """
+    finished = (lambda name, text: log(f"{name}: {text}")) if log else \
+        (lambda name, text: console.result(f"finetune {name}", text))
     log = log or (lambda message: None)
     results: dict[str, dict] = {}
     to_run = []
@@ -182,15 +188,28 @@ def run_finetune_jobs(cfg: FinetuneConfig, checkpoint_uri: str, output_root: str
         marker = storage.join(out_uri, "result.json")
         if storage.exists(marker):
             results[job.name] = {**storage.read_json(marker), "status": "skipped"}
-            log(f"{job.name}: done already, skipped (score {_score_text(results[job.name])}, {out_uri})")
+            finished(job.name, f"done already, skipped (score {_score_text(results[job.name])}, {out_uri})")
         else:
             to_run.append((job, out_uri))
     if cfg.parallel_trials and any(len(job.learning_rates) > 1 for job, _ in to_run):
         to_run = _run_trials_first(cfg, to_run, checkpoint_uri, results, log)
-    pending = _launch(cfg, to_run, checkpoint_uri, log) if to_run else {}
-    while pending:
-        import ray  # only once something runs: an all-skipped re-run needs no cluster
+    if to_run:
+        _init_ray()
+    with console.Relay() if to_run else contextlib.nullcontext() as relay:
+        pending = _launch(cfg, to_run, checkpoint_uri, log, relay) if to_run else {}
+        _wait_all(pending, results, log, finished)
+    summary = summarize({job.name: results[job.name] for job in cfg.tasks}, cfg)
+    storage.write_json_atomic(storage.join(output_root, "results.json"), summary)
+    storage.write_bytes_atomic(storage.join(output_root, "results.md"), results_markdown(summary).encode("utf-8"))
+    return summary
 
+
+def _wait_all(pending: dict, results: dict[str, dict], log: Callable[[str], None],
+              finished: Callable[[str, str], None]) -> None:
+    """Each task's result as it ends; one task's failure is recorded, never fatal to the others."""
+    import ray
+
+    while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         job, out_uri, started = pending.pop(done[0])
         try:
@@ -204,12 +223,8 @@ def run_finetune_jobs(cfg: FinetuneConfig, checkpoint_uri: str, output_root: str
         r = results[job.name]
         if r["status"] != "failed":
             _log_epochs(job.name, r, log)
-        log(f"{job.name}: failed: {r['error'].strip().splitlines()[-1][:300]} (see {out_uri}/error.txt)"
-            if r["status"] == "failed" else f"{job.name}: done, score {_score_text(r)} in {r['wall_seconds']:.0f} s")
-    summary = summarize({job.name: results[job.name] for job in cfg.tasks}, cfg)
-    storage.write_json_atomic(storage.join(output_root, "results.json"), summary)
-    storage.write_bytes_atomic(storage.join(output_root, "results.md"), results_markdown(summary).encode("utf-8"))
-    return summary
+        finished(job.name, f"failed: {r['error'].strip().splitlines()[-1][:300]} (see {out_uri}/error.txt)"
+                 if r["status"] == "failed" else f"done, score {_score_text(r)} in {r['wall_seconds']:.0f} s")
 
 
 def _run_trials_first(cfg: FinetuneConfig, to_run: list[tuple[TaskJob, str]], checkpoint_uri: str,
@@ -232,20 +247,26 @@ def _run_trials_first(cfg: FinetuneConfig, to_run: list[tuple[TaskJob, str]], ch
 
 
 def _launch(cfg: FinetuneConfig, to_run: list[tuple[TaskJob, str]], checkpoint_uri: str,
-            log: Callable[[str], None]) -> dict:
+            log: Callable[[str], None], relay: console.Relay | None = None) -> dict:
     """One Ray task per job, all at once; returns ref -> (job, output URI, start time)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init()
+    _init_ray()
     remote = ray.remote(max_retries=0)(_remote_task)
     pending = {}
     for job, out_uri in to_run:
         ref = remote.options(num_cpus=job.num_cpus, num_gpus=job.num_gpus, name=f"finetune:{job.name}").remote(
-            cfg, job, checkpoint_uri, out_uri)
+            cfg, job, checkpoint_uri, out_uri, relay)
         pending[ref] = (job, out_uri, time.time())
         log(f"{job.name}: started ({job.num_cpus:g} CPU, {job.num_gpus:g} GPU) -> {out_uri}")
     return pending
+
+
+def _init_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
 
 
 def _log_epochs(name: str, result: dict, log: Callable[[str], None]) -> None:

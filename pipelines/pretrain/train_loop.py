@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -36,15 +36,6 @@ from pipelines.typed_config import from_dict, to_dict
 
 
 @dataclass(frozen=True)
-class FaultInjection:
-    """Test hook: ``rank`` exits hard (os._exit) when it reaches ``step``, once (a marker file records it)."""
-
-    step: int
-    rank: int
-    marker_path: str
-
-
-@dataclass(frozen=True)
 class WorkerJob:
     """Everything one phase's workers need, as plain data for ``train_loop_config``."""
 
@@ -55,7 +46,8 @@ class WorkerJob:
     metrics_dir: str
     init_weights: dict[str, Any] | None = None
     """{'uri': HF-layout model.safetensors} the phase starts from when no checkpoint exists."""
-    fault: FaultInjection | None = None
+    step_hook: Callable[[int, int], None] | None = None
+    """Test hook (e.g. a fault): called as ``step_hook(step, rank)`` on every rank before each optimizer step."""
     plan: InstancePlan | None = None
     """The phase's instances (shards, row counts, fingerprint); set by the trainer before fitting."""
     instance_log: str | None = None
@@ -65,7 +57,7 @@ class WorkerJob:
         return {"cfg": to_dict(self.cfg), "phase_index": self.phase_index, "vocab": dataclasses.asdict(self.vocab),
                 "run_identity": self.run_identity, "metrics_dir": self.metrics_dir,
                 "init_weights": self.init_weights,
-                "fault": dataclasses.asdict(self.fault) if self.fault else None,
+                "step_hook": self.step_hook,
                 "plan": self.plan.to_dict() if self.plan else None, "instance_log": self.instance_log}
 
     @classmethod
@@ -75,7 +67,7 @@ class WorkerJob:
         if vocab.get("continuation") is not None:
             vocab["continuation"] = tuple(vocab["continuation"])
         return cls(from_dict(PretrainConfig, d["cfg"]), d["phase_index"], VocabInfo(**vocab), d["run_identity"],
-                   d["metrics_dir"], d["init_weights"], FaultInjection(**d["fault"]) if d["fault"] else None,
+                   d["metrics_dir"], d["init_weights"], d["step_hook"],
                    InstancePlan.from_dict(d["plan"]) if d["plan"] else None, d["instance_log"])
 
     @property
@@ -307,7 +299,8 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
     peak = gpu_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     engine.train()
     while step < phase.num_steps:
-        _maybe_inject_fault(job.fault, step, rank)
+        if job.step_hook is not None:
+            job.step_hook(step, rank)
         # Read from the optimizer's param groups (python floats) before the step applies it.
         window.learning_rate = float(engine.get_lr()[0])
         for micro in range(accumulation):
@@ -368,20 +361,6 @@ def _save_and_report(engine, state: ckpt.TrainState, metrics: dict[str, Any], wr
                 shutil.copyfile(writer.path, os.path.join(tmp, ckpt.METRICS_FILE))
         ray.train.report({**metrics, "step": state.step}, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                          checkpoint_dir_name=f"phase{state.phase}-step{state.step:08d}")
-
-
-def _maybe_inject_fault(fault: FaultInjection | None, step: int, rank: int) -> None:
-    if fault is None or fault.step != step or fault.rank != rank or os.path.exists(fault.marker_path):
-        return
-    import ray.train
-
-    # Die only after the controller has committed the last checkpoint, so the test knows which
-    # checkpoint the restart must resume from (a real crash may also lose an uncommitted one).
-    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-    os.makedirs(os.path.dirname(fault.marker_path), exist_ok=True)
-    with open(fault.marker_path, "w") as f:
-        f.write(f"rank {rank} exited at step {step}\n")
-    os._exit(1)
 
 
 def _log_instances(directory: str, rank: int, step: int, micro: int, ids: np.ndarray) -> None:

@@ -20,18 +20,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pyarrow.parquet as pq
 from ray.train import UserCallback
 
 from bert_core import WordPieceTokenizer
-from pipelines import storage
+from pipelines import console, storage
 from pipelines.pretrain.checkpointing import (METRICS_FILE, TRAIN_STATE, CheckpointError, TrainState, check_compatible,
                                               load_consolidated)
 from pipelines.pretrain.config import PretrainConfig, run_identity
 from pipelines.pretrain.inputs import InstancePlan, check_cursor
-from pipelines.pretrain.train_loop import FaultInjection, WorkerJob, train_loop_per_worker
+from pipelines.pretrain.train_loop import WorkerJob, train_loop_per_worker
 from pipelines.schemas import INSTANCES, check_schema
 from pipelines.stages.dynamic_masking import VocabInfo
 from pipelines.typed_config import ConfigError
@@ -44,7 +44,7 @@ class PretrainInputError(ValueError):
 
 
 def run_pretraining(cfg: PretrainConfig, instances_uri: str | Sequence[str], vocab_uri: str, output_root: str,
-                    *, fault_injection: FaultInjection | None = None, instance_log: str | None = None) -> str:
+                    *, fault_injection: Callable[[int, int], None] | None = None, instance_log: str | None = None) -> str:
     """Pretrain BERT on INSTANCES shards and return the URI of the final HF-layout export.
 
     ``instances_uri``: one INSTANCES directory (stage output or any parquet directory/glob) for every
@@ -52,8 +52,9 @@ def run_pretraining(cfg: PretrainConfig, instances_uri: str | Sequence[str], voc
     were built for another length, or whose longest instance is at most half its max_seq_length, is
     refused. ``vocab_uri``: the ``vocab.txt`` or ``tokenizer.json`` (or a wordpiece output directory)
     the instances were tokenised with; it sets the model's vocabulary size and the export's casing.
-    ``output_root``: local path or ``s3://``. ``fault_injection`` is a test hook (one worker exits
-    hard once); ``instance_log`` another (every rank logs each micro-batch's instance_ids under it).
+    ``output_root``: local path or ``s3://``. ``fault_injection`` is a test hook, called as
+    ``fault_injection(step, rank)`` on every rank before each step (e.g. one worker exits hard once);
+    ``instance_log`` another (every rank logs each micro-batch's instance_ids under it).
     Re-running with the same arguments resumes where the last run stopped, at the same rows.
     """
     inputs = _inputs_per_phase(cfg, instances_uri)
@@ -253,6 +254,7 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
     check_existing_checkpoint(storage.join(storage_uri, run_name), job)
     # Pickled to the Train controller and workers: it holds the endpoint, never credentials (storage.filesystem).
     storage_fs, storage_path = storage.filesystem(storage_uri)
+    relay = console.Relay()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=job.to_loop_config(),
@@ -263,13 +265,15 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
             storage_path=storage_path, storage_filesystem=storage_fs,
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-            callbacks=[_Progress(job.phase.num_steps, job.phase_index)],
+            callbacks=[_Progress(relay, job.phase.num_steps, job.phase_index)],
             worker_runtime_env={"env_vars": _worker_env(storage_uri, run_root, instances_uri)},
         ),
     )
-    result = trainer.fit()
+    with relay:
+        result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"phase {job.phase_index} finished without a checkpoint")
+    console.result("pretrain", f"phase {job.phase_index} {_metrics_text(result.metrics or {})}".rstrip())
     return result.checkpoint
 
 
@@ -333,21 +337,20 @@ def _export(checkpoint, job: WorkerJob, tokenizer: WordPieceTokenizer, export_ur
 
 
 class _Progress(UserCallback):
-    """Progress bar (shown on the driver through Ray's tqdm) fed by rank 0's reported metrics."""
+    """The pretrain stage's console line, fed by rank 0's reported metrics. Ray Train runs callbacks
+    in its controller, another process, so the line travels through a ``console.Relay``."""
 
-    def __init__(self, total: int, phase: int):
-        self.total, self.phase, self._bar = total, phase, None
+    def __init__(self, relay: console.Relay, total: int, phase: int):
+        self.relay, self.total, self.phase = relay, total, phase
 
     def after_report(self, run_context, metrics, checkpoint):
-        from ray.experimental.tqdm_ray import tqdm
+        if metrics:
+            latest = metrics[0]
+            self.relay.progress("pretrain", int(latest.get("step", 0)), self.total, "steps",
+                                f"phase {self.phase} {_metrics_text(latest)}".rstrip())
 
-        if not metrics:
-            return
-        latest = metrics[0]
-        if self._bar is None:
-            self._bar = tqdm(total=self.total, desc=f"pretrain phase {self.phase}")
-        step = int(latest.get("step", 0))
-        self._bar.update(max(0, step - self._bar.n))
-        if "mlm_loss" in latest:
-            self._bar.set_description(f"pretrain phase {self.phase} mlm {latest['mlm_loss']:.3f} "
-                                      f"acc {latest['mlm_accuracy']:.3f}")
+
+def _metrics_text(metrics: dict) -> str:
+    if "mlm_loss" not in metrics:
+        return ""
+    return f"MLM loss {metrics['mlm_loss']:.3f} acc {metrics['mlm_accuracy']:.3f}"

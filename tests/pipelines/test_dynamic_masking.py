@@ -73,13 +73,6 @@ def test_masked_dataset_from_parquet_uri(ray_session, tmp_path, instances, bert_
     assert (batches[0]["input_ids"] == first["input_ids"]).all()
 
 
-def test_masking_benchmark_checks_batched_against_row_by_row():
-    from bench.masking import main
-
-    result = main(["--batch", "8", "--seq", "32", "--repeats", "1"])
-    assert result["identical_outputs"] and result["mask_batch_ms"] > 0
-
-
 def test_mask_instances_stage_seeds_each_row_by_its_epoch(instances, bert_tokenizer):
     """The trainer's map_batches stage: a batch straddling two epochs masks each row as its epoch's
     mask_batch does, and passes instance_id and epoch through."""
