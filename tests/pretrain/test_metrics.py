@@ -1,10 +1,8 @@
 """FLOP count, MFU and the metrics writer (the GPU benchmarks' smoke runs: tests/bench/)."""
 from __future__ import annotations
 
-import json
 
 import pytest
-import torch
 
 from bert_core import BertConfig, BertForPreTraining
 from pipelines.pretrain.metrics import (GpuPeak, MetricsWriter, encoder_matmul_params, flops_per_step, gpu_peak, mfu,
