@@ -258,9 +258,9 @@ def _finetune(ctx) -> dict[str, str]:
 
 
 def _report(ctx) -> dict[str, str]:
-    from pipelines import plots
+    from pipelines import report
 
-    return plots.write_report(ctx.root, ctx.stage_hash, ctx.inputs)
+    return report.write_report(ctx.root, ctx.stage_hash, ctx.inputs)
 
 
 def bert_pipeline():

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from pipelines import console, storage
+from pipelines.report import results_markdown
 from pipelines.finetune import glue, metrics
 from pipelines.finetune.conll import ConllParams
 from pipelines.finetune.squad import SquadParams
@@ -295,63 +296,6 @@ def summarize(results: dict[str, dict], cfg: FinetuneConfig) -> dict:
             "glue_score": metrics.glue_score(glue_scores) if glue_scores else None,
             "glue_paper_average": paper, "glue_paper_evals": paper_evals, "split": "dev",
             "num_failed": sum(r.get("status") == "failed" for r in results.values())}
-
-
-_SQUAD_V2_KEYS = ("f1", "exact_match", "null_threshold", "null_threshold_tuned_on_dev", "f1_at_threshold_0",
-                  "exact_match_at_threshold_0", "best_f1")
-
-
-def _dev_cell(evals: dict[str, dict[str, float]]) -> str:
-    """Every dev metric; a SQuAD v2.0 eval says where its null threshold came from and scores threshold 0 too."""
-    cells = []
-    for ev, m in evals.items():
-        v2 = "f1_at_threshold_0" in m
-        rest = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if not (v2 and k in _SQUAD_V2_KEYS))
-        if v2:
-            source = "tuned on this dev set" if m["null_threshold_tuned_on_dev"] else "set in the config"
-            rest = (f"f1 {m['f1']:.4g}, exact_match {m['exact_match']:.4g} at null threshold {m['null_threshold']:.4g} "
-                    f"({source}); at threshold 0: f1 {m['f1_at_threshold_0']:.4g}, exact_match "
-                    f"{m['exact_match_at_threshold_0']:.4g}" + (f"; {rest}" if rest else ""))
-        cells.append(f"{ev}: {rest}")
-    return "; ".join(cells)
-
-
-def _glue_footer(summary: dict) -> list[str]:
-    lines = []
-    if summary["glue_score"] is not None:
-        lines.append(f"\nGLUE score ({len(summary['glue_tasks'])} of {len(glue.GLUE_TASKS)} tasks: "
-                     f"{', '.join(summary['glue_tasks'])}; dev; all-task average as the leaderboard takes it, "
-                     f"WNLI included when present): **{summary['glue_score']:.4f}**")
-    if summary.get("glue_paper_average") is not None:
-        lines.append(f"\nGLUE average as the BERT paper computes it (dev; {', '.join(summary['glue_paper_evals'])}; "
-                     f"one number per dev set, MNLI-m and -mm apart; F1 for MRPC/QQP, Spearman for STS-B, Matthews "
-                     f"for CoLA, accuracy elsewhere; WNLI excluded): **{summary['glue_paper_average']:.4f}**")
-    return lines
-
-
-def results_markdown(summary: dict) -> str:
-    """One row per task: status, every dev metric, the task score, best lr and time per epoch; then the
-    per-type entity F1 of NER tasks and the two GLUE averages, each labelled dev."""
-    lines = ["| task | status | dev metrics | score | lr | s/epoch | bad rows |", "|---|---|---|---|---|---|---|"]
-    by_type = []
-    for name, r in summary["tasks"].items():
-        if r.get("status") == "failed":
-            lines.append(f"| {name} | failed | {r['error'].splitlines()[-1][:120]} | | | | |")
-            continue
-        bad = sum(rep.get("num_bad", 0) for rep in r.get("data_reports", []))
-        spe = r.get("seconds_per_epoch")
-        lines.append(f"| {name} | {r['status']} | {_dev_cell(r['dev'])} | {r['score']:.4f} | "
-                     f"{r['best_learning_rate']:g} | {f'{spe:.1f}' if spe is not None else ''} | {bad} |")
-        for ev, detail in (r.get("dev_detail") or {}).items():
-            types = ", ".join(f"{t} {d['f1']:.4f} (P {d['precision']:.4f}, R {d['recall']:.4f}, {d['num_gold']} gold)"
-                              for t, d in detail["per_type"].items())
-            by_type.append(f"- {ev} (dev) entity F1 by type: {types}; {detail.get('num_truncated_words', 0)} words "
-                           f"past max_seq_length and {detail.get('num_empty_words', 0)} without a WordPiece are "
-                           f"predicted O and scored")
-    if by_type:
-        lines += [""] + by_type
-    lines += _glue_footer(summary)
-    return "\n".join(lines) + "\n"
 
 
 def demo_config(num_cpus: float = 1.0, num_gpus: float = 0.0, **hyper_params) -> FinetuneConfig:
