@@ -22,9 +22,12 @@ import json
 import os
 import sys
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from pipelines.typed_config import ConfigError
+
+if TYPE_CHECKING:
+    from pipelines.run_root import RunLog
 
 
 class UsageError(Exception):
@@ -128,7 +131,7 @@ def ray_for(cfg, needed: bool, log: "RunLog | None"):
 def cmd_run(args: argparse.Namespace) -> int:
     from pipelines import run_lock
 
-    from cluster.storage import check_run_root
+    from pipelines.run_root import check_run_root
 
     cfg = load_config(args)
     check_run_root(cfg.root)
@@ -144,6 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_locked(args: argparse.Namespace, cfg) -> int:
     from pipelines import console
+    from pipelines.run_root import RunLog
     from pipelines.dag import read_manifest
     from pipelines.run_config import bert_pipeline, check_inputs
 
@@ -185,38 +189,6 @@ def run_summary(root: str, manifest: dict, names: list[str], seconds: float, log
     return "\n".join(lines)
 
 
-class RunLog:
-    """This run's log file, ``{root}/logs/{command}-{UTC time}.log``: Ray's output while the run goes.
-    For a remote root it is written locally and copied there when the run ends."""
-
-    def __init__(self, root: str, command: str = "run"):
-        import tempfile
-
-        from pipelines import storage
-        from pipelines.dag import LOGS_DIR
-
-        name = f"{command}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{os.getpid()}.log"
-        self.final = storage.join(root, LOGS_DIR, name)
-        self.local = self.final if storage.is_local(root) else os.path.join(tempfile.gettempdir(), "bert-pipeline", name)
-        self.local = self.local.removeprefix("file://")
-        self.shown = self.final if self.local == self.final else f"{self.local} (copied to {self.final} at the end)"
-
-    def capture(self):
-        from pipelines import console
-
-        return console.logs_to_file(self.local)
-
-    def publish(self) -> None:
-        from pipelines import storage
-
-        if self.local != self.final and os.path.exists(self.local):
-            try:
-                with open(self.local, "rb") as f:
-                    storage.write_bytes_atomic(self.final, f.read())
-            except Exception as e:  # the run's own outputs matter more than its log
-                print(f"bert-pipeline: copying the log {self.local} to {self.final} failed: {e}", file=sys.stderr)
-                self.final = self.local
-
 
 # --- finetune a checkpoint -------------------------------------------------------------------------
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -224,7 +196,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from pipelines.finetune import command
     from pipelines.finetune.glue import BadRowError
 
-    from cluster.storage import check_run_root
+    from pipelines.run_root import check_run_root
 
     cfg = load_config(args)
     try:
@@ -246,6 +218,7 @@ def _finetune_locked(cfg, checkpoint: str, tasks, verbose: bool = False) -> int:
     from pipelines import console, storage
     from pipelines.finetune import command
     from pipelines.finetune.jobs import task_output_uri
+    from pipelines.run_root import RunLog
 
     out = command.output_root(cfg.root)
     to_run = any(not storage.exists(storage.join(task_output_uri(out, t, checkpoint), "result.json"))
@@ -382,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().print_help()
         return 2
     from cluster.jobs import ClusterError
-    from cluster.storage import StorageError
+    from pipelines.run_root import StorageError
     from pipelines.dag import PipelineError, StageFailed
 
     try:

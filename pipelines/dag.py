@@ -28,12 +28,10 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from pipelines import console, run_lock, storage
+from pipelines import console, run_lock, run_root, storage
 from pipelines.typed_config import config_hash, to_dict
 
 MANIFEST_NAME = "manifest.json"
-LOGS_DIR = "logs"
-"""Under the run root: the console's log files (Ray's output), which may be written before the manifest."""
 MANIFEST_VERSION = 1
 STATES = ("pending", "running", "done", "failed")
 
@@ -172,7 +170,7 @@ class Pipeline:
         manifest = read_manifest(root)
         if manifest is None:
             # the lock file of the driver now planning the run does not count
-            logs = storage.join(root, LOGS_DIR) + "/"
+            logs = storage.join(root, run_root.LOGS_DIR) + "/"
             others = [f for f in storage.list_files(root) if not posixpath.basename(f).startswith(run_lock.LOCK_NAME)
                       and not f.startswith(logs)] if storage.is_dir(root) else []
             if others:
