@@ -79,7 +79,7 @@ def _split_config_and_overrides(args: argparse.Namespace) -> tuple[str | None, l
 
 
 def load_config(args: argparse.Namespace):
-    from pipelines.run_config import build_run_config, config_data, load_run_config
+    from pipelines.presets import build_run_config, config_data, load_run_config
 
     if getattr(args, "config_json", None):
         return build_run_config(json.loads(args.config_json))
@@ -147,9 +147,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_locked(args: argparse.Namespace, cfg) -> int:
     from pipelines import console
-    from pipelines.run_root import RunLog
+    from pipelines.bert_dag import bert_pipeline, check_inputs
     from pipelines.dag import read_manifest
-    from pipelines.run_config import bert_pipeline, check_inputs
+    from pipelines.run_root import RunLog
 
     pipeline = bert_pipeline()
     to_run, to_skip, _ = pipeline.plan(cfg, cfg.root, args.from_stage, args.until)  # refusals happen here
@@ -245,7 +245,8 @@ def _finetune_locked(cfg, checkpoint: str, tasks, verbose: bool = False) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from pipelines import storage
     from pipelines.dag import format_status, read_manifest
-    from pipelines.run_config import PRESETS, bert_pipeline, load_run_config
+    from pipelines.bert_dag import bert_pipeline
+    from pipelines.presets import PRESETS, load_run_config
 
     root = args.run
     if root in PRESETS or (root.endswith((".yaml", ".yml")) and storage.exists(root)):
@@ -264,7 +265,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from cluster import jobs
     from pipelines import storage
-    from pipelines.run_config import bert_pipeline, check_inputs
+    from pipelines.bert_dag import bert_pipeline, check_inputs
     from pipelines.typed_config import to_dict
 
     if args.finetune:

@@ -15,7 +15,7 @@ starts, naming the keys that differ. Nothing finished is ever deleted. A run roo
 time: ``run`` holds the root's lease lock (``pipelines.run_lock``) and checks it before every manifest
 write, so a second driver is refused and a driver whose lock was taken over stops.
 
-The BERT pipeline's stages are declared in ``pipelines.run_config.bert_stages``.
+The BERT pipeline's stages are declared in ``pipelines.bert_dag.bert_pipeline``.
 """
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ import pytest
 from pipelines import storage
 from pipelines.cli import main
 from pipelines.dag import read_manifest
-from pipelines.run_config import PRESETS, RunConfig, load_run_config
+from pipelines.presets import PRESETS, load_run_config
+from pipelines.run_config import RunConfig
 from pipelines.typed_config import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
