@@ -242,7 +242,7 @@ def _assert_console(killed: str, rerun: str, root: str) -> str:
     assert not [line for line in lines if "pid=" in line or "INFO" in line or "WARNING" in line], rerun
     assert lines[1:7] == [f"[{i + 1}/9] {s}: done already, skipped" for i, s in
                           enumerate(("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs"))]
-    assert lines[7] == "[7/9] pretrain: running"
+    assert lines[7] == "[7/9] pretrain (attempt 2): running"  # the killed driver's was the first
     assert re.search(r"^\[7/9\] pretrain: done in [\d.]+s, phase 0 MLM loss [\d.]+ acc [\d.]+\n\[8/9\] finetune: running$",
                      rerun, re.M), rerun
     assert re.search(r"^finetune movie_sentiment: done, score [\d.]+ in \d+ s$", rerun, re.M), rerun
