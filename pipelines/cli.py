@@ -285,7 +285,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     print(f"submitted job {job} to {address} (run root {cfg.root})", flush=True)
     if args.no_follow:
         return 0
-    state = jobs.follow(args.address, job, write=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+    state = follow_console(args.address, job)
     print(f"job {job}: {state}")
     return 0 if state == "SUCCEEDED" else 1
 
@@ -315,9 +315,34 @@ def submit_finetune(args: argparse.Namespace) -> int:
           f"{command.output_root(cfg.root)})", flush=True)
     if args.no_follow:
         return 0
-    state = jobs.follow(args.address, job, write=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+    state = follow_console(args.address, job)
     print(f"job {job}: {state}")
     return 0 if state == "SUCCEEDED" else 1
+
+
+def follow_console(address: str | None, job: str) -> str:
+    """Follow a job's logs as the job's console: its own lines, without the two Ray's job supervisor
+    writes first (the runtime env set-up, and the entrypoint with the whole resolved config);
+    ``bert-pipeline logs JOB`` shows everything."""
+    from cluster import jobs
+
+    pending = [""]
+
+    def write(chunk: str) -> None:
+        *lines, pending[0] = (pending[0] + chunk).split("\n")
+        kept = [line for line in lines if not _supervisor_line(line)]
+        if kept:
+            sys.stdout.write("\n".join(kept) + "\n")
+            sys.stdout.flush()
+
+    state = jobs.follow(address, job, write=write)
+    if pending[0] and not _supervisor_line(pending[0]):
+        print(pending[0])
+    return state
+
+
+def _supervisor_line(line: str) -> bool:
+    return line.startswith("Running entrypoint for job ") or "INFO job_manager.py:" in line
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
