@@ -1,7 +1,7 @@
 """``bert-pipeline``: run the BERT pipeline's DAG locally or as a Ray job on a cluster.
 
     bert-pipeline                                   # the embedded demo (= run demo): local Ray, tiny BERT
-    bert-pipeline run CONFIG [--from S] [--until S] [key=value ...]
+    bert-pipeline run CONFIG [--from S] [--until S] [--verbose] [key=value ...]
                                                     # CONFIG: demo | base | large | a YAML file
     bert-pipeline finetune CHECKPOINT [CONFIG] [key=value ...]
                                                     # fine-tune + evaluate any HF-layout BERT on CONFIG's tasks
@@ -11,6 +11,9 @@
     bert-pipeline submit [--address URL] --finetune CHECKPOINT [CONFIG] [key=value ...]
     bert-pipeline logs [--address URL] [--follow] JOB
     bert-pipeline stop [--address URL] JOB
+
+The console shows one live line per stage and its result line, then a summary; Ray's own logs and
+warnings go to ``{root}/logs/{command}-{time}.log``, named in the first line (``--verbose``: shown here).
 
 Exit status: 0 success, 1 a stage or job failed, 2 a bad config, argument or address (nothing run).
 """
@@ -130,7 +133,6 @@ def ray_for(cfg, needed: bool, log: "RunLog | None"):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipelines import run_lock
-
     from pipelines.run_root import check_run_root
 
     cfg = load_config(args)
@@ -189,13 +191,11 @@ def run_summary(root: str, manifest: dict, names: list[str], seconds: float, log
     return "\n".join(lines)
 
 
-
 # --- finetune a checkpoint -------------------------------------------------------------------------
 def cmd_finetune(args: argparse.Namespace) -> int:
     from pipelines import run_lock
     from pipelines.finetune import command
     from pipelines.finetune.glue import BadRowError
-
     from pipelines.run_root import check_run_root
 
     cfg = load_config(args)
@@ -381,8 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().print_help()
         return 2
     from cluster.jobs import ClusterError
-    from pipelines.run_root import StorageError
     from pipelines.dag import PipelineError, StageFailed
+    from pipelines.run_root import StorageError
 
     try:
         return COMMANDS[args.command](args)
