@@ -53,7 +53,7 @@ class _Entry:
 
     def render(self) -> str:
         if self.done is None:
-            return self.label
+            return f"{self.label}: running"
         parts = [f"{self.done}/{self.total} {self.unit}".rstrip() if self.total else f"{self.done} {self.unit}".rstrip()]
         if self.total:
             parts[0] += f" ({100 * self.done / self.total:.0f}%)"

@@ -88,3 +88,17 @@ print("after")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["first line", "read: 3 files", "after"] and out.stderr == ""
     assert log.read_text().splitlines() == ["from python", "from fd 2"]
+
+
+def test_terminal_stage_lines_from_begin_to_end(clock):
+    out = Tty()
+    c = console.Console(out)
+    c.begin("read", "[1/2] read")
+    clock.now += 1
+    c.progress("read", 1, 4, "files")
+    c.result("read", "4 files, 1.2 MB")
+    c.end("read", "[1/2] read: done in 3.0s")
+    text = out.getvalue()
+    assert text.startswith("\r\x1b[K[1/2] read: running\r\x1b[K[1/2] read: 1/4 files (25%)")
+    assert text.endswith("\r\x1b[K[1/2] read: done in 3.0s, 4 files, 1.2 MB\n")  # the one line that stays
+    assert text.count("\n") == 1
