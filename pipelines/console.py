@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Iterator
 
-PLAIN_PROGRESS_EVERY_S = float(os.environ.get("BERT_PIPELINE_PROGRESS_EVERY_S", "30"))
+PLAIN_PROGRESS_EVERY_S = float(os.environ.get("BERT_PIPELINE_PROGRESS_EVERY_S", "60"))
 """Off a terminal, a stage's progress line is printed at most this often (and not before it has run this long)."""
 REDRAW_EVERY_S = 0.2
 
