@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from pipelines import console, storage
-from pipelines.report import results_markdown
 from pipelines.finetune import glue, metrics
 from pipelines.finetune.conll import ConllParams
 from pipelines.finetune.squad import SquadParams
 from pipelines.finetune.train import HyperParams
+from pipelines.report import results_markdown
 from pipelines.typed_config import config_hash, to_dict
 
 SQUAD_TASKS = {"squad_v1": "v1.1", "squad_v2": "v2.0"}
