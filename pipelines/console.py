@@ -7,7 +7,8 @@ Ray's own logs and warnings go to a log file instead (``logs_to_file``), named i
     console.info("anything else that should stay")
 
 On a terminal the live line is redrawn in place. Elsewhere (a file, a pipe, a Ray job's logs, a test)
-a stage's progress is printed at most every ``PLAIN_PROGRESS_EVERY_S`` seconds, so a log stays short.
+a stage's progress is printed after a minute, then at doubling gaps up to ten minutes
+(``PLAIN_PROGRESS_EVERY_S``, ``PLAIN_PROGRESS_MAX_S``), so a log stays short.
 
 A stage the DAG runs is ``begin``-ed and ``end``-ed by the DAG: a ``result`` given while it runs is
 kept and printed on the DAG's one line for that stage (``[4/9] tokenize: done in 14.2s, 1.2M tokens``).
@@ -28,7 +29,10 @@ from dataclasses import dataclass, field
 from typing import IO, Iterator
 
 PLAIN_PROGRESS_EVERY_S = float(os.environ.get("BERT_PIPELINE_PROGRESS_EVERY_S", "60"))
-"""Off a terminal, a stage's progress line is printed at most this often (and not before it has run this long)."""
+"""Off a terminal, a stage's first progress line comes after it has run this long; the gap then doubles
+after each line, up to ``PLAIN_PROGRESS_MAX_S``: a short stage reports often, an hour-long one does not
+flood a job's logs."""
+PLAIN_PROGRESS_MAX_S = 600.0
 REDRAW_EVERY_S = 0.2
 
 
@@ -44,6 +48,7 @@ class _Entry:
     note: str = ""
     first: tuple[float, int] | None = None  # (time, done) of the first progress call: the rate's origin
     printed: float = field(default_factory=lambda: time.monotonic())  # last plain progress line
+    gap: float | None = None  # seconds until the next plain progress line (None: PLAIN_PROGRESS_EVERY_S)
     results: list[str] = field(default_factory=list)
 
     def update(self, done: int, total: int | None, unit: str, note: str) -> None:
@@ -126,8 +131,9 @@ class Console:
             entry.update(int(done), None if total is None else int(total), unit, note)
             if self._live():
                 self._draw()
-            elif time.monotonic() - entry.printed >= PLAIN_PROGRESS_EVERY_S:
+            elif time.monotonic() - entry.printed >= (entry.gap or PLAIN_PROGRESS_EVERY_S):
                 entry.printed = time.monotonic()
+                entry.gap = min(2 * (entry.gap or PLAIN_PROGRESS_EVERY_S), PLAIN_PROGRESS_MAX_S)
                 self._write_line(entry.render())
 
     def result(self, stage: str, line: str) -> None:

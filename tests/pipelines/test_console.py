@@ -32,7 +32,7 @@ class Tty(io.StringIO):
         return True
 
 
-def test_plain_stream_prints_progress_every_interval_and_one_end_line(clock, monkeypatch):
+def test_plain_stream_prints_progress_at_doubling_gaps_and_one_end_line(clock, monkeypatch):
     monkeypatch.setattr(console, "PLAIN_PROGRESS_EVERY_S", 30.0)
     out = io.StringIO()
     c = console.Console(out)
@@ -42,13 +42,15 @@ def test_plain_stream_prints_progress_every_interval_and_one_end_line(clock, mon
     c.progress("tokenize", 2, 8, "shards")  # 10 s in: too soon for a line
     clock.now += 30
     c.progress("tokenize", 6, 8, "shards")
+    clock.now += 40
+    c.progress("tokenize", 7, 8, "shards")  # the gap doubled to 60 s: no line yet
     c.result("tokenize", "1.2M tokens")
-    c.end("tokenize", "[5/9] tokenize: done in 41.0s")
+    c.end("tokenize", "[5/9] tokenize: done in 81.0s")
     c.result("squad", "f1 88.5")  # not begun by the DAG: its own line
     assert out.getvalue().splitlines() == [
         "[5/9] tokenize: running",
         "[5/9] tokenize: 6/8 shards (75%), 0.1 shards/s, ETA 13s",
-        "[5/9] tokenize: done in 41.0s, 1.2M tokens",
+        "[5/9] tokenize: done in 81.0s, 1.2M tokens",
         "squad: f1 88.5",
     ]
 
