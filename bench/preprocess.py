@@ -9,7 +9,7 @@ pairs with max_seq_length 128, dupe_factor 1; masking is left to training time e
 
 - ours: ``pipelines.preprocess.run_preprocessing`` on a local Ray with N CPUs (it also cleans and
   de-duplicates, and writes every stage's parquet);
-- (a) "original": ``bench.original_bert``, a reduced reimplementation of google-research/bert's
+- (a) "original": ``tests.oracles.original_bert``, a reduced reimplementation of google-research/bert's
   ``create_pretraining_data.py``: its NSP algorithm and pure-Python WordPiece, single process, but
   no masking, no TFRecord writing and no TensorFlow. It is not the real script, and it is faster
   than it: the real one, run end to end on one core on the 50.7 MB corpus (masking statically, as it
@@ -97,7 +97,7 @@ def run_ours(files: list[str], cores: int) -> dict:
 
 
 def run_original(files: list[str], max_mb: float) -> dict:
-    from bench import original_bert
+    from tests.oracles import original_bert
     from pipelines.stages.split import split_sentences
 
     started = time.time()
@@ -134,7 +134,7 @@ def _hf_tokenize(batch, tokenizer):
 
 
 def _hf_nsp(batch, indices):
-    from bench import original_bert
+    from tests.oracles import original_bert
 
     docs = [d for d in batch["sentence_ids"] if d]
     rng = random.Random(indices[0])
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     results = []
     if "original" in args.only:
-        print('"original" below is bench.original_bert, a reduced reimplementation of create_pretraining_data.py '
+        print('"original" below is tests.oracles.original_bert, a reduced reimplementation of create_pretraining_data.py '
               "(no masking, no TFRecord, no TensorFlow), not the real script", flush=True)
     for which in args.only:
         for cores in ([1] if which == "original" else args.cores):

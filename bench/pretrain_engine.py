@@ -1,6 +1,6 @@
-"""The trainer's own step on one device: the DeepSpeed engine ``train_loop.build_engine`` builds (bf16,
-ZeRO, compiled on GPU) stepped by ``train_loop.train_micro_batch``, tokens/s and MFU from the
-trainer's metrics line (``train_loop.summarise``). No Ray: batches are pre-masked host arrays shaped as
+"""The trainer's own step on one device: the DeepSpeed engine ``engine.build_engine`` builds (bf16,
+ZeRO, compiled on GPU) stepped by ``engine.train_micro_batch``, tokens/s and MFU from the
+trainer's metrics line (``engine.summarise``). No Ray: batches are pre-masked host arrays shaped as
 the masking stage hands them over (int64 numpy), so this is the step without the input stream.
 
     python -m bench.pretrain_engine                             # base, seq 128, micro-batch 256 on CUDA, ZeRO-1
@@ -55,8 +55,8 @@ def run(args) -> dict:
     device = args.device
     os.environ.setdefault("DS_ACCELERATOR", device.type)
     from pipelines.pretrain.metrics import gpu_peak
-    from pipelines.pretrain.train_loop import (Window, build_engine, model_config, static_predictions, summarise,
-                                               train_micro_batch)
+    from pipelines.pretrain.engine import (Window, build_engine, model_config, static_predictions, summarise,
+                                           train_micro_batch)
 
     cfg = pretrain_config(args, use_gpu=device.type == "cuda")
     phase = cfg.phases[0]

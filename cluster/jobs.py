@@ -78,19 +78,25 @@ def runtime_env(extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     return {"working_dir": PROJECT_ROOT, "excludes": EXCLUDES, "env_vars": env}
 
 
-def run_entrypoint(resolved_config: dict[str, Any], from_stage: str | None, until: str | None) -> str:
+def run_entrypoint(resolved_config: dict[str, Any], from_stage: str | None, until: str | None,
+                   verbose: bool = False) -> str:
+    """``verbose``: Ray's own logs in the job's logs too (else they go to the run's log file)."""
     args = ["python", "-m", "pipelines.cli", "run",
             "--config-json", json.dumps(resolved_config, sort_keys=True, separators=(",", ":"))]
     if from_stage:
         args += ["--from", from_stage]
     if until:
         args += ["--until", until]
+    if verbose:
+        args.append("--verbose")
     return " ".join(shlex.quote(a) for a in args)
 
 
-def finetune_entrypoint(checkpoint_uri: str, resolved_config: dict[str, Any]) -> str:
+def finetune_entrypoint(checkpoint_uri: str, resolved_config: dict[str, Any], verbose: bool = False) -> str:
     args = ["python", "-m", "pipelines.cli", "finetune", checkpoint_uri,
             "--config-json", json.dumps(resolved_config, sort_keys=True, separators=(",", ":"))]
+    if verbose:
+        args.append("--verbose")
     return " ".join(shlex.quote(a) for a in args)
 
 

@@ -1,7 +1,7 @@
 """``bert-pipeline``: run the BERT pipeline's DAG locally or as a Ray job on a cluster.
 
     bert-pipeline                                   # the embedded demo (= run demo): local Ray, tiny BERT
-    bert-pipeline run CONFIG [--from S] [--until S] [key=value ...]
+    bert-pipeline run CONFIG [--from S] [--until S] [--verbose] [key=value ...]
                                                     # CONFIG: demo | base | large | a YAML file
     bert-pipeline finetune CHECKPOINT [CONFIG] [key=value ...]
                                                     # fine-tune + evaluate any HF-layout BERT on CONFIG's tasks
@@ -12,18 +12,25 @@
     bert-pipeline logs [--address URL] [--follow] JOB
     bert-pipeline stop [--address URL] JOB
 
+The console shows one live line per stage and its result line, then a summary; Ray's own logs and
+warnings go to ``{root}/logs/{command}-{time}.log``, named in the first line (``--verbose``: shown here).
+
 Exit status: 0 success, 1 a stage or job failed, 2 a bad config, argument or address (nothing run).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from pipelines.typed_config import ConfigError
+
+if TYPE_CHECKING:
+    from pipelines.run_root import RunLog
 
 
 class UsageError(Exception):
@@ -40,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. pretrain.phases.0.num_steps=50")
         sp.add_argument("--from", dest="from_stage", help="re-run from this stage (its upstream must be done)")
         sp.add_argument("--until", help="stop after this stage")
+        sp.add_argument("--verbose", action="store_true",
+                        help="show Ray's own logs and warnings here instead of in the run's log file")
     run.add_argument("--config-json", help=argparse.SUPPRESS)  # the resolved config, as sent by `submit`
     submit.add_argument("--address", help="Ray dashboard URL (default: $RAY_ADDRESS, else http://127.0.0.1:8265, "
                         "where `ray dashboard ray_cluster.yaml` forwards the head's loopback-only dashboard)")
@@ -50,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     finetune.add_argument("config", nargs="?", default=None, help="preset (demo, base, large) or YAML file")
     finetune.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. root=runs/eval")
     finetune.add_argument("--config-json", help=argparse.SUPPRESS)  # the resolved config, as sent by `submit`
+    finetune.add_argument("--verbose", action="store_true",
+                          help="show Ray's own logs and warnings here instead of in the run's log file")
     status = sub.add_parser("status", help="show a run's stages")
     status.add_argument("run", help="run root (local path or s3://), or a config whose root to show")
     logs = sub.add_parser("logs", help="print a job's logs")
@@ -71,7 +82,7 @@ def _split_config_and_overrides(args: argparse.Namespace) -> tuple[str | None, l
 
 
 def load_config(args: argparse.Namespace):
-    from pipelines.run_config import build_run_config, config_data, load_run_config
+    from pipelines.presets import build_run_config, config_data, load_run_config
 
     if getattr(args, "config_json", None):
         return build_run_config(json.loads(args.config_json))
@@ -82,16 +93,17 @@ def load_config(args: argparse.Namespace):
 
 
 # --- run ------------------------------------------------------------------------------------------
-def init_ray(cfg) -> None:
+def init_ray(cfg) -> bool:
+    """Connect to (or start) Ray unless this process already is; True when this call did it."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:
+    if address and address != "local":
         ray.init(address=address)
-        return
+        return True
     import torch
 
     if not torch.cuda.is_available():
@@ -99,13 +111,29 @@ def init_ray(cfg) -> None:
     # Workers inherit this process's environment (credentials included) through the raylet started
     # here; the runtime_env, which the dashboard shows, carries non-secret settings only.
     env = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TOKENIZERS_PARALLELISM", "AWS_ENDPOINT_URL") if k in os.environ}
-    ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+    # address="local": a new Ray of our own, never another `ray start` cluster found on this machine
+    ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+    return True
+
+
+@contextlib.contextmanager
+def ray_for(cfg, needed: bool, log: "RunLog | None"):
+    """Ray (when ``needed``) with its output in ``log``, until a Ray this command started has shut down:
+    its log forwarding goes on printing until then."""
+    import ray
+
+    with log.capture() if log else contextlib.nullcontext():
+        started = init_ray(cfg) if needed else False
+        try:
+            yield
+        finally:
+            if started and log:
+                ray.shutdown()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipelines import run_lock
-
-    from cluster.storage import check_run_root
+    from pipelines.run_root import check_run_root
 
     cfg = load_config(args)
     check_run_root(cfg.root)
@@ -120,31 +148,47 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_locked(args: argparse.Namespace, cfg) -> int:
-    from pipelines import storage
-    from pipelines.dag import format_status, read_manifest
-    from pipelines.run_config import bert_pipeline, check_inputs
+    from pipelines import console
+    from pipelines.bert_dag import bert_pipeline, check_inputs
+    from pipelines.dag import read_manifest
+    from pipelines.run_root import RunLog
 
     pipeline = bert_pipeline()
     to_run, to_skip, _ = pipeline.plan(cfg, cfg.root, args.from_stage, args.until)  # refusals happen here
     if "read" in to_run:
         check_inputs(cfg)
-    print(f"run {cfg.name} at {cfg.root}: {len(to_run)} stage(s) to run ({', '.join(to_run) or 'none'}), "
-          f"{len(to_skip)} done", flush=True)
-    if to_run:
-        init_ray(cfg)
+    log = RunLog(cfg.root) if to_run and not args.verbose else None
+    console.info(f"run {cfg.name} at {cfg.root}: {len(to_run)} stage(s) to run ({', '.join(to_run) or 'none'}), "
+                 f"{len(to_skip)} done" + (f"; Ray's logs: {log.shown}" if log else ""))
     t0 = time.time()
     try:
-        pipeline.run(cfg, cfg.root, args.from_stage, args.until, log=lambda m: print(m, flush=True))
+        with ray_for(cfg, bool(to_run), log):
+            pipeline.run(cfg, cfg.root, args.from_stage, args.until)
     finally:
+        console.clear()
+        if log:
+            log.publish()
         manifest = read_manifest(cfg.root)
         if manifest:
-            print("\n" + format_status(manifest, [n for n in pipeline.names() if n in to_run + to_skip]))
-    print(f"\nfinished in {time.time() - t0:.0f}s")
-    report = manifest["stages"].get("report", {}) if manifest else {}
-    if report.get("state") == "done":
-        print("\n" + storage.read_bytes(report["outputs"]["output"]).decode("utf-8"))
-        print(f"loss curves: {report['outputs']['plot']}")
+            console.info(run_summary(cfg.root, manifest, [n for n in pipeline.names() if n in to_run + to_skip],
+                                     time.time() - t0, log))
     return 0
+
+
+def run_summary(root: str, manifest: dict, names: list[str], seconds: float, log: "RunLog | None") -> str:
+    """The run's last lines: every stage with its outputs, the results table, where the rest is."""
+    from pipelines import storage
+    from pipelines.dag import format_status, manifest_uri
+
+    lines = ["", f"finished in {seconds:.0f}s", format_status(manifest, names)]
+    report = manifest["stages"].get("report", {})
+    if report.get("state") == "done":
+        lines += ["", storage.read_bytes(report["outputs"]["output"]).decode("utf-8").rstrip(),
+                  "", f"results table: {report['outputs']['output']}", f"loss curves: {report['outputs']['plot']}"]
+    lines.append(f"manifest: {manifest_uri(root)} (bert-pipeline status {root})")
+    if log:
+        lines.append(f"Ray's logs: {log.final}")
+    return "\n".join(lines)
 
 
 # --- finetune a checkpoint -------------------------------------------------------------------------
@@ -152,8 +196,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from pipelines import run_lock
     from pipelines.finetune import command
     from pipelines.finetune.glue import BadRowError
-
-    from cluster.storage import check_run_root
+    from pipelines.run_root import check_run_root
 
     cfg = load_config(args)
     try:
@@ -163,7 +206,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     check_run_root(cfg.root)
     try:  # the same one-driver-per-root lock as `run`
         with run_lock.hold(cfg.root, cfg.lock.lease_s):
-            return _finetune_locked(cfg, checkpoint, tasks)
+            return _finetune_locked(cfg, checkpoint, tasks, args.verbose)
     except run_lock.LockHeld as e:
         raise UsageError(str(e)) from e
     except run_lock.LockLost as e:
@@ -171,21 +214,30 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         return 1
 
 
-def _finetune_locked(cfg, checkpoint: str, tasks) -> int:
-    from pipelines import storage
+def _finetune_locked(cfg, checkpoint: str, tasks, verbose: bool = False) -> int:
+    from pipelines import console, storage
     from pipelines.finetune import command
     from pipelines.finetune.jobs import task_output_uri
+    from pipelines.run_root import RunLog
 
     out = command.output_root(cfg.root)
-    print(f"finetune {checkpoint}: {len(tasks.tasks)} task(s) ({', '.join(t.name for t in tasks.tasks)}) "
-          f"-> {out}", flush=True)
-    if any(not storage.exists(storage.join(task_output_uri(out, t, checkpoint), "result.json"))
-           for t in tasks.tasks):
-        init_ray(cfg)
+    to_run = any(not storage.exists(storage.join(task_output_uri(out, t, checkpoint), "result.json"))
+                 for t in tasks.tasks)
+    log = RunLog(cfg.root, "finetune") if to_run and not verbose else None
+    console.info(f"finetune {checkpoint}: {len(tasks.tasks)} task(s) ({', '.join(t.name for t in tasks.tasks)}) "
+                 f"-> {out}" + (f"; Ray's logs: {log.shown}" if log else ""))
     t0 = time.time()
-    summary = command.finetune_checkpoint(checkpoint, tasks, cfg.root, log=lambda m: print(m, flush=True))
-    print(f"\nfinished in {time.time() - t0:.0f}s; results in {storage.join(out, 'results.md')}\n")
-    print(storage.read_bytes(storage.join(out, "results.md")).decode("utf-8"))
+    try:
+        with ray_for(cfg, to_run, log):
+            summary = command.finetune_checkpoint(checkpoint, tasks, cfg.root, log=console.info)
+    finally:
+        console.clear()
+        if log:
+            log.publish()
+    console.info(f"\nfinished in {time.time() - t0:.0f}s; results in {storage.join(out, 'results.md')}\n")
+    console.info(storage.read_bytes(storage.join(out, "results.md")).decode("utf-8").rstrip())
+    if log:
+        console.info(f"\nRay's logs: {log.final}")
     return 1 if summary["num_failed"] else 0
 
 
@@ -193,7 +245,8 @@ def _finetune_locked(cfg, checkpoint: str, tasks) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from pipelines import storage
     from pipelines.dag import format_status, read_manifest
-    from pipelines.run_config import PRESETS, bert_pipeline, load_run_config
+    from pipelines.bert_dag import bert_pipeline
+    from pipelines.presets import PRESETS, load_run_config
 
     root = args.run
     if root in PRESETS or (root.endswith((".yaml", ".yml")) and storage.exists(root)):
@@ -212,7 +265,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from cluster import jobs
     from pipelines import storage
-    from pipelines.run_config import bert_pipeline, check_inputs
+    from pipelines.bert_dag import bert_pipeline, check_inputs
     from pipelines.typed_config import to_dict
 
     if args.finetune:
@@ -227,12 +280,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     address = jobs.resolve_address(args.address)
     if storage.is_local(cfg.root) and not any(h in address for h in ("127.0.0.1", "localhost")):
         print(f"warning: run root {cfg.root!r} is a local path; on a multi-node cluster use s3://", file=sys.stderr)
-    entrypoint = jobs.run_entrypoint(to_dict(cfg), args.from_stage, args.until)
+    entrypoint = jobs.run_entrypoint(to_dict(cfg), args.from_stage, args.until, args.verbose)
     job = jobs.submit(args.address, entrypoint, metadata={"run_root": cfg.root, "name": cfg.name})
     print(f"submitted job {job} to {address} (run root {cfg.root})", flush=True)
     if args.no_follow:
         return 0
-    state = jobs.follow(args.address, job, write=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+    state = follow_console(args.address, job)
     print(f"job {job}: {state}")
     return 0 if state == "SUCCEEDED" else 1
 
@@ -256,15 +309,40 @@ def submit_finetune(args: argparse.Namespace) -> int:
     address = jobs.resolve_address(args.address)
     if storage.is_local(cfg.root) and not any(h in address for h in ("127.0.0.1", "localhost")):
         print(f"warning: run root {cfg.root!r} is a local path; on a multi-node cluster use s3://", file=sys.stderr)
-    job = jobs.submit(args.address, jobs.finetune_entrypoint(checkpoint, to_dict(cfg)),
+    job = jobs.submit(args.address, jobs.finetune_entrypoint(checkpoint, to_dict(cfg), args.verbose),
                       metadata={"run_root": cfg.root, "name": cfg.name, "checkpoint": checkpoint})
     print(f"submitted job {job} to {address}: finetune {checkpoint} (results under "
           f"{command.output_root(cfg.root)})", flush=True)
     if args.no_follow:
         return 0
-    state = jobs.follow(args.address, job, write=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+    state = follow_console(args.address, job)
     print(f"job {job}: {state}")
     return 0 if state == "SUCCEEDED" else 1
+
+
+def follow_console(address: str | None, job: str) -> str:
+    """Follow a job's logs as the job's console: its own lines, without the two Ray's job supervisor
+    writes first (the runtime env set-up, and the entrypoint with the whole resolved config);
+    ``bert-pipeline logs JOB`` shows everything."""
+    from cluster import jobs
+
+    pending = [""]
+
+    def write(chunk: str) -> None:
+        *lines, pending[0] = (pending[0] + chunk).split("\n")
+        kept = [line for line in lines if not _supervisor_line(line)]
+        if kept:
+            sys.stdout.write("\n".join(kept) + "\n")
+            sys.stdout.flush()
+
+    state = jobs.follow(address, job, write=write)
+    if pending[0] and not _supervisor_line(pending[0]):
+        print(pending[0])
+    return state
+
+
+def _supervisor_line(line: str) -> bool:
+    return line.startswith("Running entrypoint for job ") or "INFO job_manager.py:" in line
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -303,8 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().print_help()
         return 2
     from cluster.jobs import ClusterError
-    from cluster.storage import StorageError
     from pipelines.dag import PipelineError, StageFailed
+    from pipelines.run_root import StorageError
 
     try:
         return COMMANDS[args.command](args)

@@ -15,7 +15,7 @@ starts, naming the keys that differ. Nothing finished is ever deleted. A run roo
 time: ``run`` holds the root's lease lock (``pipelines.run_lock``) and checks it before every manifest
 write, so a second driver is refused and a driver whose lock was taken over stops.
 
-The BERT pipeline's stages are declared in ``pipelines.run_config.bert_stages``.
+The BERT pipeline's stages are declared in ``pipelines.bert_dag.bert_pipeline``.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from pipelines import identity, run_lock, storage
+from pipelines import console, identity, run_lock, run_root, storage
 from pipelines.typed_config import config_hash, to_dict
 
 MANIFEST_NAME = "manifest.json"
@@ -171,8 +171,9 @@ class Pipeline:
         manifest = read_manifest(root)
         if manifest is None:
             # the lock file of the driver now planning the run does not count
-            others = [f for f in storage.list_files(root) if not posixpath.basename(f).startswith(run_lock.LOCK_NAME)] \
-                if storage.is_dir(root) else []
+            logs = storage.join(root, run_root.LOGS_DIR) + "/"
+            others = [f for f in storage.list_files(root) if not posixpath.basename(f).startswith(run_lock.LOCK_NAME)
+                      and not f.startswith(logs)] if storage.is_dir(root) else []
             if others:
                 raise PipelineError(f"run root {root} exists and is not empty but has no {MANIFEST_NAME}; "
                                     "refusing to write into it (choose a new run root)")
@@ -230,13 +231,15 @@ class Pipeline:
         return to_run, to_skip, manifest
 
     def run(self, cfg: Any, root: str, from_stage: str | None = None, until: str | None = None,
-            log: Callable[[str], None] = print, lease_s: float | None = None) -> RunResult:
-        """Run what is not done; holds the run root's lock throughout (LockHeld: another driver has it)."""
+            log: Callable[[str], None] | None = None, lease_s: float | None = None) -> RunResult:
+        """Run what is not done; holds the run root's lock throughout (LockHeld: another driver has it).
+        ``log`` gets a line per stage as it is skipped, started and finished; without it each stage is a
+        live line on the console (``pipelines.console``) and then its one result line."""
         with run_lock.hold(root, lease_s):
-            return self._run_locked(cfg, root, from_stage, until, log)
+            return self._run_locked(cfg, root, from_stage, until, _Lines(log) if log else _ConsoleLines())
 
     def _run_locked(self, cfg: Any, root: str, from_stage: str | None, until: str | None,
-                    log: Callable[[str], None]) -> RunResult:
+                    log: "_Lines") -> RunResult:
         to_run, to_skip, manifest = self.plan(cfg, root, from_stage, until)
         hashes = self.stage_hashes(cfg)
         if to_run:  # a run with nothing to do leaves the manifest untouched
@@ -246,13 +249,13 @@ class Pipeline:
         for i, name in enumerate(n for n in self.stages if n in to_run or n in to_skip):
             prefix = f"[{i + 1}/{total}] {name}"
             if name in to_skip:
-                log(f"{prefix}: done already, skipped")
+                log.skipped(prefix)
                 continue
             self._run_stage(cfg, root, name, hashes[name], manifest, prefix, log)
         return RunResult(root=root, ran=to_run, skipped=to_skip, manifest=manifest)
 
     def _run_stage(self, cfg: Any, root: str, name: str, stage_hash: str, manifest: dict[str, Any],
-                   prefix: str, log: Callable[[str], None]) -> None:
+                   prefix: str, log: "_Lines") -> None:
         stage = self.stages[name]
         inputs = {u: self._record(manifest, u).outputs for u in self.upstream(name)}
         rec = self._record(manifest, name)
@@ -261,7 +264,7 @@ class Pipeline:
                                   inputs={f"{u}.{k}": v for u in stage.after for k, v in inputs[u].items()})
         manifest["stages"][name] = dataclasses.asdict(rec)
         self._save(root, manifest)
-        log(f"{prefix}: running" + (f" (attempt {rec.attempts})" if rec.attempts > 1 else ""))
+        log.begin(name, prefix + (f" (attempt {rec.attempts})" if rec.attempts > 1 else ""))
         ctx = StageContext(cfg=cfg, root=root, stage=name, stage_hash=stage_hash, inputs=inputs)
         try:
             outputs = stage.run(ctx)
@@ -273,7 +276,7 @@ class Pipeline:
             rec.error = f"{type(e).__name__}: {e}\n" + traceback.format_exc(limit=-6)
             manifest["stages"][name] = dataclasses.asdict(rec)
             self._save(root, manifest)
-            log(f"{prefix}: FAILED after {rec.seconds:.1f}s: {type(e).__name__}: {e}")
+            log.end(name, f"{prefix}: FAILED after {rec.seconds:.1f}s: {type(e).__name__}: {e}")
             if isinstance(e, Exception):
                 raise StageFailed(f"stage {name!r} failed: {type(e).__name__}: {e}") from e
             raise
@@ -281,7 +284,36 @@ class Pipeline:
         rec.seconds = rec.finished - rec.started
         manifest["stages"][name] = dataclasses.asdict(rec)
         self._save(root, manifest)
-        log(f"{prefix}: done in {rec.seconds:.1f}s -> {', '.join(outputs.values())}")
+        log.end(name, f"{prefix}: done in {rec.seconds:.1f}s", outputs)
+
+
+class _Lines:
+    """A stage's lines to a ``log`` callable: skipped, running, done (with its outputs) or failed."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log = log
+
+    def skipped(self, prefix: str) -> None:
+        self.log(f"{prefix}: done already, skipped")
+
+    def begin(self, name: str, prefix: str) -> None:
+        self.log(f"{prefix}: running")
+
+    def end(self, name: str, line: str, outputs: dict[str, str] | None = None) -> None:
+        self.log(line + (f" -> {', '.join(outputs.values())}" if outputs else ""))
+
+
+class _ConsoleLines(_Lines):
+    """The same on the console: the running stage is its live line; its outputs are in the final summary."""
+
+    def __init__(self):
+        super().__init__(console.info)
+
+    def begin(self, name: str, prefix: str) -> None:
+        console.begin(name, prefix)
+
+    def end(self, name: str, line: str, outputs: dict[str, str] | None = None) -> None:
+        console.end(name, line)
 
 
 # --- status ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ BERT paper's average (WNLI excluded), both on dev.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -23,11 +24,12 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from pipelines import storage
+from pipelines import console, storage
 from pipelines.finetune import glue, metrics
 from pipelines.finetune.conll import ConllParams
 from pipelines.finetune.squad import SquadParams
 from pipelines.finetune.train import HyperParams
+from pipelines.report import results_markdown
 from pipelines.typed_config import config_hash, to_dict
 
 SQUAD_TASKS = {"squad_v1": "v1.1", "squad_v2": "v2.0"}
@@ -153,13 +155,15 @@ def run_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: st
             **({"dev_detail": best["dev_detail"]} if "dev_detail" in best else {})}
 
 
-def _remote_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: str) -> dict:
+def _remote_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: str,
+                 relay: console.Relay | None = None) -> dict:
     if job.num_gpus == 0:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a CPU task on a GPU node must not take the card
     import torch
 
     torch.set_num_threads(max(1, int(job.num_cpus)))
-    result = run_task(cfg, job, checkpoint_uri, out_uri)
+    with console.reporting_to(relay):  # the task's live line on the driver's console
+        result = run_task(cfg, job, checkpoint_uri, out_uri)
     storage.write_json_atomic(storage.join(out_uri, "result.json"), result)  # the completion marker, last
     return result
 
@@ -172,8 +176,11 @@ def run_finetune_jobs(cfg: FinetuneConfig, checkpoint_uri: str, output_root: str
     written to ``{output_root}/results.json`` and ``results.md``. A result's ``status`` is ``done``,
     ``skipped`` (finished by an earlier run) or ``failed`` (with ``error``). Uses the current Ray
     cluster (``ray.init()`` is called if none is connected and some task is left to run). ``log``
-    gets one line per task as it is skipped, started and finished.
+    gets one line per task as it is skipped, started and finished (and its epochs); without it, each
+    task is a live line on the console (``pipelines.console``) and then its result line.
     """
+    finished = (lambda name, text: log(f"{name}: {text}")) if log else \
+        (lambda name, text: console.result(f"finetune {name}", text))
     log = log or (lambda message: None)
     results: dict[str, dict] = {}
     to_run = []
@@ -182,15 +189,28 @@ def run_finetune_jobs(cfg: FinetuneConfig, checkpoint_uri: str, output_root: str
         marker = storage.join(out_uri, "result.json")
         if storage.exists(marker):
             results[job.name] = {**storage.read_json(marker), "status": "skipped"}
-            log(f"{job.name}: done already, skipped (score {_score_text(results[job.name])}, {out_uri})")
+            finished(job.name, f"done already, skipped (score {_score_text(results[job.name])}, {out_uri})")
         else:
             to_run.append((job, out_uri))
     if cfg.parallel_trials and any(len(job.learning_rates) > 1 for job, _ in to_run):
         to_run = _run_trials_first(cfg, to_run, checkpoint_uri, results, log)
-    pending = _launch(cfg, to_run, checkpoint_uri, log) if to_run else {}
-    while pending:
-        import ray  # only once something runs: an all-skipped re-run needs no cluster
+    if to_run:
+        _init_ray()
+    with console.Relay() if to_run else contextlib.nullcontext() as relay:
+        pending = _launch(cfg, to_run, checkpoint_uri, log, relay) if to_run else {}
+        _wait_all(pending, results, log, finished)
+    summary = summarize({job.name: results[job.name] for job in cfg.tasks}, cfg)
+    storage.write_json_atomic(storage.join(output_root, "results.json"), summary)
+    storage.write_bytes_atomic(storage.join(output_root, "results.md"), results_markdown(summary).encode("utf-8"))
+    return summary
 
+
+def _wait_all(pending: dict, results: dict[str, dict], log: Callable[[str], None],
+              finished: Callable[[str, str], None]) -> None:
+    """Each task's result as it ends; one task's failure is recorded, never fatal to the others."""
+    import ray
+
+    while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         job, out_uri, started = pending.pop(done[0])
         try:
@@ -204,12 +224,8 @@ def run_finetune_jobs(cfg: FinetuneConfig, checkpoint_uri: str, output_root: str
         r = results[job.name]
         if r["status"] != "failed":
             _log_epochs(job.name, r, log)
-        log(f"{job.name}: failed: {r['error'].strip().splitlines()[-1][:300]} (see {out_uri}/error.txt)"
-            if r["status"] == "failed" else f"{job.name}: done, score {_score_text(r)} in {r['wall_seconds']:.0f} s")
-    summary = summarize({job.name: results[job.name] for job in cfg.tasks}, cfg)
-    storage.write_json_atomic(storage.join(output_root, "results.json"), summary)
-    storage.write_bytes_atomic(storage.join(output_root, "results.md"), results_markdown(summary).encode("utf-8"))
-    return summary
+        finished(job.name, f"failed: {r['error'].strip().splitlines()[-1][:300]} (see {out_uri}/error.txt)"
+                 if r["status"] == "failed" else f"done, score {_score_text(r)} in {r['wall_seconds']:.0f} s")
 
 
 def _run_trials_first(cfg: FinetuneConfig, to_run: list[tuple[TaskJob, str]], checkpoint_uri: str,
@@ -232,20 +248,26 @@ def _run_trials_first(cfg: FinetuneConfig, to_run: list[tuple[TaskJob, str]], ch
 
 
 def _launch(cfg: FinetuneConfig, to_run: list[tuple[TaskJob, str]], checkpoint_uri: str,
-            log: Callable[[str], None]) -> dict:
+            log: Callable[[str], None], relay: console.Relay | None = None) -> dict:
     """One Ray task per job, all at once; returns ref -> (job, output URI, start time)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init()
+    _init_ray()
     remote = ray.remote(max_retries=0)(_remote_task)
     pending = {}
     for job, out_uri in to_run:
         ref = remote.options(num_cpus=job.num_cpus, num_gpus=job.num_gpus, name=f"finetune:{job.name}").remote(
-            cfg, job, checkpoint_uri, out_uri)
+            cfg, job, checkpoint_uri, out_uri, relay)
         pending[ref] = (job, out_uri, time.time())
         log(f"{job.name}: started ({job.num_cpus:g} CPU, {job.num_gpus:g} GPU) -> {out_uri}")
     return pending
+
+
+def _init_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
 
 
 def _log_epochs(name: str, result: dict, log: Callable[[str], None]) -> None:
@@ -274,63 +296,6 @@ def summarize(results: dict[str, dict], cfg: FinetuneConfig) -> dict:
             "glue_score": metrics.glue_score(glue_scores) if glue_scores else None,
             "glue_paper_average": paper, "glue_paper_evals": paper_evals, "split": "dev",
             "num_failed": sum(r.get("status") == "failed" for r in results.values())}
-
-
-_SQUAD_V2_KEYS = ("f1", "exact_match", "null_threshold", "null_threshold_tuned_on_dev", "f1_at_threshold_0",
-                  "exact_match_at_threshold_0", "best_f1")
-
-
-def _dev_cell(evals: dict[str, dict[str, float]]) -> str:
-    """Every dev metric; a SQuAD v2.0 eval says where its null threshold came from and scores threshold 0 too."""
-    cells = []
-    for ev, m in evals.items():
-        v2 = "f1_at_threshold_0" in m
-        rest = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if not (v2 and k in _SQUAD_V2_KEYS))
-        if v2:
-            source = "tuned on this dev set" if m["null_threshold_tuned_on_dev"] else "set in the config"
-            rest = (f"f1 {m['f1']:.4g}, exact_match {m['exact_match']:.4g} at null threshold {m['null_threshold']:.4g} "
-                    f"({source}); at threshold 0: f1 {m['f1_at_threshold_0']:.4g}, exact_match "
-                    f"{m['exact_match_at_threshold_0']:.4g}" + (f"; {rest}" if rest else ""))
-        cells.append(f"{ev}: {rest}")
-    return "; ".join(cells)
-
-
-def _glue_footer(summary: dict) -> list[str]:
-    lines = []
-    if summary["glue_score"] is not None:
-        lines.append(f"\nGLUE score ({len(summary['glue_tasks'])} of {len(glue.GLUE_TASKS)} tasks: "
-                     f"{', '.join(summary['glue_tasks'])}; dev; all-task average as the leaderboard takes it, "
-                     f"WNLI included when present): **{summary['glue_score']:.4f}**")
-    if summary.get("glue_paper_average") is not None:
-        lines.append(f"\nGLUE average as the BERT paper computes it (dev; {', '.join(summary['glue_paper_evals'])}; "
-                     f"one number per dev set, MNLI-m and -mm apart; F1 for MRPC/QQP, Spearman for STS-B, Matthews "
-                     f"for CoLA, accuracy elsewhere; WNLI excluded): **{summary['glue_paper_average']:.4f}**")
-    return lines
-
-
-def results_markdown(summary: dict) -> str:
-    """One row per task: status, every dev metric, the task score, best lr and time per epoch; then the
-    per-type entity F1 of NER tasks and the two GLUE averages, each labelled dev."""
-    lines = ["| task | status | dev metrics | score | lr | s/epoch | bad rows |", "|---|---|---|---|---|---|---|"]
-    by_type = []
-    for name, r in summary["tasks"].items():
-        if r.get("status") == "failed":
-            lines.append(f"| {name} | failed | {r['error'].splitlines()[-1][:120]} | | | | |")
-            continue
-        bad = sum(rep.get("num_bad", 0) for rep in r.get("data_reports", []))
-        spe = r.get("seconds_per_epoch")
-        lines.append(f"| {name} | {r['status']} | {_dev_cell(r['dev'])} | {r['score']:.4f} | "
-                     f"{r['best_learning_rate']:g} | {f'{spe:.1f}' if spe is not None else ''} | {bad} |")
-        for ev, detail in (r.get("dev_detail") or {}).items():
-            types = ", ".join(f"{t} {d['f1']:.4f} (P {d['precision']:.4f}, R {d['recall']:.4f}, {d['num_gold']} gold)"
-                              for t, d in detail["per_type"].items())
-            by_type.append(f"- {ev} (dev) entity F1 by type: {types}; {detail.get('num_truncated_words', 0)} words "
-                           f"past max_seq_length and {detail.get('num_empty_words', 0)} without a WordPiece are "
-                           f"predicted O and scored")
-    if by_type:
-        lines += [""] + by_type
-    lines += _glue_footer(summary)
-    return "\n".join(lines) + "\n"
 
 
 def demo_config(num_cpus: float = 1.0, num_gpus: float = 0.0, **hyper_params) -> FinetuneConfig:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from bert_core import WordPieceTokenizer, load_pretrained
-from pipelines import storage
+from pipelines import console, storage
 from pipelines.devices import to_device
 from pipelines.finetune import glue, metrics
 
@@ -194,7 +194,9 @@ def pick_device() -> torch.device:
 
 
 PROGRESS_EVERY_S = 30.0
-"""Seconds between live progress lines inside an epoch (each costs one wait for the device)."""
+"""Seconds between printed progress lines inside an epoch (each costs one wait for the device)."""
+LIVE_EVERY_S = 2.0
+"""Seconds between updates of the console's live line (no device wait)."""
 
 
 def train_epochs(model: nn.Module, num_rows: int, make_batch: Callable[[list[int]], dict], hp: HyperParams,
@@ -204,16 +206,19 @@ def train_epochs(model: nn.Module, num_rows: int, make_batch: Callable[[list[int
     with (epoch, mean train loss, wall seconds and process CPU seconds spent training in it).
 
     With a ``label`` (the task name) it prints progress: one line per epoch (task, epoch, step, mean
-    loss), and a line every ``PROGRESS_EVERY_S`` inside a long epoch; in a Ray task these reach the driver."""
+    loss), and a line every ``PROGRESS_EVERY_S`` inside a long epoch; in a Ray task these reach the driver's
+    log. It also feeds the console's live line ``finetune {label}`` (``pipelines.console``), without a
+    device wait: the loss is shown once per epoch."""
     steps_per_epoch = math.ceil(num_rows / hp.batch_size)
     optimizer, scheduler = build_optimizer(model, hp, steps_per_epoch * hp.num_epochs)
     generator = torch.Generator().manual_seed(hp.seed)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=hp.precision == "bf16")
+    epoch_note = ""
     for epoch in range(hp.num_epochs):
         model.train()
         start, cpu_start = time.perf_counter(), time.process_time()
         loss_sum, steps = torch.zeros((), dtype=torch.float64, device=device), 0
-        last_line = start
+        last_line = last_live = start
         for rows in shuffled_batches(num_rows, hp.batch_size, generator):
             batch = {k: to_device(v, device) for k, v in make_batch(rows).items()}
             with autocast:
@@ -225,6 +230,10 @@ def train_epochs(model: nn.Module, num_rows: int, make_batch: Callable[[list[int
             optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach().double()  # summed on the device: loss.item() would wait for the GPU each step
             steps += 1
+            if label and time.perf_counter() - last_live > LIVE_EVERY_S:
+                last_live = time.perf_counter()
+                console.progress(f"finetune {label}", epoch * steps_per_epoch + steps, steps_per_epoch * hp.num_epochs,
+                                 "steps", f"epoch {epoch + 1}/{hp.num_epochs}" + epoch_note)
             if label and time.perf_counter() - last_line > PROGRESS_EVERY_S and steps < steps_per_epoch:
                 last_line = time.perf_counter()
                 print(f"{label}: epoch {epoch + 1}/{hp.num_epochs} step {steps}/{steps_per_epoch} "
@@ -233,6 +242,9 @@ def train_epochs(model: nn.Module, num_rows: int, make_batch: Callable[[list[int
         if label:
             print(f"{label}: epoch {epoch + 1}/{hp.num_epochs} step {steps}/{steps_per_epoch} loss {mean_loss:.4f} "
                   f"({time.perf_counter() - start:.1f} s)", flush=True)
+            epoch_note = f", epoch {epoch + 1} train loss {mean_loss:.4f}"
+            console.progress(f"finetune {label}", (epoch + 1) * steps_per_epoch, steps_per_epoch * hp.num_epochs,
+                             "steps", f"epoch {epoch + 1}/{hp.num_epochs}" + epoch_note)
         on_epoch_end(epoch, mean_loss, time.perf_counter() - start, time.process_time() - cpu_start)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 _EXPORTS = {
     "PretrainConfig": "config", "PhaseConfig": "config", "OptimizerConfig": "config",
     "DeepSpeedSettings": "config", "MaskingConfig": "config",
-    "run_pretraining": "trainer", "PretrainInputError": "trainer",
+    "run_pretraining": "trainer", "PretrainInputError": "preflight",
 }
 __all__ = list(_EXPORTS)
 

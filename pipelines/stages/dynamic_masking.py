@@ -10,8 +10,9 @@ Ways in:
   rank's rows of the epoch order and its training loop (``pipelines.pretrain.inputs``); rows carry
   their epoch.
 - ``mask_batch(batch, ...)``: pure, per batch (what ``MaskInstances`` calls).
-- ``masked_dataset(instances, cfg, ..., epoch)``: a lazy Ray Dataset of one epoch's masked batches,
-  or ``iter_masked_batches`` for a plain iterator (to inspect a stage output's batches).
+
+The masking settings are the pretraining config's (``pipelines.pretrain.config.MaskingConfig``: MLM
+probability, whole words; seed and lengths from the run and its phase).
 
 Output keys, all int64: ``input_ids``/``token_type_ids``/``attention_mask``/``mlm_labels`` of shape
 (B, max_seq_length), ``nsp_labels`` of shape (B,) with 1 = B is a random next sentence (HF's
@@ -21,34 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from bert_core.masking import mask_rows
-from pipelines.schemas import INSTANCES, TRAIN_BATCH_KEYS
-
-if TYPE_CHECKING:
-    import ray.data
-
-
-@dataclasses.dataclass(frozen=True)
-class MaskingConfig:
-    """How instances are masked and padded when read for training."""
-
-    seed: int = 12345
-    """Base seed; the per-instance seed is derived from (seed, epoch, instance_id)."""
-    max_seq_length: int = 128
-    """Every batch is padded to this length (instances longer than it are an error)."""
-    mlm_probability: float = 0.15
-    """Share of non-special tokens selected for prediction."""
-    max_predictions_per_seq: int | None = 20
-    """Upper bound on selected positions per sequence (None: no bound)."""
-    whole_word_masking: bool = False
-    """Select whole words (a piece and its ``##`` continuations) together; needs ``vocab``."""
-    batch_size: int = 32
-    """Rows per batch for ``masked_dataset`` / ``iter_masked_batches``."""
+from pipelines.schemas import TRAIN_BATCH_KEYS
 
 
 def instance_seed(seed: int, epoch: int, instance_id: str) -> int:
@@ -155,44 +135,3 @@ class MaskInstances:
             return parts[0][1]
         order = np.argsort(np.concatenate([rows for rows, _ in parts]), kind="stable")
         return {k: np.concatenate([p[k] for _, p in parts])[order] for k in parts[0][1]}
-
-
-def _masker(cfg: MaskingConfig, vocab: VocabInfo, epoch: int) -> MaskInstances:
-    return MaskInstances(vocab, cfg.seed, cfg.max_seq_length, cfg.mlm_probability, cfg.max_predictions_per_seq,
-                         cfg.whole_word_masking, epoch=epoch)
-
-
-def _as_dataset(instances: "ray.data.Dataset | str") -> "ray.data.Dataset":
-    if isinstance(instances, str):
-        import ray.data
-
-        from pipelines import storage
-
-        files = [f for f in storage.expand(instances) if f.endswith(".parquet")]
-        if not files:
-            raise FileNotFoundError(f"no parquet shards under {instances!r}")
-        fs, _ = storage.filesystem(files[0])
-        return ray.data.read_parquet([storage.filesystem(f)[1] for f in files], filesystem=fs,
-                                     columns=[f.name for f in INSTANCES])
-    return instances
-
-
-def masked_dataset(instances: "ray.data.Dataset | str", cfg: MaskingConfig, vocab: VocabInfo,
-                   *, epoch: int) -> "ray.data.Dataset":
-    """Lazy Ray Dataset of masked, padded batches (rows of TRAIN_BATCH_KEYS) for one epoch.
-
-    ``instances`` is a Dataset of INSTANCES rows or the URI of the nsp_pairs output directory.
-    Shuffle the instances before this if you want a new order per epoch; masks depend only on
-    (cfg.seed, epoch, instance_id).
-    """
-    ds = _as_dataset(instances)
-    return ds.map_batches(_masker(cfg, vocab, epoch), batch_size=cfg.batch_size, batch_format="numpy")
-
-
-def iter_masked_batches(instances: "ray.data.Dataset | str", cfg: MaskingConfig, vocab: VocabInfo,
-                        *, epoch: int, drop_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
-    """Iterate fixed-shape masked batches of ``cfg.batch_size`` rows (the last may be smaller)."""
-    masker = _masker(cfg, vocab, epoch)
-    for batch in _as_dataset(instances).iter_batches(batch_size=cfg.batch_size, batch_format="numpy",
-                                                     drop_last=drop_last):
-        yield masker(batch)

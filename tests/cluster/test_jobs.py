@@ -66,6 +66,9 @@ def test_cli_submit_runs_a_config_as_a_job(head, tmp_path, capsys):
     out = capsys.readouterr().out
     job = out.split("submitted job ", 1)[1].split()[0]
     assert "[2/2] clean: done" in out and f"job {job}: SUCCEEDED" in out
+    printed = out.split(f"submitted job {job}", 1)[1].splitlines()[1:]  # the job's console, as followed
+    assert printed[0].startswith(f"run demo at {root}: 2 stage(s) to run (read, clean), 0 done; Ray's logs: {root}/logs/run-")
+    assert not [line for line in printed if "INFO" in line or "WARNING" in line or "pid=" in line], out  # in the log
     assert {n: s["state"] for n, s in read_manifest(str(root))["stages"].items()} == {"read": "done", "clean": "done"}
 
     assert main(["logs", "--address", head.dashboard_url, job]) == 0

@@ -7,7 +7,8 @@ import pytest
 from pipelines import typed_config
 from pipelines.finetune import conll, jobs, ner
 from pipelines.finetune.conll import ConllParams, Sentence
-from pipelines.finetune.jobs import FinetuneConfig, results_markdown, run_finetune_jobs, summarize
+from pipelines.finetune.jobs import FinetuneConfig, run_finetune_jobs, summarize
+from pipelines.report import results_markdown
 from pipelines.finetune.train import load_tokenizer
 
 LABELS = conll.labels(ConllParams())

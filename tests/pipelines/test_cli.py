@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import pytest
 from pipelines import storage
 from pipelines.cli import main
 from pipelines.dag import read_manifest
-from pipelines.run_config import PRESETS, RunConfig, load_run_config
+from pipelines.presets import PRESETS, load_run_config
+from pipelines.run_config import RunConfig
 from pipelines.typed_config import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -178,8 +180,10 @@ finetune:
 """)
     cmd = [sys.executable, "-m", "pipelines.cli", "run", str(config)]
     env = dict(os.environ, PYTHONPATH=REPO)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    first_out = tmp_path / "first-run.out"
+    with open(first_out, "w") as console_file:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=console_file, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
     try:
         deadline = time.time() + 400
         while not _committed_steps(root):
@@ -198,11 +202,12 @@ finetune:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for stage in ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs"):
         assert f"{stage}: done already, skipped" in out.stdout
+    ray_log = _assert_console(first_out.read_text(), out.stdout, root)
     # Checkpoints the re-run wrote (its log also names the one it restored from, step killed_at).
     reported = [int(s) for s in __import__("re").findall(r"successfully created at: Checkpoint\([^)]*phase0-step(\d+)\)",
-                                                         out.stdout + out.stderr)]
+                                                         out.stdout + out.stderr + ray_log)]
     if reported:  # worker logs reach the driver: training went on from the checkpoint, not from step 0
-        lines = [l for l in (out.stdout + out.stderr).splitlines() if f"phase0-step{killed_at:08d}" in l]
+        lines = [l for l in (out.stdout + out.stderr + ray_log).splitlines() if f"phase0-step{killed_at:08d}" in l]
         assert min(reported) > killed_at, (killed_at, reported, lines[:6])
     final = storage.read_json(f"{root}/manifest.json")
     assert all(s["state"] == "done" for s in final["stages"].values()), final["stages"]
@@ -215,6 +220,42 @@ finetune:
         final["stages"]["pretrain"]["outputs"]["output"].rsplit("/export", 1)[0] + "/metrics.jsonl").decode().splitlines()]
     steps = [m["step"] for m in metrics]
     assert steps == sorted(set(steps)) and steps[-1] == 40  # the curve continues, no step twice
+
+
+def _assert_console(killed: str, rerun: str, root: str) -> str:
+    """What a person sees: the killed first run's lines up to pretraining, then the re-run's: one line
+    per stage (no Ray output: that went to the log file the first line names), a line per fine-tuning
+    task, and a summary with the results table and where everything is. Returns the re-run's Ray log."""
+    first = killed.splitlines()
+    log_name = r"Ray's logs: (/\S+) \(copied to (s3://\S+) at the end\)"
+    assert re.fullmatch(rf"run s3-small at {root}: 9 stage\(s\) to run \(read, clean, split, wordpiece, tokenize, "
+                        rf"nsp_pairs, pretrain, finetune, report\), 0 done; {log_name}", first[0]), first[0]
+    expected = [line for i, s in enumerate(("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs"))
+                for line in (f"[{i + 1}/9] {s}: running", f"[{i + 1}/9] {s}: done in")]
+    assert [line[:len(e)] for line, e in zip(first[1:], expected)] == expected
+    assert first[13] == "[7/9] pretrain: running" and len(first) < 20, first
+    lines = rerun.splitlines()
+    header = re.fullmatch(rf"run s3-small at {root}: 3 stage\(s\) to run \(pretrain, finetune, report\), 6 done; {log_name}",
+                          lines[0])
+    assert header, lines[0]
+    assert len(lines) < 60, rerun
+    assert not [line for line in lines if "pid=" in line or "INFO" in line or "WARNING" in line], rerun
+    assert lines[1:7] == [f"[{i + 1}/9] {s}: done already, skipped" for i, s in
+                          enumerate(("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs"))]
+    assert lines[7] == "[7/9] pretrain (attempt 2): running"  # the killed driver's was the first
+    assert re.search(r"^\[7/9\] pretrain: done in [\d.]+s, phase 0 MLM loss [\d.]+ acc [\d.]+\n\[8/9\] finetune: running$",
+                     rerun, re.M), rerun
+    assert re.search(r"^finetune movie_sentiment: done, score [\d.]+ in \d+ s$", rerun, re.M), rerun
+    assert re.search(r"^\[9/9\] report: done in [\d.]+s$", rerun, re.M), rerun
+    manifest = storage.read_json(f"{root}/manifest.json")
+    report = manifest["stages"]["report"]["outputs"]
+    assert storage.read_bytes(report["output"]).decode().rstrip() in rerun
+    assert f"loss curves: {report['plot']}" in lines and f"results table: {report['output']}" in lines
+    assert lines[-2:] == [f"manifest: {root}/manifest.json (bert-pipeline status {root})",
+                          f"Ray's logs: {header.group(2)}"]
+    ray_log = storage.read_bytes(header.group(2)).decode("utf-8", "replace")
+    assert "RayTrainWorker" in ray_log  # Ray's own output is kept, in the log
+    return ray_log
 
 
 def _committed_steps(root: str) -> list[int]:

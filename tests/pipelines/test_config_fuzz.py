@@ -15,7 +15,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.run_config import RunConfig, build_run_config, config_data, load_run_config
+from pipelines.presets import build_run_config, config_data, load_run_config
+from pipelines.run_config import RunConfig
 from pipelines.typed_config import ConfigError, apply_overrides, parse_override, to_dict
 
 FUZZ = settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -56,30 +56,6 @@ def test_too_long_instance_is_an_error(instances):
         dm.mask_batch(_batch(instances.slice(0, 1)), epoch=0, **{**KW, "max_seq_length": 16})
 
 
-def test_masked_dataset_from_parquet_uri(ray_session, tmp_path, instances, bert_tokenizer):
-    import pyarrow.parquet as pq
-
-    pq.write_table(instances, tmp_path / "part-00000.parquet")
-    cfg = dm.MaskingConfig(seed=5, batch_size=32)
-    vocab = dm.VocabInfo.from_tokenizer(bert_tokenizer)
-    batches = list(dm.iter_masked_batches(str(tmp_path), cfg, vocab, epoch=0))
-    assert sum(len(b["nsp_labels"]) for b in batches) == instances.num_rows
-    assert all(b["input_ids"].shape[1] == 128 for b in batches)
-    rows = dm.masked_dataset(str(tmp_path), cfg, vocab, epoch=0).take_all()
-    assert len(rows) == instances.num_rows and rows[0]["input_ids"].shape == (128,)
-    first = dm.mask_batch(_batch(instances.slice(0, 32)), epoch=0, seed=5, vocab_size=vocab.vocab_size,
-                          mask_token_id=vocab.mask_token_id, special_token_ids=vocab.special_token_ids,
-                          max_seq_length=128, pad_token_id=vocab.pad_token_id)
-    assert (batches[0]["input_ids"] == first["input_ids"]).all()
-
-
-def test_masking_benchmark_checks_batched_against_row_by_row():
-    from bench.masking import main
-
-    result = main(["--batch", "8", "--seq", "32", "--repeats", "1"])
-    assert result["identical_outputs"] and result["mask_batch_ms"] > 0
-
-
 def test_mask_instances_stage_seeds_each_row_by_its_epoch(instances, bert_tokenizer):
     """The trainer's map_batches stage: a batch straddling two epochs masks each row as its epoch's
     mask_batch does, and passes instance_id and epoch through."""

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from bench import original_bert
+from oracles import original_bert
 from pipelines.schemas import TOKENIZED
 from pipelines.stages import nsp_pairs
 

@@ -6,10 +6,11 @@ import gzip
 import os
 
 import boto3
+import numpy as np
 
 from pipelines import stage_store, storage
 from pipelines.preprocess import STAGES, PreprocessConfig, run_preprocessing
-from pipelines.stages.dynamic_masking import MaskingConfig, VocabInfo, iter_masked_batches
+from pipelines.stages.dynamic_masking import MaskInstances, VocabInfo
 from pipelines.stages.wordpiece import WordPieceConfig, load_tokenizer
 
 
@@ -38,6 +39,8 @@ def test_s3_in_and_out(ray_session, s3_bucket, demo_files, minilm_dir):
     assert run_preprocessing(cfg, root) == uris  # complete: nothing redone
 
     tok = load_tokenizer(uris["wordpiece"])
-    batch = next(iter_masked_batches(uris["nsp_pairs"], MaskingConfig(batch_size=8), VocabInfo.from_tokenizer(tok), epoch=0))
+    rows = nsp.slice(0, 8).to_pydict()  # masked as the trainer's masking stage does
+    batch = MaskInstances(VocabInfo.from_tokenizer(tok), seed=12345, max_seq_length=128, epoch=0)(
+        {k: np.asarray(v, dtype=object) if k in ("input_ids", "token_type_ids") else np.asarray(v) for k, v in rows.items()})
     assert batch["input_ids"].shape == (8, 128)
     assert storage.exists(storage.join(uris["nsp_pairs"], "manifest.json"))

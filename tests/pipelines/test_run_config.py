@@ -9,7 +9,9 @@ import os
 
 import pytest
 
-from pipelines.run_config import bert_pipeline, load_run_config, nsp_lengths
+from pipelines.bert_dag import bert_pipeline
+from pipelines.presets import load_run_config
+from pipelines.run_config import nsp_lengths
 from pipelines.typed_config import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

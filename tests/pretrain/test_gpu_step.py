@@ -8,7 +8,7 @@ import torch
 
 from bert_core import BertConfig, BertForPreTraining
 from pipelines.devices import to_device
-from pipelines.pretrain.train_loop import Window
+from pipelines.pretrain.engine import Window
 
 pytestmark = pytest.mark.gpu
 

@@ -175,8 +175,8 @@ def test_resume_over_rebuilt_instances_names_what_changed(pretrain_corpus, tmp_p
     import dataclasses
 
     from pipelines.pretrain.inputs import DataCursorError, InstancePlan
-    from pipelines.pretrain.train_loop import model_config
-    from pipelines.pretrain.trainer import instance_files
+    from pipelines.pretrain.engine import model_config
+    from pipelines.pretrain.preflight import instance_files
 
     instances, vocab, _ = pretrain_corpus
     cfg = _cfg()

@@ -12,7 +12,7 @@ import torch.distributed as dist
 from bert_core import BertConfig, BertForPreTraining
 from pipelines.pretrain.config import PretrainConfig
 from pipelines.pretrain.deepspeed_config import build_deepspeed_config, weight_decay_groups
-from pipelines.pretrain.train_loop import skip_single_rank_allreduce
+from pipelines.pretrain.engine import skip_single_rank_allreduce
 from pipelines.typed_config import from_dict
 
 

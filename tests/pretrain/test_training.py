@@ -14,7 +14,7 @@ import pytest
 
 from pipelines.pretrain import PretrainConfig, run_pretraining
 from pipelines.pretrain.metrics import read_metrics
-from pipelines.pretrain.train_loop import FaultInjection
+from faults import FaultInjection
 from pipelines.typed_config import from_dict
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,7 @@
 """A single-process reimplementation of BERT's original ``create_pretraining_data.py`` with a
 pure-Python WordPiece tokenizer (BERT's ``tokenization.py`` logic: basic tokenizer, then greedy
 longest-match-first WordPiece). Written here from the published algorithm; the baseline (a) of
-``bench.preprocess`` and the reference that ``tests/pipelines/test_nsp_pairs.py`` checks
+``bench.preprocess`` (imported from here) and the reference that ``tests/pipelines/test_nsp_pairs.py`` checks
 ``pipelines.stages.nsp_pairs`` against, instance for instance.
 
 Masked-LM predictions are left out: the pipeline masks dynamically when batches are read for
