@@ -37,11 +37,13 @@ from pipelines.typed_config import from_dict, to_dict
 
 @dataclass(frozen=True)
 class FaultInjection:
-    """Test hook: ``rank`` exits hard (os._exit) when it reaches ``step``, once (a marker file records it)."""
+    """Test hook: ``rank`` exits hard (os._exit) when it reaches ``step``, once (a marker file records it).
+    With ``hold``, it writes its Ray node id to the marker and waits instead, for the test to remove its node."""
 
     step: int
     rank: int
     marker_path: str
+    hold: bool = False
 
 
 @dataclass(frozen=True)
@@ -379,8 +381,11 @@ def _maybe_inject_fault(fault: FaultInjection | None, step: int, rank: int) -> N
     # checkpoint the restart must resume from (a real crash may also lose an uncommitted one).
     ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
     os.makedirs(os.path.dirname(fault.marker_path), exist_ok=True)
-    with open(fault.marker_path, "w") as f:
-        f.write(f"rank {rank} exited at step {step}\n")
+    with open(fault.marker_path + ".tmp", "w") as f:  # renamed: a watcher never reads half a marker
+        f.write(ray.get_runtime_context().get_node_id() if fault.hold else f"rank {rank} exited at step {step}\n")
+    os.replace(fault.marker_path + ".tmp", fault.marker_path)
+    while fault.hold:
+        time.sleep(1)  # until the node under this rank is removed
     os._exit(1)
 
 
