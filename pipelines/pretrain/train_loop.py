@@ -38,7 +38,8 @@ from pipelines.typed_config import from_dict, to_dict
 @dataclass(frozen=True)
 class FaultInjection:
     """Test hook: ``rank`` exits hard (os._exit) when it reaches ``step``, once (a marker file records it).
-    With ``hold``, it writes its Ray node id to the marker and waits instead, for the test to remove its node."""
+    With ``hold``, it writes its Ray node id to the marker and waits instead: until the test removes its node,
+    or creates ``{marker_path}.release`` (then it trains on, e.g. onto a disk the test has filled)."""
 
     step: int
     rank: int
@@ -198,6 +199,7 @@ def _restore_or_init(job: WorkerJob, model: BertForPreTraining, world: int):
         return ckpt.TrainState(job.phase_index, 0, 0, 0, world, job.cfg.deepspeed.zero_stage, job.run_identity,
                                model_config, job.plan.summary()), None
     restore = _RestoreDir(checkpoint)
+    ckpt.check_complete(restore.path)
     saved = ckpt.read_train_state(restore.path)
     ckpt.check_compatible(saved, phase=job.phase_index, run_identity=job.run_identity, model_config=model_config)
     check_cursor(saved.instances, job.plan, f"checkpoint at step {saved.step}")
@@ -333,7 +335,7 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
                 writer.write(step, latest)
         if step % cfg.checkpoint_every == 0 or step == phase.num_steps:
             # Only checkpoints go through ray.train.report: each report is a barrier with the controller.
-            _save_and_report(engine, state, latest, writer)
+            _save_and_report(engine, state, latest, writer, rank)
 
 
 def summarise(window: Window, engine, step: int, epoch: int, world: int, peak: GpuPeak | None) -> dict[str, Any]:
@@ -358,7 +360,7 @@ def summarise(window: Window, engine, step: int, epoch: int, world: int, peak: G
     return out
 
 
-def _save_and_report(engine, state: ckpt.TrainState, metrics: dict[str, Any], writer) -> None:
+def _save_and_report(engine, state: ckpt.TrainState, metrics: dict[str, Any], writer, rank: int) -> None:
     """Every rank reports, contributing its DeepSpeed files to one checkpoint (Ray merges them)."""
     import ray.train
 
@@ -368,8 +370,14 @@ def _save_and_report(engine, state: ckpt.TrainState, metrics: dict[str, Any], wr
             ckpt.write_train_state(tmp, state)
             if os.path.exists(writer.path):
                 shutil.copyfile(writer.path, os.path.join(tmp, ckpt.METRICS_FILE))
-        ray.train.report({**metrics, "step": state.step}, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                         checkpoint_dir_name=f"phase{state.phase}-step{state.step:08d}")
+        ckpt.write_rank_files(tmp, rank, state)  # what makes the merged checkpoint complete
+        name = f"phase{state.phase}-step{state.step:08d}"
+        try:
+            ray.train.report({**metrics, "step": state.step}, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                             checkpoint_dir_name=name)
+        except OSError as e:  # the upload's own error (e.g. a full disk) names neither checkpoint nor storage
+            raise OSError(e.errno, f"rank {rank} could not write checkpoint {name} to the run's storage "
+                                   f"({ray.train.get_context().get_experiment_name()}): {e}") from e
 
 
 def _maybe_inject_fault(fault: FaultInjection | None, step: int, rank: int) -> None:
@@ -384,9 +392,10 @@ def _maybe_inject_fault(fault: FaultInjection | None, step: int, rank: int) -> N
     with open(fault.marker_path + ".tmp", "w") as f:  # renamed: a watcher never reads half a marker
         f.write(ray.get_runtime_context().get_node_id() if fault.hold else f"rank {rank} exited at step {step}\n")
     os.replace(fault.marker_path + ".tmp", fault.marker_path)
-    while fault.hold:
-        time.sleep(1)  # until the node under this rank is removed
-    os._exit(1)
+    if not fault.hold:
+        os._exit(1)
+    while not os.path.exists(fault.marker_path + ".release"):
+        time.sleep(0.2)
 
 
 def _log_instances(directory: str, rank: int, step: int, micro: int, ids: np.ndarray) -> None:
