@@ -7,8 +7,10 @@ One uninterrupted reference run of a tiny config (``bert-pipeline run``: the dem
 of the demo corpus, a 1000-piece vocabulary, 40 pretraining steps, a small fine-tuning task), then the same
 config on a second run root, where the driver is killed with SIGKILL (its process group: its local Ray
 goes too) ``--kills`` times at seeded random moments, and rerun after each; a last rerun finishes the run.
-A moment is drawn over the time the reference needed for the stages not yet done, so the kills spread over
-the DAG. Checked at the end:
+The moments are ``--kills`` points drawn uniformly over the reference's timeline, taken in time order: a
+stage and seconds into it, waited for by watching the manifest (so the box's load does not move a kill to
+another stage). A pretraining kill also says the last checkpoint Ray Train had committed (the one the
+rerun resumes from; none: it starts the phase over). Checked at the end:
 
 - no finished stage is redone: a stage done when a driver was killed keeps its attempt count, its
   ``finished`` time and its outputs in the final manifest;
@@ -28,6 +30,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,8 +42,6 @@ from pipelines.dag import read_manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_STAGES = ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs")
-STARTUP_S = 8.0
-"""Rough seconds from the driver's start to its first stage (imports, local Ray); moments start after it."""
 
 
 def write_config(work: str, root: str, num_docs: int) -> str:
@@ -79,6 +80,42 @@ finetune:
       num_cpus: 1
 """)
     return path
+
+
+def pick_moments(rng: random.Random, count: int, order: list[str], seconds: dict[str, float]) -> list[tuple[str, float]]:
+    """``count`` points drawn uniformly over the reference's timeline, in time order: (stage, seconds into it)."""
+    out = []
+    for point in sorted(rng.uniform(0, sum(seconds.values())) for _ in range(count)):
+        for name in order:
+            if point <= seconds[name] or name == order[-1]:
+                out.append((name, min(point, seconds[name])))
+                break
+            point -= seconds[name]
+    return out
+
+
+def committed_steps(root: str) -> list[int]:
+    """Pretraining checkpoints Ray Train has committed (its run snapshot lists them)."""
+    steps = []
+    for f in storage.list_files(root) if os.path.isdir(os.path.join(root, "pretrain")) else []:
+        if f.endswith("/checkpoint_manager_snapshot.json"):
+            try:
+                steps += [r["metrics"]["step"] for r in storage.read_json(f).get("checkpoint_results", [])]
+            except (OSError, ValueError):
+                pass
+    return sorted(steps)
+
+
+def wait_into_stage(proc: subprocess.Popen, root: str, stage: str, offset: float) -> float:
+    """Wait until ``stage`` runs, then ``offset`` seconds more (or until it is over: then whatever runs
+    next is killed). Returns the seconds since the driver started."""
+    start = time.time()
+    while proc.poll() is None and running_stage(root) != stage and stage not in done_records(root):
+        time.sleep(0.05)
+    begun = time.time()
+    while proc.poll() is None and time.time() - begun < offset and running_stage(root) == stage:
+        time.sleep(0.05)
+    return time.time() - start
 
 
 def start_driver(config: str, log_path: str) -> subprocess.Popen:
@@ -135,12 +172,22 @@ def pretrain_summary(manifest: dict) -> dict:
             "weights": digest(export + "/model.safetensors")}
 
 
-def results_shape(manifest: dict) -> list[str]:
-    """The results table's rows with their numbers masked: which tasks and metrics it reports."""
+def results_table(manifest: dict, numbers: bool) -> list[list[str]]:
+    """The results table's rows (timing column dropped); with ``numbers`` False, digits masked: which
+    tasks and metrics it reports."""
     import re
 
-    table = storage.read_bytes(manifest["stages"]["report"]["outputs"]["table"]).decode()
-    return [re.sub(r"\d+(\.\d+)?", "#", line) for line in table.splitlines() if line.strip()]
+    rows, drop = [], None
+    for line in storage.read_bytes(manifest["stages"]["report"]["outputs"]["output"]).decode().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else None
+        if cells is None or set("".join(cells)) <= set("-"):
+            continue
+        if "s/epoch" in cells:
+            drop = cells.index("s/epoch")
+        if drop is not None and len(cells) > drop:
+            cells = cells[:drop] + cells[drop + 1:]
+        rows.append(cells if numbers else [re.sub(r"\d+(\.\d+)?", "#", c) for c in cells])
+    return rows
 
 
 def compare(reference: dict, final: dict) -> dict[str, bool]:
@@ -151,8 +198,9 @@ def compare(reference: dict, final: dict) -> dict[str, bool]:
     ref_pt, fin_pt = pretrain_summary(reference), pretrain_summary(final)
     same["pretrain steps and cursor"] = ref_pt["steps"] == fin_pt["steps"] and ref_pt["cursor"] == fin_pt["cursor"] \
         and len(set(fin_pt["steps"])) == len(fin_pt["steps"])
-    same["results table (tasks, metrics)"] = results_shape(reference) == results_shape(final)
+    same["results table (tasks, metrics)"] = results_table(reference, False) == results_table(final, False)
     same["pretrained weights (informative)"] = ref_pt["weights"] == fin_pt["weights"]
+    same["results table numbers (informative)"] = results_table(reference, True) == results_table(final, True)
     return same
 
 
@@ -161,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--docs", type=int, default=400, help="documents of the demo corpus to use")
-    parser.add_argument("--work", default=None, help="work directory (default: a new one under /tmp)")
+    parser.add_argument("--work", default=None, help="work directory (default: a new one under /tmp); a finished "
+                        "reference run in it is reused")
     args = parser.parse_args(argv)
     work = args.work or tempfile.mkdtemp(prefix="bench-chaos-")
     os.makedirs(work, exist_ok=True)
@@ -170,31 +219,41 @@ def main(argv: list[str] | None = None) -> int:
     print(f"work dir {work}; seed {args.seed}; {args.kills} kills", flush=True)
 
     t0 = time.time()
-    ref = start_driver(write_config(work, ref_root, args.docs), os.path.join(work, "reference.log"))
-    if ref.wait() != 0:
-        raise SystemExit(f"the reference run failed; see {work}/reference.log")
-    reference = read_manifest(ref_root)
+    reference = read_manifest(ref_root) if os.path.exists(os.path.join(ref_root, "manifest.json")) else None
+    if reference is None or any(s["state"] != "done" for s in reference["stages"].values()):
+        ref = start_driver(write_config(work, ref_root, args.docs), os.path.join(work, "reference.log"))
+        if ref.wait() != 0:
+            raise SystemExit(f"the reference run failed; see {work}/reference.log")
+        reference = read_manifest(ref_root)
+    else:
+        print(f"reusing the finished reference run in {ref_root}")
+    if os.path.exists(root):
+        shutil.rmtree(root)  # each fuzz starts on a fresh run root
     seconds = stage_seconds(reference)
     print(f"reference run: {time.time() - t0:.0f}s; stages: "
           + ", ".join(f"{n} {s:.0f}s" for n, s in seconds.items()), flush=True)
 
     config = write_config(work, root, args.docs)
+    order = sorted(seconds, key=lambda n: reference["stages"][n]["started"])
     rows, done_at_kills = [], []
-    for case in range(1, args.kills + 1):
+    for case, (stage, offset) in enumerate(pick_moments(rng, args.kills, order, seconds), 1):
         done = done_records(root)
-        remaining = sum(s for n, s in seconds.items() if n not in done)
-        moment = STARTUP_S + rng.uniform(0, remaining)
+        if stage in done:  # an earlier kill landed later than this point: aim at the next stage to do
+            stage, offset = next(n for n in order if n not in done), 0.0
         proc = start_driver(config, os.path.join(work, "chaos.log"))
         start = time.time()
-        while proc.poll() is None and time.time() - start < moment:
-            time.sleep(0.05)
+        moment = wait_into_stage(proc, root, stage, offset)
         if proc.poll() is not None:
-            rows.append((case, moment, "(run had finished)", f"driver exited {proc.returncode} first"))
+            rows.append((case, moment, f"(aimed at {stage})", f"driver exited {proc.returncode} first"))
             continue
-        stage = running_stage(root)
+        running = running_stage(root)
         kill_group(proc)
+        steps = committed_steps(root)
         done_at_kills.append((case, done_records(root)))
-        rows.append((case, moment, stage, None))
+        where = f"{running} +{offset:.0f}s" if running == stage else running
+        if running == "pretrain":
+            where += f", ckpt {steps[-1] if steps else 'none'}"
+        rows.append((case, time.time() - start, where, None))
 
     t1 = time.time()
     last = start_driver(config, os.path.join(work, "chaos.log"))
@@ -208,9 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         redone = [n for n, rec in done.items() if {k: final["stages"][n][k] for k in rec} != rec]
         outcomes[case] = (f"resumed; {len(done)} done stage(s) kept" if not redone
                           else f"REDONE: {', '.join(redone)}")
-    print(f"\n{'case':>4}  {'moment':>8}  {'stage running when killed':<28}  outcome")
+    print(f"\n{'case':>4}  {'moment':>8}  {'stage running when killed':<34}  outcome")
     for case, moment, stage, outcome in rows:
-        print(f"{case:>4}  {moment:>7.1f}s  {stage:<28}  {outcome or outcomes[case]}")
+        print(f"{case:>4}  {moment:>7.1f}s  {stage:<34}  {outcome or outcomes[case]}")
     ok = code == 0 and all(s["state"] == "done" for s in final["stages"].values())
     print(f"\nfinal run complete: {ok}; attempts per stage: "
           + ", ".join(f"{n} {s['attempts']}" for n, s in final["stages"].items()))
