@@ -125,6 +125,16 @@ def start_driver(config: str, log_path: str) -> subprocess.Popen:
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def last_error(log_path: str, offset: int) -> str:
+    """The last exception line the driver wrote to its log after ``offset``."""
+    with open(log_path, "rb") as f:
+        f.seek(offset)
+        lines = [line for line in f.read().decode("utf-8", "replace").splitlines()  # the driver's, not its workers'
+                 if not line.startswith(("\x1b", "(")) and line.split(":")[0].split(".")[-1].endswith(
+                     ("Error", "Exception", "Failed"))]
+    return lines[-1][:120] if lines else "(no error logged)"
+
+
 def kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL the driver and its process group (its own local Ray); nothing else."""
     try:
@@ -240,11 +250,14 @@ def main(argv: list[str] | None = None) -> int:
         done = done_records(root)
         if stage in done:  # an earlier kill landed later than this point: aim at the next stage to do
             stage, offset = next(n for n in order if n not in done), 0.0
-        proc = start_driver(config, os.path.join(work, "chaos.log"))
+        log_path = os.path.join(work, "chaos.log")
+        log_start = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+        proc = start_driver(config, log_path)
         start = time.time()
         moment = wait_into_stage(proc, root, stage, offset)
         if proc.poll() is not None:
-            rows.append((case, moment, f"(aimed at {stage})", f"driver exited {proc.returncode} first"))
+            rows.append((case, moment, f"(aimed at {stage})",
+                         f"driver exited {proc.returncode} first: {last_error(log_path, log_start)}"))
             continue
         running = running_stage(root)
         kill_group(proc)
