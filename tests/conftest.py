@@ -104,3 +104,50 @@ def shared_data() -> str:
     if not os.path.isdir(path):
         pytest.skip(f"real benchmark data not found at {os.path.abspath(path)} (set BERT_SHARED_DATA)")
     return os.path.abspath(path)
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """``mount_tmpfs(size)`` -> a fresh tmpfs of that size (e.g. '16m') under tmp_path, unmounted after the
+    test; skips, saying why, where mounting is not allowed."""
+    mounts = []
+
+    def mount(size: str) -> str:
+        path = tmp_path / f"disk{len(mounts)}"
+        path.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {proc.stderr.strip()}")
+        mounts.append(str(path))
+        return str(path)
+
+    yield mount
+    for path in mounts:
+        subprocess.run(["umount", "-l", path], check=True)
+
+
+@pytest.fixture
+def small_disk(mount_tmpfs) -> str:
+    """A 16 MiB tmpfs for the run root: a disk that fills."""
+    return mount_tmpfs("16m")
+
+
+def _fill_disk(directory: str, leave: int) -> str:
+    """A ballast file that leaves about ``leave`` bytes free on the filesystem of ``directory``."""
+    st = os.statvfs(directory)
+    ballast = os.path.join(directory, "ballast")
+    todo = max(0, st.f_bavail * st.f_frsize - leave)
+    with open(ballast, "wb", buffering=0) as f:
+        while todo > 0:
+            try:
+                todo -= f.write(b"\0" * min(todo, 1 << 20))
+            except OSError:  # full already
+                break
+    return ballast
+
+
+@pytest.fixture
+def fill_disk():
+    """``fill_disk(directory, leave)``: write a ballast file leaving about ``leave`` bytes free; returns its path."""
+    return _fill_disk

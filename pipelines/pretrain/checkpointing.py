@@ -7,6 +7,14 @@ A checkpoint directory (one per reported step, merged by Ray Train from every ra
     train_state.json           step, data cursor (epoch, samples into the epoch, instances fingerprint),
                                world size, model
     metrics.jsonl              the metric log up to this step (rank 0), so a restore keeps the curve
+    files-rank{r}.json         every file rank r contributed, with its size in bytes
+
+Complete means: ``train_state.json`` parses, and for each of its ``world_size`` ranks the rank's file list
+parses and every file it names is there with that size. Ray Train uploads each rank's files itself, in no
+fixed order, so no single file can be "written last"; a full disk or a killed upload leaves some files
+missing or short, which this check names (``incomplete_parts``). Such a checkpoint was never committed
+(Ray Train registers one only after every rank's upload returned): a resume removes it and goes on from
+the newest complete one (``trainer.check_existing_checkpoint``).
 
 Restore with the same world size and ZeRO stage loads the DeepSpeed state as is (optimizer moments
 included). With a different world size or stage, the ZeRO partitions cannot be loaded directly, so
@@ -28,6 +36,7 @@ DEEPSPEED_DIR = "deepspeed"
 TAG = "state"
 TRAIN_STATE = "train_state.json"
 METRICS_FILE = "metrics.jsonl"
+RANK_FILES = "files-rank{rank}.json"
 
 
 class CheckpointError(ValueError):
@@ -73,6 +82,55 @@ def read_train_state(directory: str) -> TrainState:
 def write_train_state(directory: str, state: TrainState) -> None:
     with open(os.path.join(directory, TRAIN_STATE), "w", encoding="utf-8") as f:
         f.write(state.to_json())
+
+
+def write_rank_files(directory: str, rank: int, state: TrainState) -> None:
+    """List every file under ``directory`` (this rank's part of the checkpoint) with its size, in the list's
+    own file beside them."""
+    files = {}
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(folder, name)
+            files[os.path.relpath(path, directory).replace(os.sep, "/")] = os.path.getsize(path)
+    with open(os.path.join(directory, RANK_FILES.format(rank=rank)), "w", encoding="utf-8") as f:
+        json.dump({"rank": rank, "world_size": state.world_size, "step": state.step, "files": files}, f,
+                  indent=1, sort_keys=True)
+
+
+def incomplete_parts(uri: str) -> list[str]:
+    """What the checkpoint at ``uri`` (local path or s3://) lacks to be complete; empty when complete."""
+    import pyarrow.fs as pafs
+
+    from pipelines import storage
+
+    fs, path = storage.filesystem(uri)
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    sizes = {i.path[len(path.rstrip("/")) + 1:]: i.size for i in infos if i.type == pafs.FileType.File}
+    try:
+        world_size = TrainState.from_json(storage.read_bytes(storage.join(uri, TRAIN_STATE)).decode()).world_size
+    except (OSError, ValueError, TypeError) as e:  # absent, truncated or not ours
+        return [f"{TRAIN_STATE} missing or unreadable ({type(e).__name__})"]
+    problems = []
+    for rank in range(world_size):
+        name = RANK_FILES.format(rank=rank)
+        try:
+            listed = json.loads(storage.read_bytes(storage.join(uri, name)))["files"]
+        except (OSError, ValueError, KeyError) as e:
+            problems.append(f"{name} missing or unreadable ({type(e).__name__})")
+            continue
+        for rel, size in sorted(listed.items()):
+            if rel not in sizes:
+                problems.append(f"{rel} of rank {rank} missing")
+            elif sizes[rel] != size:
+                problems.append(f"{rel} of rank {rank} has {sizes[rel]} of its {size} bytes")
+    return problems
+
+
+def check_complete(uri: str) -> None:
+    problems = incomplete_parts(uri)
+    if problems:
+        raise CheckpointError(f"checkpoint {uri} is incomplete (a write that did not finish, e.g. a full disk): "
+                              + "; ".join(problems[:5]) + (f" and {len(problems) - 5} more" if len(problems) > 5 else ""))
 
 
 def check_compatible(saved: TrainState, *, phase: int, run_identity: str, model_config: dict[str, Any]) -> None:

@@ -39,6 +39,7 @@ def restore_or_init(job: WorkerJob, model: BertForPreTraining, world: int):
         return ckpt.TrainState(job.phase_index, 0, 0, 0, world, job.cfg.deepspeed.zero_stage, job.run_identity,
                                model_config, job.plan.summary()), None
     restore = RestoreDir(checkpoint)
+    ckpt.check_complete(restore.path)
     saved = ckpt.read_train_state(restore.path)
     ckpt.check_compatible(saved, phase=job.phase_index, run_identity=job.run_identity, model_config=model_config)
     check_cursor(saved.instances, job.plan, f"checkpoint at step {saved.step}")

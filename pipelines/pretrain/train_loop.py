@@ -120,10 +120,10 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
                 writer.write(step, latest)
         if step % cfg.checkpoint_every == 0 or step == phase.num_steps:
             # Only checkpoints go through ray.train.report: each report is a barrier with the controller.
-            _save_and_report(engine, state, latest, writer)
+            _save_and_report(engine, state, latest, writer, rank)
 
 
-def _save_and_report(engine, state: ckpt.TrainState, metrics: dict[str, Any], writer) -> None:
+def _save_and_report(engine, state: ckpt.TrainState, metrics: dict[str, Any], writer, rank: int) -> None:
     """Every rank reports, contributing its DeepSpeed files to one checkpoint (Ray merges them)."""
     import ray.train
 
@@ -133,8 +133,14 @@ def _save_and_report(engine, state: ckpt.TrainState, metrics: dict[str, Any], wr
             ckpt.write_train_state(tmp, state)
             if os.path.exists(writer.path):
                 shutil.copyfile(writer.path, os.path.join(tmp, ckpt.METRICS_FILE))
-        ray.train.report({**metrics, "step": state.step}, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                         checkpoint_dir_name=f"phase{state.phase}-step{state.step:08d}")
+        ckpt.write_rank_files(tmp, rank, state)  # what makes the merged checkpoint complete
+        name = f"phase{state.phase}-step{state.step:08d}"
+        try:
+            ray.train.report({**metrics, "step": state.step}, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                             checkpoint_dir_name=name)
+        except OSError as e:  # the upload's own error (e.g. a full disk) names neither checkpoint nor storage
+            raise OSError(e.errno, f"rank {rank} could not write checkpoint {name} to the run's storage "
+                                   f"({ray.train.get_context().get_experiment_name()}): {e}") from e
 
 
 def _log_instances(directory: str, rank: int, step: int, micro: int, ids: np.ndarray) -> None:

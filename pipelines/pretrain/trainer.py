@@ -19,6 +19,7 @@ phase k's exported weights with its own optimizer and schedule.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tempfile
 from typing import Callable, Sequence
@@ -26,7 +27,7 @@ from typing import Callable, Sequence
 from ray.train import UserCallback
 
 from pipelines import console, storage
-from pipelines.pretrain.checkpointing import TRAIN_STATE, CheckpointError, TrainState, check_compatible
+from pipelines.pretrain.checkpointing import TRAIN_STATE, TrainState, check_compatible, incomplete_parts
 from pipelines.pretrain.config import PretrainConfig, run_identity
 from pipelines.pretrain.export import EXPORT_MANIFEST, export_phase, weights_uri
 from pipelines.pretrain.inputs import InstancePlan, check_cursor
@@ -34,6 +35,8 @@ from pipelines.pretrain.preflight import PretrainInputError, check_before_work, 
 from pipelines.pretrain.train_loop import train_loop_per_worker
 from pipelines.pretrain.worker_job import WorkerJob
 from pipelines.stages.dynamic_masking import VocabInfo
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PretrainInputError", "run_pretraining"]
 
@@ -132,21 +135,24 @@ def _worker_env(*uris: str) -> dict[str, str]:
 
 
 def check_existing_checkpoint(run_uri: str, job: WorkerJob) -> None:
-    """Before starting workers: the newest checkpoint the restarted run would resume from must be
-    complete and belong to this run (same phase, identity and model) and its data cursor to the
-    instances on disk (same fingerprint)."""
+    """Before starting workers: remove this phase's checkpoints newer than its newest complete one (writes
+    that did not finish, e.g. on a full disk: Ray Train never committed them, and a new upload into the same
+    directory would mix with their files); the newest complete one, which the restarted run resumes from,
+    must belong to this run (same phase, identity and model) and its data cursor to the instances on disk."""
     if not storage.is_dir(run_uri):
         return
     names = sorted({f[len(run_uri) + 1:].split("/")[0] for f in storage.list_files(run_uri)})
-    checkpoints = [n for n in names if n.startswith(f"phase{job.phase_index}-step")]
-    if not checkpoints:
+    for name in reversed([n for n in names if n.startswith(f"phase{job.phase_index}-step")]):
+        newest = storage.join(run_uri, name)
+        problems = incomplete_parts(newest)
+        if not problems:
+            break
+        logger.warning("removing incomplete checkpoint %s (a write that did not finish): %s", newest,
+                       "; ".join(problems[:3]))
+        storage.remove_tree(newest)
+    else:
         return
-    newest = storage.join(run_uri, checkpoints[-1])
-    state_uri = storage.join(newest, TRAIN_STATE)
-    if not storage.exists(state_uri):
-        raise CheckpointError(f"checkpoint {newest} has no {TRAIN_STATE}: it is incomplete or not from this trainer; "
-                              f"remove {run_uri} to start the phase over")
-    saved = TrainState.from_json(storage.read_bytes(state_uri).decode("utf-8"))
+    saved = TrainState.from_json(storage.read_bytes(storage.join(newest, TRAIN_STATE)).decode("utf-8"))
     check_compatible(saved, phase=job.phase_index, run_identity=job.run_identity,
                      model_config=dataclasses.asdict(job.bert_config()))
     check_cursor(saved.instances, job.plan, f"checkpoint {newest}")

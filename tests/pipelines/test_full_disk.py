@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 
 import pytest
 
@@ -17,44 +16,19 @@ from pipelines.stages.read import ReadConfig, run_read
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {proc.stderr.strip()}")
-    yield str(mount)
-    subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def _fill(directory: str, leave: int) -> str:
-    """A ballast file that leaves about ``leave`` bytes free on the filesystem of ``directory``."""
-    st = os.statvfs(directory)
-    ballast = os.path.join(directory, "ballast")
-    todo = max(0, st.f_bavail * st.f_frsize - leave)
-    with open(ballast, "wb", buffering=0) as f:
-        while todo > 0:
-            try:
-                todo -= f.write(b"\0" * min(todo, 1 << 20))
-            except OSError:  # full already
-                break
-    return ballast
-
-
 def _digest(root: str) -> dict[str, str]:
     return {os.path.relpath(f, root): hashlib.sha256(open(f, "rb").read()).hexdigest()
             for f in storage.list_files(root)}
 
 
-def test_disk_full_in_a_stage_then_rerun(ray_session, small_disk, demo_files, tmp_path):
+def test_disk_full_in_a_stage_then_rerun(ray_session, small_disk, fill_disk, demo_files, tmp_path):
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     root = os.path.join(small_disk, "run")
     read_uri = run_read(ReadConfig(), demo_files[:1], root)
     finished = _digest(os.path.join(root, "read"))
-    ballast = _fill(small_disk, leave=64 << 10)
+    ballast = fill_disk(small_disk, leave=64 << 10)
 
     with pytest.raises(Exception) as full:
         run_clean(CleanConfig(), read_uri, root)
@@ -74,14 +48,14 @@ def test_disk_full_in_a_stage_then_rerun(ray_session, small_disk, demo_files, tm
     assert _digest(os.path.join(root, "read")) == finished
 
 
-def test_disk_full_during_commit_commits_nothing(small_disk):
+def test_disk_full_during_commit_commits_nothing(small_disk, fill_disk):
     root = os.path.join(small_disk, "run")
     filled = []
 
     def produce(writer: stage_store.StageWriter) -> None:
         writer.write_bytes("part-00000.bin", b"x" * 4096, num_rows=1)
         if not filled:  # another writer fills the disk between the stage's data and its commit
-            filled.append(_fill(small_disk, leave=0))
+            filled.append(fill_disk(small_disk, leave=0))
 
     with pytest.raises(OSError) as full:
         stage_store.run_stage(root, "s", {"a": 1}, (), produce)

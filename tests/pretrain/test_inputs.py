@@ -89,28 +89,41 @@ def test_one_uri_per_phase_or_one_for_all(pretrain_corpus, tmp_path):
     _fails_fast(_cfg(), [instances, instances], vocab, str(tmp_path), PretrainInputError, "2 instance URIs for 1 phases")
 
 
-def _plant_checkpoint(pretrain_corpus, tmp_path, cfg, train_state: dict | None) -> str:
-    """Write a checkpoint directory where the run would look for one, as a crashed run leaves it."""
+def _plant_checkpoint(pretrain_corpus, tmp_path, cfg, train_state: dict | None, step: int = 4) -> str:
+    """Write a checkpoint directory where the run would look for one: complete (a train state and each rank's
+    file list) when ``train_state`` is given, else as a write that did not finish leaves it."""
     from pipelines import storage
     from pipelines.pretrain.config import run_identity
 
     instances, vocab, _ = pretrain_corpus
     identity = run_identity(cfg, instances, vocab)
-    ckpt = tmp_path / "pretrain" / identity / "runs" / f"pretrain-{identity}-phase0" / "phase0-step00000004"
+    ckpt = tmp_path / "pretrain" / identity / "runs" / f"pretrain-{identity}-phase0" / f"phase0-step{step:08d}"
     (ckpt / "deepspeed").mkdir(parents=True)
     (ckpt / "deepspeed" / "latest").write_text("state")
     if train_state is not None:
         storage.write_json_atomic(str(ckpt / "train_state.json"), train_state)
+        for rank in range(train_state["world_size"]):
+            storage.write_json_atomic(str(ckpt / f"files-rank{rank}.json"),
+                                      {"files": {"deepspeed/latest": 5} if rank == 0 else {}})
     return identity
 
 
-def test_incomplete_checkpoint_in_storage(pretrain_corpus, tmp_path):
+def test_incomplete_checkpoint_in_storage_is_removed_and_the_last_complete_one_checked(pretrain_corpus, tmp_path):
+    """A checkpoint whose write did not finish (here: no train_state.json; a full disk leaves such) was never
+    committed: it is removed before any worker starts, and the newest complete one is checked in its place.
+    (Before checkpoints listed their files, an incomplete one stopped the run: a rerun could not resume.)"""
     from pipelines.pretrain.checkpointing import CheckpointError
 
     instances, vocab, _ = pretrain_corpus
     cfg = _cfg()
-    _plant_checkpoint(pretrain_corpus, tmp_path, cfg, None)
-    _fails_fast(cfg, instances, vocab, str(tmp_path), CheckpointError, "has no train_state.json")
+    identity = _plant_checkpoint(pretrain_corpus, tmp_path, cfg, {
+        "phase": 0, "step": 4, "epoch": 0, "samples_in_epoch": 64, "world_size": 2, "zero_stage": 1,
+        "run_identity": run_identity_of(cfg, pretrain_corpus), "model_config": {"hidden_size": 256, "vocab_size": 1000}})
+    _plant_checkpoint(pretrain_corpus, tmp_path, cfg, None, step=8)
+    run = tmp_path / "pretrain" / identity / "runs" / f"pretrain-{identity}-phase0"
+    _fails_fast(cfg, instances, vocab, str(tmp_path), CheckpointError,
+                "checkpoint model differs.*hidden_size")
+    assert sorted(p.name for p in run.iterdir()) == ["phase0-step00000004"]
 
 
 def test_checkpoint_of_another_model_in_storage(pretrain_corpus, tmp_path):
