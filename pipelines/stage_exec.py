@@ -226,14 +226,11 @@ def map_units(writer, units: list[Unit], read_fn: Callable[..., Iterable[pa.Tabl
 
 @contextlib.contextmanager
 def progress_bar(desc: str, total: int | None, unit: str) -> Iterator[Callable[[int], None]]:
-    """A live progress line for ``desc``; yields ``update(done)``."""
-    from tqdm import tqdm
+    """The stage's live console line (``pipelines.console``); yields ``update(done)``."""
+    from pipelines import console
 
-    with tqdm(total=total, desc=desc, unit=f" {unit}", mininterval=2.0, leave=False) as bar:
-        def update(done: int) -> None:
-            bar.update(done - bar.n)
-
-        yield update
+    console.progress(desc, 0, total, unit)
+    yield lambda done: console.progress(desc, done, total, unit)
 
 
 @contextlib.contextmanager
