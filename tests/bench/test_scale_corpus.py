@@ -35,7 +35,7 @@ def test_corpus_is_seeded_and_its_copies_are_the_duplicates_clean_finds(tmp_path
 
     texts = []
     for name, data in files.items():
-        lines = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline=None)  # as the read stage opens files
+        lines = read.iter_lines(io.BytesIO(data), 0, read.ReadConfig().max_line_bytes)  # as the read stage reads files
         for table in read.core(lines, name):
             texts += table.column("text").to_pylist()
     assert len(texts) == record["documents"]
