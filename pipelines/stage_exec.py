@@ -184,10 +184,17 @@ def add_stats(totals: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
     return totals
 
 
-def max_actors(concurrency: int | None) -> int | None:
-    """The most actors of a stage's pool: ``concurrency`` if given, else no cap (Ray Data grows the
-    pool with the work and the cluster, so an autoscaling cluster's new nodes get actors too)."""
-    return concurrency or None
+def actor_pool(num_units: int, concurrency: int | None):
+    """A stage's actor pool: it starts as wide as the work and the cluster's CPUs allow and keeps
+    that width through the stage (each new actor reloads its worker, so no scale-down and back up),
+    and may grow up to ``concurrency``, or without cap when None (an autoscaling cluster's new nodes
+    get actors too)."""
+    import ray
+    import ray.data
+
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    start = max(1, min(num_units, concurrency or cpus, cpus))
+    return ray.data.ActorPoolStrategy(min_size=start, max_size=concurrency or None, initial_size=start)
 
 
 def map_units(writer, units: list[Unit], read_fn: Callable[..., Iterable[pa.Table]], read_args: tuple,
@@ -204,7 +211,7 @@ def map_units(writer, units: list[Unit], read_fn: Callable[..., Iterable[pa.Tabl
     ds = ray.data.read_datasource(UnitSource(units, read_fn, read_args, env), override_num_blocks=len(units))
     ds = ds.map_batches(_PieceWriter, fn_constructor_args=(worker_cls, worker_args, schema, writer.tmp, prefix, env),
                         batch_size=None, batch_format="pyarrow", num_cpus=1,
-                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max_actors(concurrency)))
+                        compute=actor_pool(len(units), concurrency))
     totals: dict[str, Any] = {}
     files: list[tuple[int, int, str, int, int]] = []
     done = 0

@@ -1,10 +1,10 @@
 """The data chain on a local multi-node cluster (``ray.cluster_utils.Cluster``: a raylet per node).
 
-In a child process (so the session's local Ray is left alone), on a head and 3 worker nodes of 1 CPU:
-- the whole chain read -> nsp_pairs, whose bytes must equal a 1-node run's (this test's own Ray);
-- the chain again in a fresh root, removing a worker node (``remove_node``) while ``tokenize`` runs
-  and another while ``nsp_pairs`` runs: each stage completes through Ray's retries, with the same
-  bytes.
+In a child process (so the session's local Ray is left alone), on a head and 3 worker nodes of 1 CPU,
+the whole chain read -> nsp_pairs, removing a worker node (``remove_node``) while ``tokenize`` runs
+and another while ``nsp_pairs`` runs: every stage's bytes must equal a 1-node run's (this test's own
+Ray). read, clean, split and wordpiece run on all 4 nodes undisturbed; tokenize and nsp_pairs
+complete through Ray's retries.
 """
 from __future__ import annotations
 
@@ -83,7 +83,6 @@ def _cluster_main(corpus: str, out_dir: str) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         report: dict = {"nodes": len([n for n in ray.nodes() if n["Alive"]])}
-        report["plain"] = digests(run_preprocessing(_config(corpus), os.path.join(out_dir, "plain")))
         root = os.path.join(out_dir, "chaos")
         removed: list[str] = []
         watchers = [threading.Thread(target=_remove_when_running, args=(cluster, node, root, stage, removed), daemon=True)
@@ -118,7 +117,6 @@ def test_chain_on_four_nodes_with_node_loss_gives_the_one_node_bytes(ray_session
     one_node = digests(run_preprocessing(_config(corpus), str(tmp_path / "one")))
     for stage in STAGES:
         assert len(one_node[stage]) > (2 if stage != "wordpiece" else 1), stage  # several files: work was shared
-        assert report["plain"][stage] == one_node[stage], stage
         assert report["chaos"][stage] == one_node[stage], stage
     assert report["nodes"] == 4 and report["removed"] == ["tokenize", "nsp_pairs"] and report["nodes_after"] == 2
 
