@@ -30,8 +30,15 @@ def _busy_workers() -> list[psutil.Process]:
     import ray
 
     raylet = psutil.Process(ray._private.worker._global_node.all_processes["raylet"][0].process.pid)
-    return [p for p in raylet.children(recursive=True)
-            if any(t in " ".join(p.cmdline()) for t in ("ReadUnits", "MapBatches", "_PieceWriter", "Shuffle", "Aggregator", "finish_block"))]
+    busy = []
+    for p in raylet.children(recursive=True):
+        try:  # a worker may exit between the listing and the read of its title
+            title = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if any(t in title for t in ("ReadUnits", "MapBatches", "_PieceWriter", "Shuffle", "Aggregator", "finish_block")):
+            busy.append(p)
+    return busy
 
 
 def test_worker_killed_mid_stage_gives_identical_bytes(ray_session, demo_files, tmp_path):
@@ -50,7 +57,10 @@ def test_worker_killed_mid_stage_gives_identical_bytes(ray_session, demo_files, 
             busy = _busy_workers()
             if busy:
                 victim = rng.choice(busy)
-                os.kill(victim.pid, signal.SIGKILL)
+                try:
+                    os.kill(victim.pid, signal.SIGKILL)
+                except ProcessLookupError:  # it exited first: try another
+                    continue
                 killed.append(victim.pid)
             time.sleep(0.05)
 
