@@ -30,7 +30,6 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines import storage
 
@@ -131,9 +130,7 @@ class _PieceWriter:
         self.schema, self.tmp, self.prefix = schema, tmp, prefix
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from pipelines.stage_store import table_to_parquet_bytes
-
-        out: dict[str, list] = {"unit": [], "piece": [], "name": [], "bytes": [], "rows": [], "stats": []}
+        out = written_rows()
         units = batch.column("_unit").to_numpy()
         pieces = batch.column("_piece").to_numpy()
         keys = units.astype(np.int64) << 32 | (pieces.astype(np.int64) & 0xFFFFFFFF)
@@ -152,15 +149,30 @@ class _PieceWriter:
                                    f"{expected} rows); blocks must not be split below a piece")
             keep = ["_unit"] if getattr(self.worker, "keep_unit", False) else []
             table, stats = self.worker(part.drop_columns([t for t in TAGS if t not in keep]))
-            name, num_bytes = f"{self.prefix}-{unit:05d}-{piece:04d}.parquet", 0
-            if table.num_rows:
-                data = table_to_parquet_bytes(table.select(self.schema.names).cast(self.schema))
-                storage.write_bytes_atomic(storage.join(self.tmp, name), data)
-                num_bytes = len(data)
-            for key, value in (("unit", unit), ("piece", piece), ("name", name if table.num_rows else ""),
-                               ("bytes", num_bytes), ("rows", table.num_rows), ("stats", json.dumps(stats))):
-                out[key].append(value)
+            write_output(out, self.tmp, f"{self.prefix}-{unit:05d}-{piece:04d}.parquet", table, self.schema, unit,
+                         piece, stats)
         return pa.table(out, schema=WRITTEN)
+
+
+def written_rows() -> dict[str, list]:
+    """Empty columns of ``WRITTEN``, for ``write_output`` to fill."""
+    return {name: [] for name in WRITTEN.names}
+
+
+def write_output(out: dict[str, list], tmp: str, name: str, table: pa.Table, schema: pa.Schema, unit: int,
+                 piece: int, stats: dict[str, Any]) -> None:
+    """Write ``table`` (selected and cast to ``schema``, for stable bytes) as ``{tmp}/{name}`` unless it
+    is empty, and append its ``WRITTEN`` row (no name for an empty table) to ``out``."""
+    from pipelines.stage_store import table_to_parquet_bytes
+
+    num_bytes = 0
+    if table.num_rows:
+        data = table_to_parquet_bytes(table.select(schema.names).cast(schema))
+        storage.write_bytes_atomic(storage.join(tmp, name), data)
+        num_bytes = len(data)
+    for key, value in (("unit", unit), ("piece", piece), ("name", name if table.num_rows else ""),
+                       ("bytes", num_bytes), ("rows", table.num_rows), ("stats", json.dumps(stats))):
+        out[key].append(value)
 
 
 class Apply:
@@ -294,7 +306,3 @@ def collect(ds, batch_format: str = "pyarrow") -> pa.Table:
     """A small dataset's rows on the driver (stats and file lists only)."""
     tables = list(ds.iter_batches(batch_size=None, batch_format=batch_format))
     return pa.concat_tables(tables) if tables else pa.table({})
-
-
-def column_sum(table: pa.Table, name: str) -> int:
-    return int(pc.sum(table.column(name)).as_py() or 0) if table.num_rows else 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 import unicodedata
 from typing import Literal
@@ -200,19 +199,12 @@ def finish_block(block: pa.Table, work_files: list[str], tmp: str, env: dict[str
     storage.apply_env(env)
     block = block.take(pc.sort_indices(block, sort_keys=[("shard", "ascending")]))
     shards = block.column("shard").to_numpy()
-    out: dict[str, list] = {"unit": [], "piece": [], "name": [], "bytes": [], "rows": [], "stats": []}
+    out = stage_exec.written_rows()
     for lo, hi in _runs(shards):
         shard = int(shards[lo])
         ids = block.column("doc_id").slice(lo, hi - lo).drop_null()
         table, stats = finish_shard(stage_store.read_parquet(work_files[shard]), ids)
-        name, num_bytes = f"part-{shard:05d}-0000.parquet", 0
-        if table.num_rows:
-            data = stage_store.table_to_parquet_bytes(table.cast(schemas.DOCUMENTS))
-            storage.write_bytes_atomic(storage.join(tmp, name), data)
-            num_bytes = len(data)
-        for key, value in (("unit", shard), ("piece", 0), ("name", name if table.num_rows else ""),
-                           ("bytes", num_bytes), ("rows", table.num_rows), ("stats", json.dumps(stats))):
-            out[key].append(value)
+        stage_exec.write_output(out, tmp, f"part-{shard:05d}-0000.parquet", table, schemas.DOCUMENTS, shard, 0, stats)
     return pa.table(out, schema=stage_exec.WRITTEN)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import random
 from typing import Any
 
@@ -237,19 +236,13 @@ def write_partitions(block: pa.Table, cfg: NspConfig, tmp_uri: str, env: dict[st
     """Shuffle reduce side, on a block holding every row of its partitions: each partition's pairs
     -> its parquet file in the stage's temp dir; -> a row per partition (``stage_exec.WRITTEN``)."""
     storage.apply_env(env)
-    out: dict[str, list] = {"unit": [], "piece": [], "name": [], "bytes": [], "rows": [], "stats": []}
+    out = stage_exec.written_rows()
     parts = block.column("partition").to_numpy()
     for partition in np.unique(parts).tolist():
         rows = block.filter(pc.equal(block.column("partition"), partition)).select(["doc_id", "sentence_ids"])
         pairs, doc_stats = partition_instances(rows.cast(schemas.TOKENIZED), cfg, partition)
-        name = f"part-{partition:05d}-0000.parquet"
-        data = stage_store.table_to_parquet_bytes(pairs)
-        if pairs.num_rows:
-            storage.write_bytes_atomic(storage.join(tmp_uri, name), data)
-        for key, value in (("unit", partition), ("piece", 0), ("name", name if pairs.num_rows else ""),
-                           ("bytes", len(data)), ("rows", pairs.num_rows),
-                           ("stats", json.dumps({**doc_stats, **_stats(pairs)}))):
-            out[key].append(value)
+        stage_exec.write_output(out, tmp_uri, f"part-{partition:05d}-0000.parquet", pairs, OUTPUT, partition, 0,
+                                {**doc_stats, **_stats(pairs)})
     return pa.table(out, schema=stage_exec.WRITTEN)
 
 
