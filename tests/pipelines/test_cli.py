@@ -2,6 +2,7 @@
 status, and a data-stage driver killed with SIGKILL that a re-run finishes without redoing work."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from pipelines.run_config import RunConfig
 from pipelines.typed_config import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO_CORPUS = os.path.join(REPO, "pipelines", "demo", "corpus", "python-000.txt.gz")
 
 
 def small_config(tmp_path, corpus: str) -> str:
@@ -152,7 +154,11 @@ def _kill_group(pgid: int) -> None:
 def test_whole_run_on_s3_with_driver_killed_during_pretraining(tmp_path, small_corpus, s3_bucket):
     """Every stage output, checkpoint and report on S3 (moto on 127.0.0.1). The driver is SIGKILLed
     once Ray Train has committed a pretraining checkpoint; the re-run skips the data stages, continues training
-    from that checkpoint (its first checkpoint is a later step) and finishes the run."""
+    from that checkpoint (its first checkpoint is a later step) and finishes the run.
+
+    The run is cased from the vocabulary on and has two phases, 64 then 128: phase 2 reads the seq-128
+    instances (its sequences average more than 64 real tokens, per the trainer's own metrics), and the
+    export's tokenizer, transformers' and fine-tuning's, keep the case."""
     root = f"{s3_bucket}/runs/small"
     config = tmp_path / "s3.yaml"
     config.write_text(f"""
@@ -161,14 +167,17 @@ name: s3-small
 root: {root}
 data:
   inputs: ["{small_corpus}"]
-  wordpiece: {{vocab_size: 1000}}
-  nsp_pairs: {{max_seq_length: 64, dupe_factor: 1}}
+  wordpiece: {{vocab_size: 1000, lowercase: false}}
+  tokenize: {{lowercase: false}}
+  nsp_pairs: {{dupe_factor: 1}}
 pretrain:
   checkpoint_every: 10
   metrics_every: 5
   phases:
-    - {{max_seq_length: 64, global_batch_size: 16, micro_batch_size: 8, num_steps: 40, warmup_steps: 4,
+    - {{max_seq_length: 64, global_batch_size: 16, micro_batch_size: 8, num_steps: 30, warmup_steps: 4,
        learning_rate: 0.001, max_predictions_per_seq: 10}}
+    - {{max_seq_length: 128, global_batch_size: 16, micro_batch_size: 8, num_steps: 5, warmup_steps: 1,
+       learning_rate: 0.001, max_predictions_per_seq: 20}}
 finetune:
   tasks:
     - name: movie_sentiment
@@ -215,11 +224,48 @@ finetune:
     report = final["stages"]["report"]["outputs"]
     assert report["plot"].startswith(root) and storage.read_bytes(report["plot"])[:8] == b"\x89PNG\r\n\x1a\n"
     table = storage.read_bytes(report["output"]).decode()
-    assert "movie_sentiment" in table and "phase0" in table
-    metrics = [json.loads(l) for l in storage.read_bytes(
-        final["stages"]["pretrain"]["outputs"]["output"].rsplit("/export", 1)[0] + "/metrics.jsonl").decode().splitlines()]
-    steps = [m["step"] for m in metrics]
-    assert steps == sorted(set(steps)) and steps[-1] == 40  # the curve continues, no step twice
+    assert "movie_sentiment" in table and "phase0" in table and "phase1" in table
+    export = final["stages"]["pretrain"]["outputs"]["output"]
+    phase1, phase2 = ([json.loads(line) for line in storage.read_bytes(
+        f"{export.rsplit('/phase1/export', 1)[0]}/{p}/metrics.jsonl").decode().splitlines() if line.strip()]
+        for p in ("phase0", "phase1"))
+    steps = [m["step"] for m in phase1]
+    assert steps == sorted(set(steps)) and steps[-1] == 30  # the curve continues, no step twice
+    assert [m["step"] for m in phase2] == [5]
+    _assert_phases_and_case(final["stages"], export, phase1, phase2, tmp_path)
+
+
+def _assert_phases_and_case(stages: dict, export: str, phase1: list[dict], phase2: list[dict], tmp_path) -> None:
+    """One NSP output per phase length, each phase fed its own; one casing from the vocabulary to the export."""
+    import transformers
+
+    from pipelines import stage_store
+    from pipelines.stages.wordpiece import load_tokenizer as load_vocabulary
+    from pipelines.finetune.train import load_tokenizer
+
+    nsp = stages["nsp_pairs"]["outputs"]
+    assert sorted(nsp) == ["seq128", "seq64"]
+    assert {k: v for k, v in stages["pretrain"]["inputs"].items() if k.startswith("nsp_pairs.")} == {
+        "nsp_pairs.seq64": nsp["seq64"], "nsp_pairs.seq128": nsp["seq128"]}
+    longest = {k: stage_store.read_stats(uri)["max_num_tokens"] for k, uri in nsp.items()}
+    assert longest["seq64"] <= 64 < longest["seq128"] <= 128
+    assert all(stage_store.read_stats(uri)["lowercase"] is False for uri in nsp.values())
+    mean_length = [[m["real_tokens_per_s"] / m["samples_per_s"] for m in curve] for curve in (phase1, phase2)]
+    assert max(mean_length[0]) <= 64 and min(mean_length[1]) > 64, mean_length
+
+    vocab = load_vocabulary(stages["wordpiece"]["outputs"]["output"]).vocab()
+    assert "The" in vocab and any(p[0].isupper() for p in vocab if p.isalpha())
+    local = tmp_path / "export"  # transformers reads a local folder
+    local.mkdir()
+    for uri in storage.list_files(export):
+        (local / uri.rsplit("/", 1)[1]).write_bytes(storage.read_bytes(uri))
+    assert json.loads((local / "tokenizer_config.json").read_text())["do_lower_case"] is False
+    ours = load_tokenizer(str(local))
+    assert ours.lowercase is False and ours.tokenize("The")[0] == "The"
+    hf = transformers.AutoTokenizer.from_pretrained(str(local))
+    with gzip.open(DEMO_CORPUS, "rt", encoding="utf-8") as f:
+        text = [line.strip() for line in f.read().split("\n\n")[400:440] if line.strip()]
+    assert [hf(t)["input_ids"] for t in text] == [ours.encode(t) for t in text]
 
 
 def _assert_console(killed: str, rerun: str, root: str) -> str:
@@ -243,7 +289,7 @@ def _assert_console(killed: str, rerun: str, root: str) -> str:
     assert lines[1:7] == [f"[{i + 1}/9] {s}: done already, skipped" for i, s in
                           enumerate(("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs"))]
     assert lines[7] == "[7/9] pretrain (attempt 2): running"  # the killed driver's was the first
-    assert re.search(r"^\[7/9\] pretrain: done in [\d.]+s, phase 0 MLM loss [\d.]+ acc [\d.]+\n\[8/9\] finetune: running$",
+    assert re.search(r"^\[7/9\] pretrain: done in [\d.]+s, phase 0 MLM loss [\d.]+ acc [\d.]+, phase 1 MLM loss [\d.]+ acc [\d.]+\n\[8/9\] finetune: running$",
                      rerun, re.M), rerun
     assert re.search(r"^finetune movie_sentiment: done, score [\d.]+ in \d+ s$", rerun, re.M), rerun
     assert re.search(r"^\[9/9\] report: done in [\d.]+s$", rerun, re.M), rerun
