@@ -7,10 +7,12 @@ pipeline:
 
 - a read (``UnitSource``, a ``Datasource`` with one read task per unit) whose task reads its unit and
   yields it as one or more *pieces* (tables), each tagged with ``(unit, piece, rows)``;
-- ``map_batches`` with a callable class (``_PieceWriter``) on an actor pool. Each actor builds the
-  stage's worker once (``worker_cls(*worker_args)``: a tokenizer is loaded in ``__init__``), then for
-  every piece computes ``worker(table) -> (table, stats)`` and writes the result itself into the
-  stage's temporary directory as ``{prefix}-{unit:05d}-{piece:04d}.parquet``.
+- ``map_batches`` with a callable class (``_PieceWriter``) on an actor pool when the stage's worker
+  has a ``costly_setup`` (tokenize loads a tokenizer in ``__init__``): each actor builds it once
+  (``worker_cls(*worker_args)``). A worker without one runs in plain Ray Data tasks instead: actors
+  are new processes, and each stage's pool cost seconds to start, more than the work at small sizes.
+  Either way, for every piece it computes ``worker(table) -> (table, stats)`` and writes the result
+  itself into the stage's temporary directory as ``{prefix}-{unit:05d}-{piece:04d}.parquet``.
 
 Only file names, sizes and counts come back to the driver. Output file ``(u, p)`` is a function of
 piece ``(u, p)`` alone, so the bytes do not depend on the number of workers, blocks or nodes. A piece
@@ -154,6 +156,11 @@ class _PieceWriter:
         return pa.table(out, schema=WRITTEN)
 
 
+def _write_pieces(batch: pa.Table, *writer_args) -> pa.Table:
+    """``_PieceWriter`` as a task, for workers whose ``costly_setup`` is False (built per block)."""
+    return _PieceWriter(*writer_args)(batch)
+
+
 def written_rows() -> dict[str, list]:
     """Empty columns of ``WRITTEN``, for ``write_output`` to fill."""
     return {name: [] for name in WRITTEN.names}
@@ -221,9 +228,13 @@ def map_units(writer, units: list[Unit], read_fn: Callable[..., Iterable[pa.Tabl
         raise ValueError(f"{writer.stage}: no input")
     env = storage.capture_env()
     ds = ray.data.read_datasource(UnitSource(units, read_fn, read_args, env), override_num_blocks=len(units))
-    ds = ds.map_batches(_PieceWriter, fn_constructor_args=(worker_cls, worker_args, schema, writer.tmp, prefix, env),
-                        batch_size=None, batch_format="pyarrow", num_cpus=1,
-                        compute=actor_pool(len(units), concurrency))
+    writer_args = (worker_cls, worker_args, schema, writer.tmp, prefix, env)
+    if getattr(worker_cls, "costly_setup", False):  # built once per actor (a tokenizer), then reused
+        ds = ds.map_batches(_PieceWriter, fn_constructor_args=writer_args, batch_size=None, batch_format="pyarrow",
+                            num_cpus=1, compute=actor_pool(len(units), concurrency))
+    else:  # nothing worth keeping: tasks, on Ray's warm worker processes (an actor pool starts new ones)
+        ds = ds.map_batches(_write_pieces, fn_args=writer_args, batch_size=None, batch_format="pyarrow", num_cpus=1,
+                            compute=ray.data.TaskPoolStrategy(size=concurrency))
     totals: dict[str, Any] = {}
     files: list[tuple[int, int, str, int, int]] = []
     done = 0

@@ -110,6 +110,8 @@ class EncodeShard:
     """``map_units``' worker for tokenize: loads the tokenizer of ``wordpiece_uri`` once per actor
     (its ``SentenceEncoder`` chunk cache then serves every shard the actor gets)."""
 
+    costly_setup = True  # map_units: an actor pool, the tokenizer built once per actor
+
     def __init__(self, wordpiece_uri: str):
         self.encoder = SentenceEncoder(load_tokenizer(wordpiece_uri))
 
