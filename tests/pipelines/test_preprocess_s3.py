@@ -1,5 +1,6 @@
-"""Input and output on a real S3-compatible server (moto on 127.0.0.1): raw text read from
-``s3://``, every stage committed under an ``s3://`` root, and the vocabulary taken from ``s3://``."""
+"""The data stages through the DAG (``run_until(cfg, "nsp_pairs")``) on a real S3-compatible server
+(moto on 127.0.0.1): raw text read from ``s3://``, every stage committed under an ``s3://`` run root
+beside the run's manifest, and the vocabulary taken from ``s3://``."""
 from __future__ import annotations
 
 import gzip
@@ -9,9 +10,11 @@ import boto3
 import numpy as np
 
 from pipelines import stage_store, storage
-from pipelines.preprocess import STAGES, PreprocessConfig, run_preprocessing
+from pipelines.presets import build_run_config
+from pipelines.run_config import run_until
 from pipelines.stages.dynamic_masking import MaskInstances, VocabInfo
-from pipelines.stages.wordpiece import WordPieceConfig, load_tokenizer
+from pipelines.stages.wordpiece import load_tokenizer
+from tests.pipelines.test_preprocess import STAGES, data_outputs
 
 
 def test_s3_in_and_out(ray_session, s3_bucket, demo_files, minilm_dir):
@@ -25,18 +28,20 @@ def test_s3_in_and_out(ray_session, s3_bucket, demo_files, minilm_dir):
     with open(os.path.join(minilm_dir, "vocab.txt"), "rb") as f:
         s3.put_object(Bucket=bucket, Key="vocab/vocab.txt", Body=f.read())
 
-    cfg = PreprocessConfig(inputs=(f"{s3_bucket}/corpus/*.txt.gz",),
-                           wordpiece=WordPieceConfig(vocab_file=f"{s3_bucket}/vocab/vocab.txt"))
     root = f"{s3_bucket}/work"
-    uris = run_preprocessing(cfg, root)
+    cfg = build_run_config({"root": root, "pretrain": {"phases": [{"max_seq_length": 128}]},
+                            "data": {"inputs": [f"{s3_bucket}/corpus/*.txt.gz"],
+                                     "wordpiece": {"vocab_file": f"{s3_bucket}/vocab/vocab.txt"}}})
+    outputs = run_until(cfg, "nsp_pairs")
+    uris = data_outputs(outputs)
     assert all(u.startswith(root + "/") and stage_store.is_complete(u) for u in uris.values())
     assert stage_store.read_table(uris["read"]).column("doc_id")[0].as_py() == f"{s3_bucket}/corpus/part-0.txt.gz#000000000000"
     nsp = stage_store.read_table(uris["nsp_pairs"])
     assert nsp.num_rows == stage_store.read_stats(uris["nsp_pairs"])["pairs"] > 300
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="work/")["Contents"]]
     assert not any("/_tmp-" in k for k in keys)
-    assert {k.split("/")[1] for k in keys} - {""} == set(STAGES)  # "work/" is a directory marker
-    assert run_preprocessing(cfg, root) == uris  # complete: nothing redone
+    assert {k.split("/")[1] for k in keys} - {""} == {*STAGES, "manifest.json"}  # "work/" is a directory marker
+    assert run_until(cfg, "nsp_pairs") == outputs  # complete: nothing redone
 
     tok = load_tokenizer(uris["wordpiece"])
     rows = nsp.slice(0, 8).to_pydict()  # masked as the trainer's masking stage does
