@@ -75,9 +75,14 @@ def run_chain(corpus: str, root: str, measure: Callable[[str], contextlib.Abstra
     out: dict[str, str] = {}
     for stage in STAGES:
         with measure(stage):
-            outputs = run_until(cfg, stage)[stage]
+            outputs = run_until(cfg, stage, log=_unless_skipped)[stage]
         out[stage] = outputs.get("output") or outputs["seq128"]
     return out
+
+
+def _unless_skipped(line: str) -> None:
+    if not line.endswith("done already, skipped"):  # every earlier stage, at each step
+        print(line, flush=True)
 
 
 class Sampler:

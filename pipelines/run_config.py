@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from pipelines.finetune.jobs import FinetuneConfig
 from pipelines.identity import PRETRAIN_EXECUTION_FIELDS  # one list for the DAG and pretraining
@@ -127,15 +127,15 @@ def check_inputs(cfg: RunConfig) -> list[str]:
     return files
 
 
-def run_until(cfg: RunConfig, stage: str) -> dict[str, dict[str, str]]:
+def run_until(cfg: RunConfig, stage: str, log: Callable[[str], None] | None = None) -> dict[str, dict[str, str]]:
     """The BERT DAG on ``cfg`` up to and including ``stage``, as ``bert-pipeline run --until STAGE`` runs
     it (stages already done are skipped; a bad config or input is refused before any work), on this
-    process's Ray (``ray.init`` first, or Ray Data starts a local one). -> {stage: its outputs} for
-    ``stage`` and its upstream stages."""
+    process's Ray (``ray.init`` first, or Ray Data starts a local one). ``log``: as ``Pipeline.run``'s
+    (None: the console). -> {stage: its outputs} for ``stage`` and its upstream stages."""
     from pipelines.bert_dag import bert_pipeline
 
     pipeline = bert_pipeline()
     if "read" in pipeline.plan(cfg, cfg.root, until=stage)[0]:
         check_inputs(cfg)  # as `run` does: a missing input fails before any work
-    manifest = pipeline.run(cfg, cfg.root, until=stage, lease_s=cfg.lock.lease_s).manifest
+    manifest = pipeline.run(cfg, cfg.root, until=stage, log=log, lease_s=cfg.lock.lease_s).manifest
     return {name: manifest["stages"][name]["outputs"] for name in pipeline.upstream(stage) + [stage]}
