@@ -7,8 +7,8 @@ Three contestants, the same work (read BERT-format text, split sentences with
 ``pipelines.stages.split``, WordPiece-tokenize with the bert-base-uncased vocabulary, build NSP
 pairs with max_seq_length 128, dupe_factor 1; masking is left to training time everywhere):
 
-- ours: ``pipelines.preprocess.run_preprocessing`` on a local Ray with N CPUs (it also cleans and
-  de-duplicates, and writes every stage's parquet);
+- ours: the BERT DAG run ``--until nsp_pairs`` (``pipelines.run_config.run_until``) on a local Ray
+  with N CPUs (it also cleans and de-duplicates, and writes every stage's parquet and the run manifest);
 - (a) "original": ``tests.oracles.original_bert``, a reduced reimplementation of google-research/bert's
   ``create_pretraining_data.py``: its NSP algorithm and pure-Python WordPiece, single process, but
   no masking, no TFRecord writing and no TensorFlow. It is not the real script, and it is faster
@@ -79,16 +79,18 @@ def run_ours(files: list[str], cores: int) -> dict:
     import ray
 
     from pipelines import stage_store
-    from pipelines.preprocess import PreprocessConfig, run_preprocessing
-    from pipelines.stages.wordpiece import WordPieceConfig
+    from pipelines.presets import build_run_config
+    from pipelines.run_config import run_until
 
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    cfg = PreprocessConfig(inputs=tuple(files), wordpiece=WordPieceConfig(vocab_file=vocab_file()))
     with tempfile.TemporaryDirectory() as root:
+        cfg = build_run_config({"root": root, "pretrain": {"phases": [{"max_seq_length": 128}]},
+                                "data": {"inputs": files, "wordpiece": {"vocab_file": vocab_file()}}})
         started = time.time()
-        uris = run_preprocessing(cfg, root)
+        outputs = run_until(cfg, "nsp_pairs")
         seconds = time.time() - started
+        uris = {stage: outs.get("output") or outs["seq128"] for stage, outs in outputs.items()}
         tokens = stage_store.read_stats(uris["tokenize"])["tokens"]
         pairs = stage_store.read_stats(uris["nsp_pairs"])["pairs"]
         per_stage = {s: stage_store.read_stats(u)["seconds"] for s, u in uris.items()}

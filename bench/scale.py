@@ -1,6 +1,6 @@
-"""The data chain at scale: read -> clean -> split -> wordpiece -> tokenize -> nsp_pairs on a generated
-corpus (``bench.scale_corpus``), on a local multi-node Ray cluster, with memory, object-store, task
-and object figures per stage.
+"""The data chain at scale: the DAG's read -> clean -> split -> wordpiece -> tokenize -> nsp_pairs on a
+generated corpus (``bench.scale_corpus``), on a local multi-node Ray cluster, with memory,
+object-store, task and object figures per stage.
 
     python -m bench.scale                               # the issue's runs: 0.2, 0.5, 2 GB on 4 nodes, 0.2 GB on 1
     python -m bench.scale --runs 0.2:4 0.2:1            # GB:NODES each
@@ -18,8 +18,8 @@ are generated once under ``--corpus-dir`` and reused. Outputs: ``run-{GB}gb-{N}n
 ``scale.json`` and ``scale.md`` (all runs and the goals) under ``--out``.
 
 Per stage (and end to end):
-- seconds: wall time of the stage's ``run_*`` call (end to end: their sum, without the pauses the
-  meter takes between stages to collect task events);
+- seconds: wall time of the stage, run by the DAG (``run_until``; end to end: their sum, without the
+  pauses the meter takes between stages to collect task events);
 - tokens/s per core: the corpus's WordPiece tokens (tokenize's count) / seconds / cores, where cores
   = min(Ray CPUs, CPUs this process may use): 4 one-CPU nodes on a 2-core box count 2 cores;
 - driver peak RSS: this process, sampled every 0.5 s;
@@ -64,32 +64,25 @@ MB = 1 << 20
 
 def run_chain(corpus: str, root: str, measure: Callable[[str], contextlib.AbstractContextManager],
               vocab_file: str | None = None, sample_fraction: float = 0.1) -> dict[str, str]:
-    """The chain as ``pipelines.preprocess.run_preprocessing`` runs it, each stage inside
-    ``measure(stage)``; -> {stage: output URI}. The one place that knows the stages' signatures."""
-    from pipelines.preprocess import PreprocessConfig
-    from pipelines.stages.clean import run_clean
-    from pipelines.stages.nsp_pairs import run_nsp_pairs
-    from pipelines.stages.read import run_read
-    from pipelines.stages.split import run_split
-    from pipelines.stages.tokenize import run_tokenize
-    from pipelines.stages.wordpiece import Vocabulary, WordPieceConfig, run_wordpiece
+    """The BERT DAG up to nsp_pairs, one stage at a time (``run_until`` each stage in turn: every earlier
+    one is done and skipped), each inside ``measure(stage)``; -> {stage: output URI}."""
+    from pipelines.presets import build_run_config
+    from pipelines.run_config import run_until
 
-    # the base preset's vocabulary: 30522 pieces from a 10% sample of the documents
-    cfg = PreprocessConfig(inputs=(corpus,), wordpiece=WordPieceConfig(vocab_file=vocab_file, sample_fraction=sample_fraction))
+    # the base preset's vocabulary: 30522 pieces from a 10% sample of the documents; instances of 128 tokens
+    cfg = build_run_config({"root": root, "pretrain": {"phases": [{"max_seq_length": 128}]}, "data": {
+        "inputs": [corpus], "wordpiece": {"vocab_file": vocab_file, "sample_fraction": sample_fraction}}})
     out: dict[str, str] = {}
-    with measure("read"):
-        out["read"] = run_read(cfg.read, list(cfg.inputs), root)
-    with measure("clean"):
-        out["clean"] = run_clean(cfg.clean, out["read"], root)
-    with measure("split"):
-        out["split"] = run_split(cfg.split, out["clean"], root)
-    with measure("wordpiece"):
-        out["wordpiece"] = run_wordpiece(cfg.wordpiece, out["split"], root)
-    with measure("tokenize"):
-        out["tokenize"] = run_tokenize(cfg.tokenize, out["split"], out["wordpiece"], root)
-    with measure("nsp_pairs"):
-        out["nsp_pairs"] = run_nsp_pairs(cfg.nsp, out["tokenize"], root, Vocabulary.of(out["wordpiece"]))
+    for stage in STAGES:
+        with measure(stage):
+            outputs = run_until(cfg, stage, log=_unless_skipped)[stage]
+        out[stage] = outputs.get("output") or outputs["seq128"]
     return out
+
+
+def _unless_skipped(line: str) -> None:
+    if not line.endswith("done already, skipped"):  # every earlier stage, at each step
+        print(line, flush=True)
 
 
 class Sampler:

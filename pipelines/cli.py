@@ -149,8 +149,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_locked(args: argparse.Namespace, cfg) -> int:
     from pipelines import console
-    from pipelines.bert_dag import bert_pipeline, check_inputs
+    from pipelines.bert_dag import bert_pipeline
     from pipelines.dag import read_manifest
+    from pipelines.run_config import check_inputs
     from pipelines.run_root import RunLog
 
     pipeline = bert_pipeline()
@@ -265,7 +266,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from cluster import jobs
     from pipelines import storage
-    from pipelines.bert_dag import bert_pipeline, check_inputs
+    from pipelines.bert_dag import bert_pipeline
+    from pipelines.run_config import check_inputs
     from pipelines.typed_config import to_dict
 
     if args.finetune:

@@ -1,13 +1,18 @@
 """RunConfig: one typed, strict config for a whole run, composed of every stage's own config (the
 schema). Loading it from a preset or YAML file: ``pipelines.presets``; the DAG it drives:
-``pipelines.bert_dag``. Paths starting with ``demo:`` name files shipped in ``pipelines/demo/`` (the
-demo corpus and task), resolved where the package is installed (``resolve_path``).
+``pipelines.bert_dag``, run from Python with ``run_until`` (what ``bert-pipeline run --until`` does):
+
+    cfg = load_run_config("demo", ["root=/tmp/run", "data.inputs=[corpus/*.txt.gz]"])
+    run_until(cfg, "nsp_pairs")["nsp_pairs"]["seq64"]   # the data stages alone: NSP instances of length 64
+
+Paths starting with ``demo:`` name files shipped in ``pipelines/demo/`` (the demo corpus and task),
+resolved where the package is installed (``resolve_path``).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from pipelines.finetune.jobs import FinetuneConfig
 from pipelines.identity import PRETRAIN_EXECUTION_FIELDS  # one list for the DAG and pretraining
@@ -106,3 +111,31 @@ def resolve_path(uri: str) -> str:
     if uri.startswith("demo:"):
         return os.path.join(DEMO_DIR, uri[len("demo:"):].lstrip("/"))
     return uri
+
+
+def check_inputs(cfg: RunConfig) -> list[str]:
+    """The corpus files: ``data.inputs`` expanded now, so a missing input fails before any Ray work
+    (naming the path)."""
+    from pipelines import storage
+
+    files: list[str] = []
+    for uri in cfg.data.inputs:
+        try:
+            files += storage.expand(resolve_path(uri))
+        except FileNotFoundError as e:
+            raise ConfigError(f"data.inputs: {e}") from e
+    return files
+
+
+def run_until(cfg: RunConfig, stage: str, log: Callable[[str], None] | None = None) -> dict[str, dict[str, str]]:
+    """The BERT DAG on ``cfg`` up to and including ``stage``, as ``bert-pipeline run --until STAGE`` runs
+    it (stages already done are skipped; a bad config or input is refused before any work), on this
+    process's Ray (``ray.init`` first, or Ray Data starts a local one). ``log``: as ``Pipeline.run``'s
+    (None: the console). -> {stage: its outputs} for ``stage`` and its upstream stages."""
+    from pipelines.bert_dag import bert_pipeline
+
+    pipeline = bert_pipeline()
+    if "read" in pipeline.plan(cfg, cfg.root, until=stage)[0]:
+        check_inputs(cfg)  # as `run` does: a missing input fails before any work
+    manifest = pipeline.run(cfg, cfg.root, until=stage, log=log, lease_s=cfg.lock.lease_s).manifest
+    return {name: manifest["stages"][name]["outputs"] for name in pipeline.upstream(stage) + [stage]}

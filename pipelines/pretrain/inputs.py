@@ -238,6 +238,9 @@ def rank_batches(stream: Stream, masker_kwargs: dict[str, Any], epoch: int, samp
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # the rank's row order is the cursor's order
+    # no person follows a rank's stream: its progress bars would only be redrawn into the run's log for as
+    # long as the process lives (through fine-tuning too), and their last redraws reach the console after it
+    ctx.enable_progress_bars = False
     work = items(stream, epoch, samples_in_epoch, samples_needed)
     ds = ray.data.from_items(work, override_num_blocks=max(1, len(work)))
     ds = ds.map_batches(read_window, batch_size=1, batch_format="pyarrow", fn_kwargs={"stream": stream},

@@ -1,9 +1,9 @@
 """The data chain on a local multi-node cluster (``ray.cluster_utils.Cluster``: a raylet per node).
 
 In a child process (so the session's local Ray is left alone), on a head and 3 worker nodes of 1 CPU,
-the whole chain read -> nsp_pairs, removing a worker node (``remove_node``) while ``tokenize`` runs
-and another while ``nsp_pairs`` runs: every stage's bytes must equal a 1-node run's (this test's own
-Ray). read, clean, split and wordpiece run on all 4 nodes undisturbed; tokenize and nsp_pairs
+the whole chain read -> nsp_pairs (the DAG ``--until nsp_pairs``: ``run_until``), removing a worker
+node (``remove_node``) while ``tokenize`` runs and another while ``nsp_pairs`` runs: every stage's
+bytes must equal a 1-node run's (this test's own Ray). read, clean, split and wordpiece run on all 4 nodes undisturbed; tokenize and nsp_pairs
 complete through Ray's retries.
 """
 from __future__ import annotations
@@ -22,17 +22,21 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_
 STAGES = ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs")
 
 
-def _config(corpus: str):
-    from pipelines.preprocess import PreprocessConfig
-    from pipelines.stages.clean import CleanConfig
-    from pipelines.stages.nsp_pairs import NspConfig
-    from pipelines.stages.read import ReadConfig
-    from pipelines.stages.wordpiece import WordPieceConfig
+def _config(corpus: str, root: str):
+    from pipelines.presets import build_run_config
 
     # small blocks and shards, so every stage has many units for the nodes to share
-    return PreprocessConfig(inputs=(corpus,), read=ReadConfig(block_bytes=64 << 10, rows_per_shard=60),
-                            clean=CleanConfig(min_chars=40, num_buckets=3), wordpiece=WordPieceConfig(vocab_size=400),
-                            nsp=NspConfig(max_seq_length=64, num_partitions=5))
+    return build_run_config({"root": root, "pretrain": {"phases": [{"max_seq_length": 64}]}, "data": {
+        "inputs": [corpus], "read": {"block_bytes": 64 << 10, "rows_per_shard": 60},
+        "clean": {"min_chars": 40, "num_buckets": 3}, "wordpiece": {"vocab_size": 400}, "nsp_pairs": {"num_partitions": 5}}})
+
+
+def run_chain(corpus: str, root: str) -> dict[str, str]:
+    """{stage: its output} of the DAG run ``--until nsp_pairs``."""
+    from pipelines.run_config import run_until
+    from tests.pipelines.test_preprocess import data_outputs
+
+    return data_outputs(run_until(_config(corpus, root), "nsp_pairs"))
 
 
 def write_corpus(demo_files: list[str], path: str) -> str:
@@ -74,8 +78,6 @@ def _cluster_main(corpus: str, out_dir: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from pipelines.preprocess import run_preprocessing
-
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
     cluster.wait_for_nodes()
@@ -89,7 +91,7 @@ def _cluster_main(corpus: str, out_dir: str) -> None:
                     for node, stage in ((workers[0], "tokenize"), (workers[1], "nsp_pairs"))]
         for w in watchers:
             w.start()
-        report["chaos"] = digests(run_preprocessing(_config(corpus), root))
+        report["chaos"] = digests(run_chain(corpus, root))
         report["removed"] = removed
         for _ in range(60):  # the GCS marks a removed node dead after its heartbeats time out
             report["nodes_after"] = len([n for n in ray.nodes() if n["Alive"]])
@@ -105,8 +107,6 @@ def _cluster_main(corpus: str, out_dir: str) -> None:
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_chain_on_four_nodes_with_node_loss_gives_the_one_node_bytes(ray_session, demo_files, tmp_path):
-    from pipelines.preprocess import run_preprocessing
-
     corpus = write_corpus(demo_files, str(tmp_path / "corpus.txt"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([PROJECT_ROOT, os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), corpus, str(tmp_path / "cluster")], env=env,
@@ -114,7 +114,7 @@ def test_chain_on_four_nodes_with_node_loss_gives_the_one_node_bytes(ray_session
     lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-5000:]
     report = json.loads(lines[0][len("REPORT "):])
-    one_node = digests(run_preprocessing(_config(corpus), str(tmp_path / "one")))
+    one_node = digests(run_chain(corpus, str(tmp_path / "one")))
     for stage in STAGES:
         assert len(one_node[stage]) > (2 if stage != "wordpiece" else 1), stage  # several files: work was shared
         assert report["chaos"][stage] == one_node[stage], stage

@@ -1,8 +1,13 @@
-"""Credentials never travel: the S3 data chain and one pretraining phase run on moto with a unique
-secret in the driver's environment, then the secret is searched for (as bytes) in the Ray session
-directory, every object under the run root and ``ray list tasks/actors/jobs --detail``. It must be
-nowhere. The run needs a Ray of its own started with that secret and a dashboard (the state API),
-so it runs in a subprocess: this file is also its script (``python test_secrets.py CHILD ...``).
+"""Credentials never travel: the DAG up to pretraining (``run_until(cfg, "pretrain")``: the data
+stages and one tiny pretraining phase) runs on moto with a unique secret in the driver's environment,
+then the secret is searched for (as bytes) in the Ray session directory, every object in the bucket,
+what ``ray list tasks/actors/jobs/workers/placement-groups --detail`` lists (the same state API, called
+in-process) and the GCS key-value store. It must be nowhere. The run needs a Ray of its own started
+with that secret and a dashboard (the state API), so it runs in a subprocess: this file is also its
+script (``python test_secrets.py CHILD ...``).
+
+The same run is the data stages' S3 test: raw text read from ``s3://``, every stage committed under
+the ``s3://`` run root beside its manifest, the vocabulary taken from ``s3://``, a re-run a no-op.
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ def test_secret_is_nowhere(s3_bucket, demo_files, minilm_dir, tmp_path):
     bucket = s3_bucket[len("s3://"):]
     s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
     with gzip.open(demo_files[0], "rt", encoding="utf-8") as f:
-        docs = f.read().split("\n\n")[:200]
+        docs = f.read().split("\n\n")[:300]
     for i in range(2):
         s3.put_object(Bucket=bucket, Key=f"corpus/part-{i}.txt.gz", Body=gzip.compress("\n\n".join(docs[i::2]).encode()))
     with open(os.path.join(minilm_dir, "vocab.txt"), "rb") as f:
@@ -66,8 +71,10 @@ def test_secret_is_nowhere(s3_bucket, demo_files, minilm_dir, tmp_path):
     # where the workers take it from).
     assert secret in env["AWS_SECRET_ACCESS_KEY"]
     assert out["raylet_env_has_secret"], "the local Ray was not started with the driver's credentials"
-    assert out["stages"] == ["read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs"]
+    assert list(out["outputs"]) == ["read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs", "pretrain"]
     assert out["export"].startswith(s3_bucket + "/")
+    assert out["rerun"] == out["outputs"]  # complete: nothing redone
+    _check_data_on_s3(s3, bucket, s3_bucket, out["outputs"])
 
     needles = [secret.encode(), (secret + "-token").encode()]
     sessions = [os.path.join(ray_dir, d) for d in os.listdir(ray_dir)
@@ -90,6 +97,33 @@ def test_secret_is_nowhere(s3_bucket, demo_files, minilm_dir, tmp_path):
     assert not any(n.decode() in out["kv"] for n in needles), "secret in the GCS key-value store"
     assert out["kv_entries"] > 10  # the function table (pickled tasks) and runtime envs were searched
     assert not any(n.decode() in proc.stdout + proc.stderr for n in needles), "secret in the driver's output"
+
+
+def _check_data_on_s3(s3, bucket: str, s3_bucket: str, outputs: dict[str, dict[str, str]]) -> None:
+    import numpy as np
+
+    from pipelines import stage_store, storage
+    from pipelines.stages.dynamic_masking import MaskInstances, VocabInfo
+    from pipelines.stages.wordpiece import load_tokenizer
+    from tests.pipelines.test_preprocess import STAGES, data_outputs
+
+    root = f"{s3_bucket}/work"
+    uris = data_outputs({s: outputs[s] for s in STAGES})
+    assert all(u.startswith(root + "/") and stage_store.is_complete(u) for u in uris.values())
+    assert stage_store.read_table(uris["read"]).column("doc_id")[0].as_py() == f"{s3_bucket}/corpus/part-0.txt.gz#000000000000"
+    nsp = stage_store.read_table(uris["nsp_pairs"])
+    assert nsp.num_rows == stage_store.read_stats(uris["nsp_pairs"])["pairs"] > 300
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="work/")
+            for o in page["Contents"]]
+    assert not any("/_tmp-" in k for k in keys)
+    assert {k.split("/")[1] for k in keys} - {""} == {*STAGES, "pretrain", "manifest.json"}  # "work/": a directory marker
+
+    tok = load_tokenizer(uris["wordpiece"])
+    rows = nsp.slice(0, 8).to_pydict()  # masked as the trainer's masking stage does
+    batch = MaskInstances(VocabInfo.from_tokenizer(tok), seed=12345, max_seq_length=128, epoch=0)(
+        {k: np.asarray(v, dtype=object) if k in ("input_ids", "token_type_ids") else np.asarray(v) for k, v in rows.items()})
+    assert batch["input_ids"].shape == (8, 128)
+    assert storage.exists(storage.join(uris["nsp_pairs"], "manifest.json"))
 
 
 def test_credentials_are_refused_where_they_would_travel(monkeypatch):
@@ -119,10 +153,10 @@ def _child(bucket: str, ray_dir: str, report: str) -> None:
     import psutil
     import ray
 
-    from pipelines.preprocess import PreprocessConfig, run_preprocessing
-    from pipelines.pretrain import PretrainConfig, run_pretraining
-    from pipelines.stages.wordpiece import WordPieceConfig
-    from pipelines.typed_config import from_dict
+    from ray.util import state as ray_state
+
+    from pipelines.presets import build_run_config
+    from pipelines.run_config import run_until
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -134,32 +168,30 @@ def _child(bucket: str, ray_dir: str, report: str) -> None:
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
-    cfg = PreprocessConfig(inputs=(f"{bucket}/corpus/*.txt.gz",),
-                           wordpiece=WordPieceConfig(vocab_file=f"{bucket}/vocab/vocab.txt"))
-    uris = run_preprocessing(cfg, f"{bucket}/work")
-    pre = from_dict(PretrainConfig, {
-        "model_preset": "tiny", "num_workers": 1, "seed": 1, "checkpoint_every": 2, "metrics_every": 1,
-        "phases": [{"max_seq_length": 128, "global_batch_size": 8, "micro_batch_size": 8, "num_steps": 2,
-                    "warmup_steps": 1, "learning_rate": 1e-3, "max_predictions_per_seq": 20}]})
-    export = run_pretraining(pre, uris["nsp_pairs"], f"{uris['wordpiece']}/vocab.txt", f"{bucket}/work")
+    cfg = build_run_config({
+        "root": f"{bucket}/work",
+        "data": {"inputs": [f"{bucket}/corpus/*.txt.gz"], "wordpiece": {"vocab_file": f"{bucket}/vocab/vocab.txt"}},
+        "pretrain": {"model_preset": "tiny", "num_workers": 1, "seed": 1, "checkpoint_every": 2, "metrics_every": 1,
+                     "phases": [{"max_seq_length": 128, "global_batch_size": 8, "micro_batch_size": 8, "num_steps": 2,
+                                 "warmup_steps": 1, "learning_rate": 1e-3, "max_predictions_per_seq": 20}]}})
+    outputs = run_until(cfg, "pretrain")
+    rerun = run_until(cfg, "pretrain")
 
     raylet = [p for p in psutil.process_iter(["name", "cmdline"])
               if "raylet" in (p.info["name"] or "") and ray_dir in " ".join(p.info["cmdline"] or [])]
     secret = os.environ["AWS_SECRET_ACCESS_KEY"].encode()
     raylet_env = any(secret in open(f"/proc/{p.pid}/environ", "rb").read() for p in raylet)
     address = f"http://127.0.0.1:{port}"
-    state = {}
-    for what in ("tasks", "actors", "jobs", "workers", "placement-groups"):
-        cmd = ["ray", "list", what, "--detail", "--address", address, "--limit", "10000", "--format", "json"]
-        listed = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                                env={**os.environ, "RAY_ADDRESS": address})  # not another Ray on this box
-        if listed.returncode:
-            raise RuntimeError(f"`{' '.join(cmd)}` failed: {listed.stderr[-800:]}")
-        state[what] = listed.stdout
+    state = {}  # what `ray list WHAT --detail --address ADDRESS` shows, without a CLI process per listing
+    for what in ("tasks", "actors", "jobs", "workers", "placement_groups"):
+        listed = getattr(ray_state, f"list_{what}")(address=address, detail=True, limit=10000, timeout=120,
+                                                    raise_on_missing_output=False)
+        state[what] = json.dumps([x.asdict() for x in listed], default=str)
     kv, entries = _dump_kv()
     ray.shutdown()
     with open(report, "w") as f:
-        json.dump({"stages": list(uris), "export": export, "raylet_env_has_secret": raylet_env, "state": state,
+        json.dump({"outputs": outputs, "rerun": rerun, "export": outputs["pretrain"]["output"],
+                   "raylet_env_has_secret": raylet_env, "state": state,
                    "kv": kv, "kv_entries": entries}, f)
 
 
