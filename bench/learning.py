@@ -113,7 +113,7 @@ def _random_batch(vocab_size: int):
 
 
 # --- ours ----------------------------------------------------------------------------------------
-def run_ours(corpus_dir: str, root: str, preset: str, budget_s: float, probe_steps: int) -> dict:
+def run_ours(corpus_dir: str, root: str, preset: str, budget_s: float, probe_steps: int, steps: int = 0) -> dict:
     from bert_core import BertConfig, BertForPreTraining
     from pipelines.cli import main
 
@@ -122,7 +122,8 @@ def run_ours(corpus_dir: str, root: str, preset: str, budget_s: float, probe_ste
     model = BertForPreTraining(BertConfig.preset(preset, vocab_size=vocab_size))
     rate = probe_rate(model, lambda m: m(ids, mlm_labels=labels, nsp_labels=torch.zeros(BATCH, dtype=torch.long)).loss,
                       probe_steps)
-    steps = max(20, int(rate * budget_s))
+    steps = steps or max(20, int(rate * budget_s))
+    root = f"{root}-{steps}"  # a run root holds one config
     overrides = [f"root={root}", f"data.inputs=[{corpus_dir}]", f"pretrain.model_preset={preset}",
                  "pretrain.num_workers=1", f"pretrain.phases.0.num_steps={steps}",
                  f"pretrain.phases.0.warmup_steps={int(WARMUP_FRACTION * steps)}",
@@ -159,12 +160,12 @@ class _Blocks(torch.utils.data.Dataset):
 
 
 def run_hf(train_docs: list[list[str]], vocab_file: str, preset: str, budget_s: float, probe_steps: int,
-           out_dir: str) -> dict:
+           out_dir: str, steps: int = 0) -> dict:
     import transformers
 
     from bert_core import BertConfig
 
-    tok = transformers.BertTokenizerFast(vocab_file=vocab_file, do_lower_case=True)
+    tok = transformers.BertTokenizerFast(vocab=vocab_file, do_lower_case=True)
     lines = [p for d in train_docs for p in d]
     stream = [i for enc in tok(lines)["input_ids"] for i in enc]  # run_mlm: tokenize every line, then group_texts
     blocks = [stream[a:a + SEQ] for a in range(0, len(stream) - SEQ + 1, SEQ)]
@@ -176,7 +177,7 @@ def run_hf(train_docs: list[list[str]], vocab_file: str, preset: str, budget_s: 
     torch.manual_seed(0)
     ids, labels = _random_batch(tok.vocab_size)
     rate = probe_rate(transformers.BertForMaskedLM(config), lambda m: m(input_ids=ids, labels=labels).loss, probe_steps)
-    steps = max(20, int(rate * budget_s))
+    steps = steps or max(20, int(rate * budget_s))
     torch.manual_seed(0)
     model = transformers.BertForMaskedLM(config)
     collator = transformers.DataCollatorForLanguageModeling(tok, mlm_probability=0.15)
@@ -212,7 +213,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--holdout-every", type=int, default=20)
     ap.add_argument("--heldout-rows", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of HF's process (ours: 1 worker, 1 CPU)")
-    ap.add_argument("--probe-steps", type=int, default=10)
+    ap.add_argument("--probe-steps", type=int, default=20)
+    ap.add_argument("--ours-steps", type=int, default=0, help="pin our step count instead of sizing it by the probe")
+    ap.add_argument("--hf-steps", type=int, default=0, help="pin HF's planned step count (still stopped at the budget)")
     ap.add_argument("--only", nargs="+", default=["ours", "hf"], choices=["ours", "hf"])
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "bench_learning"))
     ap.add_argument("--out", default="")
@@ -227,9 +230,9 @@ def main(argv: list[str] | None = None) -> dict:
     report: dict = {"budget_s": args.budget_s, "preset": args.preset, "seq": SEQ, "batch": BATCH, "lr": LR,
                     "threads": args.threads, "train_documents": len(train_docs), "heldout_documents": len(held_docs),
                     "load_average_start": os.getloadavg()}
-    ours = run_ours(corpus_dir, os.path.join(args.work, "ours"), args.preset, args.budget_s, args.probe_steps) \
-        if "ours" in args.only else None
-    vocab = ours["vocab"] if ours else _vocab_of(os.path.join(args.work, "ours"), corpus_dir, args)
+    ours = run_ours(corpus_dir, os.path.join(args.work, "ours"), args.preset, args.budget_s, args.probe_steps,
+                    args.ours_steps) if "ours" in args.only else None
+    vocab = ours["vocab"] if ours else _vocab_of(os.path.join(args.work, "vocab"), corpus_dir, args)
     from bert_core import WordPieceTokenizer
 
     tok = WordPieceTokenizer.from_vocab_file(resolve_path(vocab))
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["ours"] = {**ours, **score(ours["export"], held)}
     if "hf" in args.only:
         hf = run_hf(train_docs, resolve_path(vocab), args.preset, args.budget_s, args.probe_steps,
-                    os.path.join(args.work, "hf"))
+                    os.path.join(args.work, "hf"), args.hf_steps)
         report["hf"] = {**{k: v for k, v in hf.items() if k != "model"}, **score(hf["model"], held)}
     report["load_average_end"] = os.getloadavg()
     print(json.dumps(report, indent=2))
