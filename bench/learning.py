@@ -142,7 +142,8 @@ def run_ours(corpus_dir: str, root: str, preset: str, budget_s: float, probe_ste
     for r in rows:  # each line covers the steps since the previous one
         loop_s += (r["step"] - last) * BATCH / r["samples_per_s"]
         last = r["step"]
-    return {"steps": steps, "probe_steps_per_s": rate, "train_loop_s": loop_s, "pretrain_stage_s": stages["pretrain"]["seconds"],
+    return {"steps": steps, "probe_steps_per_s": rate, "train_loop_s": loop_s,
+            "pretrain_stage_s": stages["pretrain"]["seconds"],
             "dag_wall_s": wall, "export": export, "vocab": stages["wordpiece"]["outputs"]["vocab"],
             "final_train_mlm_loss": rows[-1]["mlm_loss"]}
 

@@ -118,8 +118,8 @@ def results_markdown(summary: dict, pretrain: dict[str, list[dict[str, Any]]] | 
     """The results table (markdown), the one both ``results.md`` files hold: with ``pretrain`` (metric rows
     per phase) first the last pretraining metrics of each phase; then one row per fine-tuning task:
     status, every dev metric, the task score, best lr and time per epoch, and under a task with a
-    ``scratch_baseline`` the same fine-tuning from random init (``{task} (from scratch)``); then the per-type entity F1
-    of NER tasks and the two GLUE averages, each labelled dev."""
+    ``scratch_baseline`` the same fine-tuning from random init (``{task} (from scratch)``); then the per-type
+    entity F1 of NER tasks and the two GLUE averages, each labelled dev."""
     head = _pretrain_rows(pretrain) + [""] if pretrain is not None else []
     lines = head + ["| task | status | dev metrics | score | lr | s/epoch | bad rows |", "|---|---|---|---|---|---|---|"]
     by_type = []

@@ -55,7 +55,8 @@ def test_parallel_jobs_table_failure_and_rerun(ray_session, tiny_checkpoint, glu
     scratch = tasks["movie_sentiment"]["scratch"]  # the same fine-tuning from random init, its own files
     assert set(scratch) == {"score", "dev", "seconds_per_epoch", "learning_rate"} and scratch["learning_rate"] == 3e-5
     assert os.path.exists(f"{tasks['movie_sentiment']['output_uri']}/scratch/lr_3e-05/metrics.json")
-    assert (f"| movie_sentiment (from scratch) | done | movie_sentiment: accuracy {scratch['dev']['movie_sentiment']['accuracy']:.4g} "
+    accuracy = scratch["dev"]["movie_sentiment"]["accuracy"]
+    assert (f"| movie_sentiment (from scratch) | done | movie_sentiment: accuracy {accuracy:.4g} "
             f"| {scratch['score']:.4f} | 3e-05 |") in table
     assert json.load(open(f"{out}/results.json"))["num_failed"] == 1
 
