@@ -117,8 +117,9 @@ def _glue_footer(summary: dict) -> list[str]:
 def results_markdown(summary: dict, pretrain: dict[str, list[dict[str, Any]]] | None = None) -> str:
     """The results table (markdown), the one both ``results.md`` files hold: with ``pretrain`` (metric rows
     per phase) first the last pretraining metrics of each phase; then one row per fine-tuning task:
-    status, every dev metric, the task score, best lr and time per epoch; then the per-type entity F1
-    of NER tasks and the two GLUE averages, each labelled dev."""
+    status, every dev metric, the task score, best lr and time per epoch, and under a task with a
+    ``scratch_baseline`` the same fine-tuning from random init (``{task} (from scratch)``); then the per-type
+    entity F1 of NER tasks and the two GLUE averages, each labelled dev."""
     head = _pretrain_rows(pretrain) + [""] if pretrain is not None else []
     lines = head + ["| task | status | dev metrics | score | lr | s/epoch | bad rows |", "|---|---|---|---|---|---|---|"]
     by_type = []
@@ -130,6 +131,10 @@ def results_markdown(summary: dict, pretrain: dict[str, list[dict[str, Any]]] | 
         spe = r.get("seconds_per_epoch")
         lines.append(f"| {name} | {r['status']} | {_dev_cell(r['dev'])} | {r['score']:.4f} | "
                      f"{r['best_learning_rate']:g} | {f'{spe:.1f}' if spe is not None else ''} | {bad} |")
+        if "scratch" in r:  # the same fine-tuning from random init: what pretraining bought
+            s, spe = r["scratch"], r["scratch"].get("seconds_per_epoch")
+            lines.append(f"| {name} (from scratch) | {r['status']} | {_dev_cell(s['dev'])} | {s['score']:.4f} | "
+                         f"{s['learning_rate']:g} | {f'{spe:.1f}' if spe is not None else ''} | {bad} |")
         for ev, detail in (r.get("dev_detail") or {}).items():
             types = ", ".join(f"{t} {d['f1']:.4f} (P {d['precision']:.4f}, R {d['recall']:.4f}, {d['num_gold']} gold)"
                               for t, d in detail["per_type"].items())

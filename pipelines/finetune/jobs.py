@@ -59,8 +59,13 @@ class TaskJob:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     """Fraction of a GPU (e.g. 0.25 puts four tasks on one card)."""
+    scratch_baseline: bool = False
+    """Also fine-tune the same shape from random init, with the best learning rate's hyper-parameters
+    (GLUE-format tasks): the results table's from-scratch row, which shows what pretraining bought."""
 
     def __post_init__(self) -> None:
+        if self.scratch_baseline and (self.is_squad or self.is_ner):
+            raise ValueError(f"task {self.name!r}: scratch_baseline is for GLUE-format tasks, not SQuAD or NER")
         if (self.spec is None and self.ner is None and self.name not in glue.GLUE_TASKS
                 and self.name not in SQUAD_TASKS and self.name not in NER_TASKS):
             raise ValueError(f"task {self.name!r} is neither a GLUE task ({', '.join(glue.GLUE_TASKS)}), "
@@ -147,12 +152,30 @@ def run_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: st
                 spec = job.spec or glue.GLUE_TASKS[job.name]
                 data = data or train.read_task_data(spec, data_uri, cfg.on_bad_row)
                 runs.append(train.finetune_glue_task(spec, data, checkpoint_dir, hp, lr_uri))
-    best = max(runs, key=lambda r: r["score"] if r["score"] is not None else float("-inf"))
+        best = max(runs, key=lambda r: r["score"] if r["score"] is not None else float("-inf"))
+        scratch = _scratch_baseline(cfg, job, data, checkpoint_dir, best, out_uri) if job.scratch_baseline else None
     return {"task": job.name, "status": "done", "best_learning_rate": best["hyper_params"]["learning_rate"],
             "score": best["score"], "dev": best["dev"], "seconds_per_epoch": best.get("seconds_per_epoch"),
             "sweep": {f"{r['hyper_params']['learning_rate']:g}": r["score"] for r in runs},
             "data_reports": best.get("data_reports", []), "output_uri": out_uri,
-            **({"dev_detail": best["dev_detail"]} if "dev_detail" in best else {})}
+            **({"dev_detail": best["dev_detail"]} if "dev_detail" in best else {}),
+            **({"scratch": scratch} if scratch is not None else {})}
+
+
+def _scratch_baseline(cfg: FinetuneConfig, job: TaskJob, data, checkpoint_dir: str, best: dict, out_uri: str) -> dict:
+    """The best run's hyper-parameters from random init of the same shape (resumable like a sweep point)."""
+    from pipelines.finetune import train
+
+    hp = HyperParams(**best["hyper_params"])
+    uri = storage.join(out_uri, "scratch", f"lr_{hp.learning_rate:g}")
+    if storage.exists(storage.join(uri, "metrics.json")):
+        run = storage.read_json(storage.join(uri, "metrics.json"))
+    else:
+        spec = job.spec or glue.GLUE_TASKS[job.name]
+        data = data or train.read_task_data(spec, task_data_uri(cfg, job), cfg.on_bad_row)
+        run = train.finetune_glue_task(spec, data, checkpoint_dir, hp, uri, from_scratch=True)
+    return {"score": run["score"], "dev": run["dev"], "seconds_per_epoch": run.get("seconds_per_epoch"),
+            "learning_rate": hp.learning_rate}
 
 
 def _remote_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: str,

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bert_core import WordPieceTokenizer, load_pretrained
+from bert_core import BertForSequenceClassification, WordPieceTokenizer, load_pretrained
+from bert_core.checkpoint import read_hf_config
 from pipelines import console, storage
 from pipelines.devices import to_device
 from pipelines.finetune import glue, metrics
@@ -301,9 +302,11 @@ def read_task_data(spec: glue.TaskSpec, data_uri: str, on_bad_row: Literal["coun
 
 
 def finetune_glue_task(spec: glue.TaskSpec, data: TaskData | str, checkpoint_dir: str, hp: HyperParams,
-                       output_uri: str | None = None) -> dict:
+                       output_uri: str | None = None, from_scratch: bool = False) -> dict:
     """Fine-tune on ``data`` (a TaskData or a task folder URI), evaluate every dev set after each
-    epoch, write dev/test predictions and ``metrics.json`` under ``output_uri``; returns the metrics."""
+    epoch, write dev/test predictions and ``metrics.json`` under ``output_uri``; returns the metrics.
+    ``from_scratch``: the checkpoint's shape and tokenizer, but random weights (the baseline that shows
+    what pretraining bought)."""
     if isinstance(data, str):
         data = read_task_data(spec, data)
     device = pick_device()
@@ -313,7 +316,7 @@ def finetune_glue_task(spec: glue.TaskSpec, data: TaskData | str, checkpoint_dir
     dev_enc = {name: encode_examples(tok, rows[:hp.max_eval_examples] if hp.max_eval_examples else rows,
                                      hp.max_seq_length, spec.is_regression) for name, rows in data.dev.items()}
     torch.manual_seed(hp.seed)  # the fresh head's initialisation and dropout
-    model = load_pretrained(checkpoint_dir, "sequence_classification", num_labels=spec.num_labels).to(device)
+    model = classifier(checkpoint_dir, spec.num_labels, from_scratch).to(device)
     check_vocabulary(tok, model, checkpoint_dir)
     history: list[dict] = []
 
@@ -330,12 +333,20 @@ def finetune_glue_task(spec: glue.TaskSpec, data: TaskData | str, checkpoint_dir
         "task": spec.name, "hyper_params": asdict(hp), "num_train_examples": len(train_enc.input_ids),
         "dev": final, "score": 100 * metrics.task_score(list(final.values()), spec.metrics) if final else None,
         "epochs": history, "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in history])),
-        "data_reports": data.reports, "device": str(device),
+        "data_reports": data.reports, "device": str(device), "from_scratch": from_scratch,
     }
     if output_uri is not None:
         write_predictions(spec, model, tok, dev_enc, data.test, hp, device, output_uri)
         storage.write_json_atomic(storage.join(output_uri, "metrics.json"), result)
     return result
+
+
+def classifier(checkpoint_dir: str, num_labels: int, from_scratch: bool = False) -> nn.Module:
+    """The checkpoint's sequence classifier; ``from_scratch``: the same shape with the reference random
+    initialisation (``bert_core.init_weights``) instead of the checkpoint's weights."""
+    if from_scratch:
+        return BertForSequenceClassification(read_hf_config(checkpoint_dir), num_labels)
+    return load_pretrained(checkpoint_dir, "sequence_classification", num_labels=num_labels)
 
 
 def write_predictions(spec: glue.TaskSpec, model: nn.Module, tok: WordPieceTokenizer, dev_enc: dict[str, Encoded],

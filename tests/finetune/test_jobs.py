@@ -31,7 +31,7 @@ def make_config(glue_root):
         "tasks": [
             {"name": "stsb", "hyper_params": small, "learning_rates": [5e-5, 1e-4], "num_cpus": 1},
             {"name": "movie_sentiment", "data_uri": glue.DEMO_TASK_DIR, "hyper_params": small, "num_cpus": 1,
-             "spec": {"name": "movie_sentiment", "text_a": "sentence", "labels": ["0", "1"]}},
+             "scratch_baseline": True, "spec": {"name": "movie_sentiment", "text_a": "sentence", "labels": ["0", "1"]}},
             {"name": "rte", "data_uri": os.path.join(glue_root, "missing"), "num_cpus": 1},
         ]})
 
@@ -52,16 +52,25 @@ def test_parallel_jobs_table_failure_and_rerun(ray_session, tiny_checkpoint, glu
     assert os.path.exists(f"{stsb_dir}/result.json") and os.path.exists(f"{tasks['rte']['output_uri']}/error.txt")
     table = open(f"{out}/results.md").read()
     assert "| stsb | done |" in table and "| rte | failed |" in table and "GLUE score (1 of 9 tasks" in table
+    scratch = tasks["movie_sentiment"]["scratch"]  # the same fine-tuning from random init, its own files
+    assert set(scratch) == {"score", "dev", "seconds_per_epoch", "learning_rate"} and scratch["learning_rate"] == 3e-5
+    assert os.path.exists(f"{tasks['movie_sentiment']['output_uri']}/scratch/lr_3e-05/metrics.json")
+    accuracy = scratch["dev"]["movie_sentiment"]["accuracy"]
+    assert (f"| movie_sentiment (from scratch) | done | movie_sentiment: accuracy {accuracy:.4g} "
+            f"| {scratch['score']:.4f} | 3e-05 |") in table
     assert json.load(open(f"{out}/results.json"))["num_failed"] == 1
 
     again = run_finetune_jobs(cfg, tiny_checkpoint, out)["tasks"]
     assert [again[n]["status"] for n in ("stsb", "movie_sentiment", "rte")] == ["skipped", "skipped", "failed"]
     assert again["stsb"]["score"] == tasks["stsb"]["score"]
+    assert again["movie_sentiment"]["scratch"] == tasks["movie_sentiment"]["scratch"]
 
 
 def test_config_rejects_unknown_task_and_duplicates():
     with pytest.raises(ValueError, match="neither a GLUE task"):
         TaskJob(name="imdb")
+    with pytest.raises(ValueError, match="'squad_v1': scratch_baseline is for GLUE-format tasks"):
+        TaskJob(name="squad_v1", scratch_baseline=True)
     with pytest.raises(ValueError, match="unique"):
         FinetuneConfig(tasks=(TaskJob(name="rte"), TaskJob(name="rte")))
     with pytest.raises(typed_config.ConfigError, match="tasks\\[0\\].hyper_params"):

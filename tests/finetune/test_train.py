@@ -102,3 +102,17 @@ def test_local_checkpoint_fetches_from_s3(s3_bucket, minilm_dir, tmp_path):
     local = train.local_checkpoint(f"{s3_bucket}/ckpt", str(tmp_path / "cache"))
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["config.json", "vocab.txt"]
     assert train.local_checkpoint(minilm_dir, "unused") == minilm_dir and local == str(tmp_path / "cache")
+
+
+def test_from_scratch_is_the_checkpoints_shape_with_fresh_weights(minilm_dir):
+    import torch
+
+    torch.manual_seed(0)
+    pretrained = train.classifier(minilm_dir, 2).state_dict()
+    torch.manual_seed(0)
+    scratch = train.classifier(minilm_dir, 2, from_scratch=True).state_dict()
+    assert {k: v.shape for k, v in scratch.items()} == {k: v.shape for k, v in pretrained.items()}
+    word = "bert.embeddings.word.weight"
+    assert not torch.equal(scratch[word], pretrained[word])
+    assert abs(scratch[word][1:].std().item() - 0.02) < 0.001  # bert_core.init_weights: N(0, 0.02), row 0 = padding
+    assert torch.equal(scratch["bert.layers.0.norm1.weight"], torch.ones(384))

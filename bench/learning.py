@@ -1,0 +1,273 @@
+"""Time to loss: the same model size on the same corpus for the same wall-clock budget, two ways, scored on
+the same held-out text with the same masks.
+
+- **ours**: the real path, ``bert-pipeline run`` (the demo preset's DAG on this corpus: wordpiece, NSP
+  instances, Ray Train + DeepSpeed pretraining with the dynamic-masking stage, the HF export);
+- **hf**: the stock recipe of transformers' ``run_mlm.py``: the same vocabulary through ``BertTokenizerFast``,
+  every line tokenised and the token stream grouped into ``seq``-token blocks, ``BertForMaskedLM`` from
+  its config, ``DataCollatorForLanguageModeling`` (15%, 80/10/10), ``Trainer`` (AdamW, linear schedule).
+
+Held out: every ``--holdout-every``-th document of the corpus (never trained on by either). It is tokenised
+with the vocabulary, cut into ``[CLS] ... [SEP]`` rows of ``seq`` tokens and masked once
+(``bert_core.masking.mask_rows``, seeded per row); both exports are scored by ``transformers``'
+``BertForMaskedLM`` on exactly those rows: MLM loss (mean cross-entropy over masked positions) and accuracy.
+
+Steps: each contestant's schedule is sized to the budget from a short probe of its own bare training step
+(``--probe-steps``) at the same thread count; HF's ``Trainer`` is also stopped at the budget; ours runs its
+steps through Ray and reports the seconds its loop actually took (from its metrics log).
+
+    python -m bench.learning                                   # 600 s each, tiny, the demo corpus
+    python -m bench.learning --budget-s 90 --only hf           # develop
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import json
+import math
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from pipelines.run_config import resolve_path
+
+SEQ, BATCH, LR, WARMUP_FRACTION = 64, 32, 1e-3, 0.1
+
+
+def read_documents(pattern: str) -> list[list[str]]:
+    """BERT corpus format: one paragraph per line, a blank line between documents."""
+    docs: list[list[str]] = []
+    for path in sorted(glob.glob(pattern)):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            current: list[str] = []
+            for line in f:
+                if line.strip():
+                    current.append(line.strip())
+                elif current:
+                    docs.append(current)
+                    current = []
+            if current:
+                docs.append(current)
+    return docs
+
+
+def write_documents(docs: list[list[str]], path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("\n\n".join("\n".join(d) for d in docs) + "\n")
+
+
+def heldout_batch(tok, docs: list[list[str]], max_rows: int) -> dict[str, torch.Tensor]:
+    """Held-out paragraphs -> [CLS] piece [SEP] rows of SEQ tokens, masked once (same for both contestants)."""
+    from bert_core.masking import mask_rows
+
+    stream = [i for d in docs for p in d for i in tok.encode(p, add_special_tokens=False)]
+    body = SEQ - 2
+    rows = [torch.tensor([tok.cls_id] + stream[a:a + body] + [tok.sep_id])
+            for a in range(0, len(stream) - body + 1, body)][:max_rows]
+    ids, labels = mask_rows(rows, list(range(len(rows))), SEQ, vocab_size=tok.vocab_size, mask_token_id=tok.mask_id,
+                            special_token_ids=tok.special_ids, pad_token_id=tok.pad_id, mlm_probability=0.15)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+@torch.no_grad()
+def score(model_dir_or_model, held: dict[str, torch.Tensor]) -> dict[str, float]:
+    import transformers
+
+    model = (transformers.BertForMaskedLM.from_pretrained(model_dir_or_model)
+             if isinstance(model_dir_or_model, str) else model_dir_or_model).eval()
+    loss_sum, ok, n = 0.0, 0, 0
+    for a in range(0, len(held["input_ids"]), 128):
+        part = {k: v[a:a + 128] for k, v in held.items()}
+        logits = model(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits
+        sel = part["labels"] != -100
+        loss_sum += torch.nn.functional.cross_entropy(logits[sel], part["labels"][sel], reduction="sum").item()
+        ok += int((logits[sel].argmax(-1) == part["labels"][sel]).sum())
+        n += int(sel.sum())
+    return {"heldout_mlm_loss": loss_sum / n, "heldout_mlm_accuracy": ok / n, "heldout_masked_tokens": n}
+
+
+def probe_rate(model, make_batch, steps: int) -> float:
+    """Steps per second of a bare AdamW step (forward, backward, clip, update) after 2 warm-up steps."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    for i in range(steps + 2):
+        if i == 2:
+            start = time.perf_counter()
+        loss = make_batch(model)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+    return steps / (time.perf_counter() - start)
+
+
+def _random_batch(vocab_size: int):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, vocab_size, (BATCH, SEQ), generator=g)
+    labels = torch.where(torch.rand(BATCH, SEQ, generator=g) < 0.15, ids, torch.full_like(ids, -100))
+    return ids, labels
+
+
+# --- ours ----------------------------------------------------------------------------------------
+def run_ours(corpus_dir: str, root: str, preset: str, budget_s: float, probe_steps: int, steps: int = 0) -> dict:
+    from bert_core import BertConfig, BertForPreTraining
+    from pipelines.cli import main
+
+    vocab_size = 8000
+    ids, labels = _random_batch(vocab_size)
+    model = BertForPreTraining(BertConfig.preset(preset, vocab_size=vocab_size))
+    rate = probe_rate(model, lambda m: m(ids, mlm_labels=labels, nsp_labels=torch.zeros(BATCH, dtype=torch.long)).loss,
+                      probe_steps)
+    steps = steps or max(20, int(rate * budget_s))
+    root = f"{root}-{steps}"  # a run root holds one config
+    overrides = [f"root={root}", f"data.inputs=[{corpus_dir}]", f"pretrain.model_preset={preset}",
+                 "pretrain.num_workers=1", f"pretrain.phases.0.num_steps={steps}",
+                 f"pretrain.phases.0.warmup_steps={int(WARMUP_FRACTION * steps)}",
+                 f"pretrain.phases.0.learning_rate={LR}", f"pretrain.phases.0.global_batch_size={BATCH}",
+                 f"pretrain.phases.0.micro_batch_size={BATCH}", f"pretrain.phases.0.max_seq_length={SEQ}",
+                 f"pretrain.checkpoint_every={steps}"]
+    start = time.perf_counter()
+    if main(["run", "demo", "--until", "pretrain", *overrides]) != 0:
+        raise SystemExit(f"our pretraining failed; see the logs under {root}")
+    wall = time.perf_counter() - start
+    with open(os.path.join(root, "manifest.json"), encoding="utf-8") as f:
+        stages = json.load(f)["stages"]
+    export = stages["pretrain"]["outputs"]["output"]
+    rows = [json.loads(line) for line in open(os.path.join(os.path.dirname(export), "metrics.jsonl"))]
+    loop_s, last = 0.0, 0
+    for r in rows:  # each line covers the steps since the previous one
+        loop_s += (r["step"] - last) * BATCH / r["samples_per_s"]
+        last = r["step"]
+    return {"steps": steps, "probe_steps_per_s": rate, "train_loop_s": loop_s,
+            "pretrain_stage_s": stages["pretrain"]["seconds"],
+            "dag_wall_s": wall, "export": export, "vocab": stages["wordpiece"]["outputs"]["vocab"],
+            "final_train_mlm_loss": rows[-1]["mlm_loss"]}
+
+
+# --- HF's stock recipe ---------------------------------------------------------------------------
+class _Blocks(torch.utils.data.Dataset):
+    def __init__(self, blocks):
+        self.blocks = blocks
+
+    def __len__(self):
+        return len(self.blocks)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.blocks[i]}
+
+
+def run_hf(train_docs: list[list[str]], vocab_file: str, preset: str, budget_s: float, probe_steps: int,
+           out_dir: str, steps: int = 0) -> dict:
+    import transformers
+
+    from bert_core import BertConfig
+
+    tok = transformers.BertTokenizerFast(vocab=vocab_file, do_lower_case=True)
+    lines = [p for d in train_docs for p in d]
+    stream = [i for enc in tok(lines)["input_ids"] for i in enc]  # run_mlm: tokenize every line, then group_texts
+    blocks = [stream[a:a + SEQ] for a in range(0, len(stream) - SEQ + 1, SEQ)]
+    ours = BertConfig.preset(preset, vocab_size=tok.vocab_size)
+    config = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=ours.hidden_size,
+                                     num_hidden_layers=ours.num_hidden_layers,
+                                     num_attention_heads=ours.num_attention_heads,
+                                     intermediate_size=ours.intermediate_size)
+    torch.manual_seed(0)
+    ids, labels = _random_batch(tok.vocab_size)
+    rate = probe_rate(transformers.BertForMaskedLM(config), lambda m: m(input_ids=ids, labels=labels).loss, probe_steps)
+    steps = steps or max(20, int(rate * budget_s))
+    torch.manual_seed(0)
+    model = transformers.BertForMaskedLM(config)
+    collator = transformers.DataCollatorForLanguageModeling(tok, mlm_probability=0.15)
+    args = transformers.TrainingArguments(
+        output_dir=out_dir, per_device_train_batch_size=BATCH, learning_rate=LR, weight_decay=0.01,
+        warmup_steps=int(WARMUP_FRACTION * steps), max_steps=steps, lr_scheduler_type="linear", adam_epsilon=1e-6,
+        max_grad_norm=1.0, logging_steps=max(1, steps // 10), save_strategy="no", report_to=[], use_cpu=True,
+        dataloader_num_workers=0, seed=0, disable_tqdm=True)
+
+    class Budget(transformers.TrainerCallback):
+        def on_train_begin(self, *a, **k):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **k):
+            if time.perf_counter() - self.start > budget_s:
+                control.should_training_stop = True
+
+    budget = Budget()
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=_Blocks(blocks), data_collator=collator,
+                                   callbacks=[budget])
+    result = trainer.train()
+    loop_s = time.perf_counter() - budget.start
+    return {"steps": trainer.state.global_step, "planned_steps": steps, "probe_steps_per_s": rate,
+            "train_loop_s": loop_s, "train_blocks": len(blocks), "final_train_loss": result.training_loss,
+            "model": model}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget-s", type=float, default=600.0, help="training wall-clock budget of each contestant")
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--corpus", default=os.path.join(resolve_path("demo:corpus"), "*.txt.gz"))
+    ap.add_argument("--holdout-every", type=int, default=20)
+    ap.add_argument("--heldout-rows", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of HF's process (ours: 1 worker, 1 CPU)")
+    ap.add_argument("--probe-steps", type=int, default=20)
+    ap.add_argument("--ours-steps", type=int, default=0, help="pin our step count instead of sizing it by the probe")
+    ap.add_argument("--hf-steps", type=int, default=0, help="pin HF's planned step count (still stopped at the budget)")
+    ap.add_argument("--only", nargs="+", default=["ours", "hf"], choices=["ours", "hf"])
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "bench_learning"))
+    ap.add_argument("--out", default="")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    docs = read_documents(args.corpus)
+    held_docs = docs[::args.holdout_every]
+    train_docs = [d for i, d in enumerate(docs) if i % args.holdout_every]
+    corpus_dir = os.path.join(args.work, "corpus")
+    write_documents(train_docs, os.path.join(corpus_dir, "train.txt.gz"))
+    report: dict = {"budget_s": args.budget_s, "preset": args.preset, "seq": SEQ, "batch": BATCH, "lr": LR,
+                    "threads": args.threads, "train_documents": len(train_docs), "heldout_documents": len(held_docs),
+                    "load_average_start": os.getloadavg()}
+    ours = run_ours(corpus_dir, os.path.join(args.work, "ours"), args.preset, args.budget_s, args.probe_steps,
+                    args.ours_steps) if "ours" in args.only else None
+    vocab = ours["vocab"] if ours else _vocab_of(os.path.join(args.work, "vocab"), corpus_dir, args)
+    from bert_core import WordPieceTokenizer
+
+    tok = WordPieceTokenizer.from_vocab_file(resolve_path(vocab))
+    held = heldout_batch(tok, held_docs, args.heldout_rows)
+    report["heldout_rows"] = len(held["input_ids"])
+    if ours:
+        report["ours"] = {**ours, **score(ours["export"], held)}
+    if "hf" in args.only:
+        hf = run_hf(train_docs, resolve_path(vocab), args.preset, args.budget_s, args.probe_steps,
+                    os.path.join(args.work, "hf"), args.hf_steps)
+        report["hf"] = {**{k: v for k, v in hf.items() if k != "model"}, **score(hf["model"], held)}
+    report["load_average_end"] = os.getloadavg()
+    print(json.dumps(report, indent=2))
+    print(f"\n| contestant | steps | train loop s | held-out MLM loss | held-out MLM acc |\n|---|---|---|---|---|")
+    for name in ("ours", "hf"):
+        if name in report:
+            r = report[name]
+            print(f"| {name} | {r['steps']} | {r['train_loop_s']:.0f} | {r['heldout_mlm_loss']:.3f} | "
+                  f"{r['heldout_mlm_accuracy']:.3f} |")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+def _vocab_of(root: str, corpus_dir: str, args) -> str:
+    """Only HF asked for: build the vocabulary through our DAG (wordpiece stage) so both share it."""
+    from pipelines.cli import main
+
+    if main(["run", "demo", f"root={root}", f"data.inputs=[{corpus_dir}]", "--until", "wordpiece"]) != 0:
+        raise SystemExit("the wordpiece stage failed")
+    with open(os.path.join(root, "manifest.json"), encoding="utf-8") as f:
+        return json.load(f)["stages"]["wordpiece"]["outputs"]["vocab"]
+
+
+if __name__ == "__main__":
+    main()
