@@ -170,7 +170,7 @@ def read_tsv(uri: str, spec: TaskSpec, split: Literal["train", "dev", "test"],
     with_label = split != "test"
     report = ReadReport(uri)
     examples: list[Example] = []
-    lines = storage.iter_lines(uri)
+    lines = storage.iter_lines(uri, encoding="utf-8-sig")  # -sig: drops a leading BOM (MRPC's files have one)
     headerless = bool(spec.headerless_columns) and with_label
     if headerless:
         names, first_line = list(spec.headerless_columns), 1

@@ -41,6 +41,14 @@ def test_mrpc_columns_by_header(tmp_path):
     assert (e.text_a, e.text_b, e.label) == ("Amrozi accused his brother.", "Referring to him.", 1)
 
 
+def test_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    # the official MRPC train.tsv/dev.tsv start with a UTF-8 BOM, glued to the "Quality" header
+    path = tmp_path / "train.tsv"
+    path.write_bytes(b"\xef\xbb\xbfQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t7\t8\tA b.\tC d.\n")
+    (e,), report = read_tsv(str(path), GLUE_TASKS["mrpc"], "train")
+    assert (e.text_a, e.text_b, e.label, report.num_bad) == ("A b.", "C d.", 1, 0)
+
+
 def test_stsb_float_labels(tmp_path):
     header = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"]
     uri = write(tmp_path, "dev.tsv", [header, ["0", "main-captions", "MSRvid", "2012test", "0000", "none", "none",
