@@ -25,12 +25,10 @@ import argparse
 import glob
 import gzip
 import json
-import math
 import os
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 from pipelines.run_config import resolve_path
@@ -247,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["hf"] = {**{k: v for k, v in hf.items() if k != "model"}, **score(hf["model"], held)}
     report["load_average_end"] = os.getloadavg()
     print(json.dumps(report, indent=2))
-    print(f"\n| contestant | steps | train loop s | held-out MLM loss | held-out MLM acc |\n|---|---|---|---|---|")
+    print("\n| contestant | steps | train loop s | held-out MLM loss | held-out MLM acc |\n|---|---|---|---|---|")
     for name in ("ours", "hf"):
         if name in report:
             r = report[name]
