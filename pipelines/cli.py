@@ -151,13 +151,11 @@ def _run_locked(args: argparse.Namespace, cfg) -> int:
     from pipelines import console
     from pipelines.bert_dag import bert_pipeline
     from pipelines.dag import read_manifest
-    from pipelines.run_config import check_inputs
+    from pipelines.run_config import checked_plan
     from pipelines.run_root import RunLog
 
     pipeline = bert_pipeline()
-    to_run, to_skip, _ = pipeline.plan(cfg, cfg.root, args.from_stage, args.until)  # refusals happen here
-    if "read" in to_run:
-        check_inputs(cfg)
+    to_run, to_skip, _ = checked_plan(pipeline, cfg, args.from_stage, args.until)
     log = RunLog(cfg.root) if to_run and not args.verbose else None
     console.info(f"run {cfg.name} at {cfg.root}: {len(to_run)} stage(s) to run ({', '.join(to_run) or 'none'}), "
                  f"{len(to_skip)} done" + (f"; Ray's logs: {log.shown}" if log else ""))

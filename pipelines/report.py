@@ -114,6 +114,11 @@ def _glue_footer(summary: dict) -> list[str]:
     return lines
 
 
+def _task_row(name: str, status: str, dev: dict, score: float, lr: float, spe: float | None, bad) -> str:
+    return (f"| {name} | {status} | {_dev_cell(dev)} | {score:.4f} | {lr:g} | "
+            f"{f'{spe:.1f}' if spe is not None else ''} | {bad} |")
+
+
 def results_markdown(summary: dict, pretrain: dict[str, list[dict[str, Any]]] | None = None) -> str:
     """The results table (markdown), the one both ``results.md`` files hold: with ``pretrain`` (metric rows
     per phase) first the last pretraining metrics of each phase; then one row per fine-tuning task:
@@ -128,13 +133,12 @@ def results_markdown(summary: dict, pretrain: dict[str, list[dict[str, Any]]] | 
             lines.append(f"| {name} | failed | {r['error'].splitlines()[-1][:120]} | | | | |")
             continue
         bad = sum(rep.get("num_bad", 0) for rep in r.get("data_reports", []))
-        spe = r.get("seconds_per_epoch")
-        lines.append(f"| {name} | {r['status']} | {_dev_cell(r['dev'])} | {r['score']:.4f} | "
-                     f"{r['best_learning_rate']:g} | {f'{spe:.1f}' if spe is not None else ''} | {bad} |")
+        lines.append(_task_row(name, r["status"], r["dev"], r["score"], r["best_learning_rate"],
+                               r.get("seconds_per_epoch"), bad))
         if "scratch" in r:  # the same fine-tuning from random init: what pretraining bought
-            s, spe = r["scratch"], r["scratch"].get("seconds_per_epoch")
-            lines.append(f"| {name} (from scratch) | {r['status']} | {_dev_cell(s['dev'])} | {s['score']:.4f} | "
-                         f"{s['learning_rate']:g} | {f'{spe:.1f}' if spe is not None else ''} | {bad} |")
+            s = r["scratch"]
+            lines.append(_task_row(f"{name} (from scratch)", r["status"], s["dev"], s["score"], s["learning_rate"],
+                                   s.get("seconds_per_epoch"), bad))
         for ev, detail in (r.get("dev_detail") or {}).items():
             types = ", ".join(f"{t} {d['f1']:.4f} (P {d['precision']:.4f}, R {d['recall']:.4f}, {d['num_gold']} gold)"
                               for t, d in detail["per_type"].items())
@@ -169,7 +173,6 @@ def write_report(root: str, key: str, inputs: dict[str, dict[str, str]]) -> dict
     png = plot_loss_curves(pretrain, finetune_curves(summary), storage.join(out, "loss_curves.png"),
                            title=f"run {root}")
     return {"output": storage.join(out, "results.md"), "plot": png, "json": storage.join(out, "results.json")}
-
 
 
 # --- the BERT DAG's adapter (``pipelines.bert_dag``) --------------------------------------------------

@@ -127,6 +127,15 @@ def check_inputs(cfg: RunConfig) -> list[str]:
     return files
 
 
+def checked_plan(pipeline, cfg: RunConfig, from_stage: str | None = None, until: str | None = None):
+    """``pipeline.plan`` (its refusals happen there), then, when ``read`` is to run, the inputs expanded
+    (``check_inputs``): a bad config or a missing input fails before any work. -> the plan."""
+    plan = pipeline.plan(cfg, cfg.root, from_stage, until)
+    if "read" in plan[0]:
+        check_inputs(cfg)
+    return plan
+
+
 def run_until(cfg: RunConfig, stage: str, log: Callable[[str], None] | None = None) -> dict[str, dict[str, str]]:
     """The BERT DAG on ``cfg`` up to and including ``stage``, as ``bert-pipeline run --until STAGE`` runs
     it (stages already done are skipped; a bad config or input is refused before any work), on this
@@ -135,7 +144,6 @@ def run_until(cfg: RunConfig, stage: str, log: Callable[[str], None] | None = No
     from pipelines.bert_dag import bert_pipeline
 
     pipeline = bert_pipeline()
-    if "read" in pipeline.plan(cfg, cfg.root, until=stage)[0]:
-        check_inputs(cfg)  # as `run` does: a missing input fails before any work
+    checked_plan(pipeline, cfg, until=stage)
     manifest = pipeline.run(cfg, cfg.root, until=stage, log=log, lease_s=cfg.lock.lease_s).manifest
     return {name: manifest["stages"][name]["outputs"] for name in pipeline.upstream(stage) + [stage]}

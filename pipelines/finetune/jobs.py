@@ -139,8 +139,8 @@ def run_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: st
         for lr in job.learning_rates or (job.hyper_params.learning_rate,):
             hp = HyperParams(**{**to_dict(job.hyper_params), "learning_rate": lr})
             lr_uri = storage.join(out_uri, f"lr_{lr:g}")
-            if storage.exists(storage.join(lr_uri, "metrics.json")):
-                runs.append(storage.read_json(storage.join(lr_uri, "metrics.json")))
+            if (done := _finished_run(lr_uri)) is not None:
+                runs.append(done)
                 continue
             if job.is_squad:
                 params = job.squad or SquadParams(version=SQUAD_TASKS[job.name])
@@ -153,7 +153,8 @@ def run_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: st
                 data = data or train.read_task_data(spec, data_uri, cfg.on_bad_row)
                 runs.append(train.finetune_glue_task(spec, data, checkpoint_dir, hp, lr_uri))
         best = max(runs, key=lambda r: r["score"] if r["score"] is not None else float("-inf"))
-        scratch = _scratch_baseline(cfg, job, data, checkpoint_dir, best, out_uri) if job.scratch_baseline else None
+        scratch = (_scratch_baseline(cfg, job, data_uri, data, checkpoint_dir, best, out_uri)
+                   if job.scratch_baseline else None)
     return {"task": job.name, "status": "done", "best_learning_rate": best["hyper_params"]["learning_rate"],
             "score": best["score"], "dev": best["dev"], "seconds_per_epoch": best.get("seconds_per_epoch"),
             "sweep": {f"{r['hyper_params']['learning_rate']:g}": r["score"] for r in runs},
@@ -162,17 +163,23 @@ def run_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: st
             **({"scratch": scratch} if scratch is not None else {})}
 
 
-def _scratch_baseline(cfg: FinetuneConfig, job: TaskJob, data, checkpoint_dir: str, best: dict, out_uri: str) -> dict:
+def _finished_run(run_uri: str) -> dict | None:
+    """A sweep point's metrics when it finished before (its ``metrics.json`` is written last), else None."""
+    metrics_uri = storage.join(run_uri, "metrics.json")
+    return storage.read_json(metrics_uri) if storage.exists(metrics_uri) else None
+
+
+def _scratch_baseline(cfg: FinetuneConfig, job: TaskJob, data_uri: str, data, checkpoint_dir: str, best: dict,
+                      out_uri: str) -> dict:
     """The best run's hyper-parameters from random init of the same shape (resumable like a sweep point)."""
     from pipelines.finetune import train
 
     hp = HyperParams(**best["hyper_params"])
     uri = storage.join(out_uri, "scratch", f"lr_{hp.learning_rate:g}")
-    if storage.exists(storage.join(uri, "metrics.json")):
-        run = storage.read_json(storage.join(uri, "metrics.json"))
-    else:
+    run = _finished_run(uri)
+    if run is None:
         spec = job.spec or glue.GLUE_TASKS[job.name]
-        data = data or train.read_task_data(spec, task_data_uri(cfg, job), cfg.on_bad_row)
+        data = data or train.read_task_data(spec, data_uri, cfg.on_bad_row)
         run = train.finetune_glue_task(spec, data, checkpoint_dir, hp, uri, from_scratch=True)
     return {"score": run["score"], "dev": run["dev"], "seconds_per_epoch": run.get("seconds_per_epoch"),
             "learning_rate": hp.learning_rate}
@@ -329,7 +336,6 @@ def demo_config(num_cpus: float = 1.0, num_gpus: float = 0.0, **hyper_params) ->
     return FinetuneConfig(tasks=(TaskJob(name=glue.DEMO_TASK.name, data_uri=glue.DEMO_TASK_DIR, spec=glue.DEMO_TASK,
                                          hyper_params=HyperParams(**hyper_params), num_cpus=num_cpus,
                                          num_gpus=num_gpus),))
-
 
 
 # --- the BERT DAG's adapter (``pipelines.bert_dag``) --------------------------------------------------

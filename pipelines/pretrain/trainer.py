@@ -178,7 +178,6 @@ def _metrics_text(metrics: dict) -> str:
     return f"MLM loss {metrics['mlm_loss']:.3f} acc {metrics['mlm_accuracy']:.3f}"
 
 
-
 # --- the BERT DAG's adapter (``pipelines.bert_dag``) --------------------------------------------------
 def dag_adapter(ctx) -> dict[str, str]:
     """Every phase trains on the NSP instances built for its ``max_seq_length``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -241,7 +242,7 @@ def _assert_phases_and_case(stages: dict, export: str, phase1: list[dict], phase
 
     from pipelines import stage_store
     from pipelines.stages.wordpiece import load_tokenizer as load_vocabulary
-    from pipelines.finetune.train import load_tokenizer
+    from pipelines.finetune.train import load_tokenizer, local_checkpoint
 
     nsp = stages["nsp_pairs"]["outputs"]
     assert sorted(nsp) == ["seq128", "seq64"]
@@ -255,10 +256,7 @@ def _assert_phases_and_case(stages: dict, export: str, phase1: list[dict], phase
 
     vocab = load_vocabulary(stages["wordpiece"]["outputs"]["output"]).vocab()
     assert "The" in vocab and any(p[0].isupper() for p in vocab if p.isalpha())
-    local = tmp_path / "export"  # transformers reads a local folder
-    local.mkdir()
-    for uri in storage.list_files(export):
-        (local / uri.rsplit("/", 1)[1]).write_bytes(storage.read_bytes(uri))
+    local = pathlib.Path(local_checkpoint(export, str(tmp_path / "export")))  # transformers reads a local folder
     assert json.loads((local / "tokenizer_config.json").read_text())["do_lower_case"] is False
     ours = load_tokenizer(str(local))
     assert ours.lowercase is False and ours.tokenize("The")[0] == "The"
