@@ -13,7 +13,6 @@ from pipelines.run_config import nsp_lengths
 from pipelines.typed_config import ConfigError
 
 
-
 @pytest.mark.parametrize("preset, lengths", [("demo", (64,)), ("base", (128, 512)), ("large", (128, 512))])
 def test_one_nsp_output_per_distinct_phase_length(preset, lengths):
     cfg = load_run_config(preset)
