@@ -7,12 +7,17 @@ pipeline:
 
 - a read (``UnitSource``, a ``Datasource`` with one read task per unit) whose task reads its unit and
   yields it as one or more *pieces* (tables), each tagged with ``(unit, piece, rows)``;
-- ``map_batches`` with a callable class (``_PieceWriter``) on an actor pool when the stage's worker
-  has a ``costly_setup`` (tokenize loads a tokenizer in ``__init__``): each actor builds it once
-  (``worker_cls(*worker_args)``). A worker without one runs in plain Ray Data tasks instead: actors
-  are new processes, and each stage's pool cost seconds to start, more than the work at small sizes.
-  Either way, for every piece it computes ``worker(table) -> (table, stats)`` and writes the result
-  itself into the stage's temporary directory as ``{prefix}-{unit:05d}-{piece:04d}.parquet``.
+- ``map_batches`` with a callable class (``_PieceWriter``), in plain Ray Data tasks on Ray's warm
+  worker processes: for every piece it computes ``worker(table) -> (table, stats)`` and writes the
+  result itself into the stage's temporary directory as ``{prefix}-{unit:05d}-{piece:04d}.parquet``.
+  A worker with a ``costly_setup`` (tokenize loads a tokenizer in ``__init__``) is built once per
+  worker process and stage attempt, and kept for the process's next blocks (``_stage_worker``).
+
+Tasks rather than an actor pool: a task lost with its node is resubmitted to any node that has a
+CPU. A lost actor must be re-created as that same actor, with its queued calls, and on a cluster
+that just shrank it waits for a free CPU that its own pool holds: with Ray 2.60, killing one of 4
+nodes mid-stage stalled an actor-pool map for 40-100 s and sometimes for good (ray#26991), where
+the same map on tasks finished as if one CPU fewer. Actor pools also cost seconds per stage to start.
 
 Only file names, sizes and counts come back to the driver. Output file ``(u, p)`` is a function of
 piece ``(u, p)`` alone, so the bytes do not depend on the number of workers, blocks or nodes. A piece
@@ -27,7 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
+import pickle
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -120,15 +127,30 @@ def _marker(unit: int, schema: pa.Schema | None, counts: dict[str, Any]) -> pa.T
     return nulls
 
 
+_BUILT: dict[tuple, Any] = {}  # this worker process's costly worker: {(class, args, stage attempt): worker}
+
+
+def _stage_worker(worker_cls, worker_args: tuple, tmp: str):
+    """``worker_cls(*worker_args)``; one with ``costly_setup`` is built once per worker process and
+    stage attempt (``tmp``, the attempt's temporary directory), then reused: a process keeps the last one."""
+    if not getattr(worker_cls, "costly_setup", False):
+        return worker_cls(*worker_args)
+    key = (worker_cls.__module__, worker_cls.__qualname__, hashlib.sha256(pickle.dumps(worker_args)).hexdigest(), tmp)
+    if key not in _BUILT:
+        _BUILT.clear()
+        _BUILT[key] = worker_cls(*worker_args)
+    return _BUILT[key]
+
+
 class _PieceWriter:
-    """The callable class of ``map_units``: builds the stage's worker once per actor, then computes
+    """The callable class of ``map_units``: gets the stage's worker (``_stage_worker``), then computes
     and writes every piece of the blocks it is given. A worker with ``keep_unit = True`` gets the
     ``_unit`` column (the unit's position) with the piece's rows."""
 
     def __init__(self, worker_cls, worker_args: tuple, schema: pa.Schema, tmp: str, prefix: str,
                  env: dict[str, str]):
         storage.apply_env(env)
-        self.worker = worker_cls(*worker_args)
+        self.worker = _stage_worker(worker_cls, worker_args, tmp)
         self.schema, self.tmp, self.prefix = schema, tmp, prefix
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -157,7 +179,7 @@ class _PieceWriter:
 
 
 def _write_pieces(batch: pa.Table, *writer_args) -> pa.Table:
-    """``_PieceWriter`` as a task, for workers whose ``costly_setup`` is False (built per block)."""
+    """``_PieceWriter`` as a Ray Data task function."""
     return _PieceWriter(*writer_args)(batch)
 
 
@@ -203,19 +225,6 @@ def add_stats(totals: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
     return totals
 
 
-def actor_pool(num_units: int, concurrency: int | None):
-    """A stage's actor pool: it starts as wide as the work and the cluster's CPUs allow and keeps
-    that width through the stage (each new actor reloads its worker, so no scale-down and back up),
-    and may grow up to ``concurrency``, or without cap when None (an autoscaling cluster's new nodes
-    get actors too)."""
-    import ray
-    import ray.data
-
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    start = max(1, min(num_units, concurrency or cpus, cpus))
-    return ray.data.ActorPoolStrategy(min_size=start, max_size=concurrency or None, initial_size=start)
-
-
 def map_units(writer, units: list[Unit], read_fn: Callable[..., Iterable[pa.Table]], read_args: tuple,
               worker_cls, worker_args: tuple = (), *, schema: pa.Schema, desc: str = "", prefix: str = "part",
               record: bool = True, concurrency: int | None = None) -> tuple[dict[str, Any], list[str]]:
@@ -229,12 +238,8 @@ def map_units(writer, units: list[Unit], read_fn: Callable[..., Iterable[pa.Tabl
     env = storage.capture_env()
     ds = ray.data.read_datasource(UnitSource(units, read_fn, read_args, env), override_num_blocks=len(units))
     writer_args = (worker_cls, worker_args, schema, writer.tmp, prefix, env)
-    if getattr(worker_cls, "costly_setup", False):  # built once per actor (a tokenizer), then reused
-        ds = ds.map_batches(_PieceWriter, fn_constructor_args=writer_args, batch_size=None, batch_format="pyarrow",
-                            num_cpus=1, compute=actor_pool(len(units), concurrency))
-    else:  # nothing worth keeping: tasks, on Ray's warm worker processes (an actor pool starts new ones)
-        ds = ds.map_batches(_write_pieces, fn_args=writer_args, batch_size=None, batch_format="pyarrow", num_cpus=1,
-                            compute=ray.data.TaskPoolStrategy(size=concurrency))
+    ds = ds.map_batches(_write_pieces, fn_args=writer_args, batch_size=None, batch_format="pyarrow", num_cpus=1,
+                        compute=ray.data.TaskPoolStrategy(size=concurrency))
     totals: dict[str, Any] = {}
     files: list[tuple[int, int, str, int, int]] = []
     done = 0

@@ -216,7 +216,7 @@ def _runs(values: np.ndarray) -> list[tuple[int, int]]:
 def run_clean(cfg: CleanConfig, documents_uri: str, root: str, *, concurrency: int | None = None) -> str:
     """Clean the DOCUMENTS at ``documents_uri`` into ``{root}/clean/{key}/``; returns its URI.
 
-    Pass 1 (a read task per input shard, ``CleanShard`` actors) writes WORK files into the stage's
+    Pass 1 (a Ray Data task per input shard, ``CleanShard``) writes WORK files into the stage's
     temporary directory; ``find_duplicates`` shuffles their keys on the text hash; pass 2 shuffles the
     duplicates (plus one row per shard) on the shard, and each block finishes its shards."""
     import ray.data

@@ -309,7 +309,7 @@ def read_shards(unit: Unit | str, cfg: ReadConfig) -> Iterator[pa.Table | dict[s
 
 class WriteDocuments:
     """``map_units``' worker for read: the read task's pieces are the shards already (its counts
-    travel on the unit's marker), so the actor only writes them."""
+    travel on the unit's marker), so the task only writes them."""
 
     def __call__(self, table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
         return table, {}
@@ -317,7 +317,7 @@ class WriteDocuments:
 
 def run_read(cfg: ReadConfig, inputs: str | list[str], root: str, *, concurrency: int | None = None) -> str:
     """Read ``inputs`` (URIs, globs or directories) into ``{root}/read/{key}/``; returns its URI.
-    A Ray Data read task per unit (``plan_units``); actors write its shards as
+    A Ray Data task per unit (``plan_units``) reads it and writes its shards as
     ``part-{unit:05d}-{k:04d}.parquet``."""
     patterns = [inputs] if isinstance(inputs, str) else list(inputs)
     if not patterns:

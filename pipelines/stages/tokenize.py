@@ -1,7 +1,7 @@
 """SENTENCES + a wordpiece stage output -> TOKENIZED (doc_id, sentence_ids).
 
-A Ray Data read task per input shard; an actor pool of ``EncodeShard`` (the tokenizer loaded once per
-actor, in ``__init__``) encodes all its sentences (no special tokens; each distinct space-separated
+A Ray Data task per input shard; ``EncodeShard`` (the tokenizer loaded in ``__init__``, once per
+worker process: ``costly_setup``) encodes all its sentences (no special tokens; each distinct space-separated
 chunk goes through the Rust tokenizer once, see ``SentenceEncoder``) and writes its output shard. Empty sentences (nothing left after normalisation) are
 dropped, and so are documents left with no sentence.
 """
@@ -107,10 +107,10 @@ def core(table: pa.Table, tokenizer) -> pa.Table:
 
 
 class EncodeShard:
-    """``map_units``' worker for tokenize: loads the tokenizer of ``wordpiece_uri`` once per actor
-    (its ``SentenceEncoder`` chunk cache then serves every shard the actor gets)."""
+    """``map_units``' worker for tokenize: loads the tokenizer of ``wordpiece_uri`` once per worker
+    process (its ``SentenceEncoder`` chunk cache then serves every shard that process gets)."""
 
-    costly_setup = True  # map_units: an actor pool, the tokenizer built once per actor
+    costly_setup = True  # map_units: built once per worker process and stage attempt, then reused
 
     def __init__(self, wordpiece_uri: str):
         self.encoder = SentenceEncoder(load_tokenizer(wordpiece_uri))

@@ -20,6 +20,7 @@ import pytest
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGES = ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs")
+WATCHDOG_S = 600  # the chain takes 2-4 minutes; past this, the child reports what it waits on and exits
 
 
 def _config(corpus: str, root: str):
@@ -74,6 +75,36 @@ def _remove_when_running(cluster, node, root: str, stage: str, removed: list, de
         time.sleep(0.02)
 
 
+def _watchdog(seconds: float, done: threading.Event) -> None:
+    """If the chain has not finished in ``seconds``, write what it waits on to stderr and exit 3:
+    the driver's threads, the cluster's unfinished tasks and live actors, the tail of Ray Data's log."""
+    if done.wait(seconds):
+        return
+    import faulthandler
+    import glob
+
+    import ray
+
+    print(f"WATCHDOG: the chain has not finished in {seconds:.0f} s", file=sys.stderr, flush=True)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    try:
+        from ray.util import state
+
+        for t in state.list_tasks(filters=[("state", "!=", "FINISHED")], limit=100, raise_on_missing_output=False):
+            print("TASK", t.name, t.state, t.node_id, t.attempt_number, file=sys.stderr)
+        for a in state.list_actors(filters=[("state", "!=", "DEAD")], limit=100, raise_on_missing_output=False):
+            print("ACTOR", a.class_name, a.state, a.node_id, file=sys.stderr)
+    except Exception as e:  # the state API is a diagnosis only
+        print(f"WATCHDOG: no state API ({e!r})", file=sys.stderr)
+    print("NODES", [(n["NodeID"][:8], n["Alive"], n["Resources"].get("CPU")) for n in ray.nodes()], file=sys.stderr)
+    session = ray._private.worker.global_worker.node.get_session_dir_path()
+    for log in sorted(glob.glob(os.path.join(session, "logs", "ray-data", "*.log")), key=os.path.getmtime)[-2:]:
+        with open(log, errors="replace") as f:
+            print(f"--- {log}", *f.readlines()[-60:], sep="", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(3)
+
+
 def _cluster_main(corpus: str, out_dir: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
@@ -89,9 +120,11 @@ def _cluster_main(corpus: str, out_dir: str) -> None:
         removed: list[str] = []
         watchers = [threading.Thread(target=_remove_when_running, args=(cluster, node, root, stage, removed), daemon=True)
                     for node, stage in ((workers[0], "tokenize"), (workers[1], "nsp_pairs"))]
-        for w in watchers:
+        done = threading.Event()
+        for w in [*watchers, threading.Thread(target=_watchdog, args=(WATCHDOG_S, done), daemon=True)]:
             w.start()
         report["chaos"] = digests(run_chain(corpus, root))
+        done.set()
         report["removed"] = removed
         for _ in range(60):  # the GCS marks a removed node dead after its heartbeats time out
             report["nodes_after"] = len([n for n in ray.nodes() if n["Alive"]])
@@ -109,10 +142,18 @@ def _cluster_main(corpus: str, out_dir: str) -> None:
 def test_chain_on_four_nodes_with_node_loss_gives_the_one_node_bytes(ray_session, demo_files, tmp_path):
     corpus = write_corpus(demo_files, str(tmp_path / "corpus.txt"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([PROJECT_ROOT, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), corpus, str(tmp_path / "cluster")], env=env,
-                          capture_output=True, text=True, timeout=900)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
-    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-5000:]
+    out, err = tmp_path / "child.out", tmp_path / "child.err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), corpus, str(tmp_path / "cluster")],
+                                env=env, stdout=stdout, stderr=stderr, text=True)
+        try:
+            proc.wait(timeout=WATCHDOG_S + 240)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    stdout, stderr = out.read_text(), err.read_text(errors="replace")
+    lines = [line for line in stdout.splitlines() if line.startswith("REPORT ")]
+    assert proc.returncode == 0 and lines, f"exit {proc.returncode}\n{stdout[-3000:]}\n{stderr[-12000:]}"
     report = json.loads(lines[0][len("REPORT "):])
     one_node = digests(run_chain(corpus, str(tmp_path / "one")))
     for stage in STAGES:

@@ -31,16 +31,28 @@ def _make_stage():
 
     class Upper:
         def __init__(self, suffix: str):
-            self.suffix = suffix  # set up once per actor
+            self.suffix = suffix
 
         def __call__(self, table):
             texts = [t.upper() + self.suffix for t in table.column("text").to_pylist()]
             return table.set_column(1, "text", pa.array(texts)), {"rows_in": table.num_rows,
                                                                   "max_len": max(map(len, texts))}
-    return read_in_pieces, Upper
+    class CostlyUpper(Upper):
+        """``costly_setup``: counts its own builds; the first piece a build writes reports one."""
+        costly_setup = True
+
+        def __init__(self, suffix: str):
+            super().__init__(suffix)
+            self.pieces = 0
+
+        def __call__(self, table):
+            self.pieces += 1
+            out, stats = super().__call__(table)
+            return out, {**stats, "builds": int(self.pieces == 1)}
+    return read_in_pieces, Upper, CostlyUpper
 
 
-_read_in_pieces, _Upper = _make_stage()
+_read_in_pieces, _Upper, _CostlyUpper = _make_stage()
 
 
 @pytest.mark.parametrize("parts", [1, 3])
@@ -67,6 +79,24 @@ def test_map_units_writes_piece_files_whatever_the_parallelism(tmp_path, ray_ses
     table = stage_store.read_table(uri)
     assert table.column("doc_id").to_pylist() == [f"d{i:04d}" for i in range(10)]
     assert table.column("text").to_pylist() == [f"TEXT {i}!" for i in range(10)]
+
+
+def test_a_costly_worker_is_built_once_per_process_and_stage_attempt(tmp_path, ray_session):
+    built = [stage_exec._stage_worker(_CostlyUpper, ("!",), "tmp-a") for _ in range(3)]
+    assert built[0] is built[1] is built[2]
+    assert stage_exec._stage_worker(_CostlyUpper, ("?",), "tmp-a") is not built[0]  # other arguments
+    assert stage_exec._stage_worker(_CostlyUpper, ("!",), "tmp-b") is not built[0]  # another attempt
+    assert stage_exec._stage_worker(_Upper, ("!",), "tmp-b") is not stage_exec._stage_worker(_Upper, ("!",), "tmp-b")
+
+    units = _shards(tmp_path)  # 3 units read in 3 pieces: 2 + 2 + 0, 2 + 2 + 0, 1 + 1 + 0 rows
+
+    def produce(writer):
+        stats, written = stage_exec.map_units(writer, units, _read_in_pieces, (3,), _CostlyUpper, ("!",),
+                                              schema=DOCUMENTS)
+        assert len(written) == 6 and 1 <= stats["builds"] <= 3  # a task's pieces share one build
+        assert stats["rows_in"] == 10
+    uri = stage_store.run_stage(str(tmp_path / "out"), "up", {}, (), produce)
+    assert stage_store.read_table(uri).column("text").to_pylist() == [f"TEXT {i}!" for i in range(10)]
 
 
 def test_map_units_names_the_unreadable_shard(tmp_path, ray_session):
