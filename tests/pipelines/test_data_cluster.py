@@ -77,7 +77,8 @@ def _remove_when_running(cluster, node, root: str, stage: str, removed: list, de
 
 def _watchdog(seconds: float, done: threading.Event) -> None:
     """If the chain has not finished in ``seconds``, write what it waits on to stderr and exit 3:
-    the driver's threads, the cluster's unfinished tasks and live actors, the tail of Ray Data's log."""
+    the driver's threads, the nodes, the tail of Ray Data's logs (its operators' progress). The state
+    API's task and actor lists need the dashboard, which this cluster runs without."""
     if done.wait(seconds):
         return
     import faulthandler
@@ -87,20 +88,11 @@ def _watchdog(seconds: float, done: threading.Event) -> None:
 
     print(f"WATCHDOG: the chain has not finished in {seconds:.0f} s", file=sys.stderr, flush=True)
     faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-    try:
-        from ray.util import state
-
-        for t in state.list_tasks(filters=[("state", "!=", "FINISHED")], limit=100, raise_on_missing_output=False):
-            print("TASK", t.name, t.state, t.node_id, t.attempt_number, file=sys.stderr)
-        for a in state.list_actors(filters=[("state", "!=", "DEAD")], limit=100, raise_on_missing_output=False):
-            print("ACTOR", a.class_name, a.state, a.node_id, file=sys.stderr)
-    except Exception as e:  # the state API is a diagnosis only
-        print(f"WATCHDOG: no state API ({e!r})", file=sys.stderr)
     print("NODES", [(n["NodeID"][:8], n["Alive"], n["Resources"].get("CPU")) for n in ray.nodes()], file=sys.stderr)
     session = ray._private.worker.global_worker.node.get_session_dir_path()
     for log in sorted(glob.glob(os.path.join(session, "logs", "ray-data", "*.log")), key=os.path.getmtime)[-2:]:
         with open(log, errors="replace") as f:
-            print(f"--- {log}", *f.readlines()[-60:], sep="", file=sys.stderr)
+            print(f"--- {log}\n", *f.readlines()[-60:], sep="", file=sys.stderr)
     sys.stderr.flush()
     os._exit(3)
 
