@@ -23,6 +23,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -66,7 +67,8 @@ class _Rows(torch.utils.data.Dataset):
         return self.rows[i]
 
 
-def run_transformers(spec: glue.TaskSpec, data: train.TaskData, checkpoint: str, hp: HyperParams) -> dict:
+def run_transformers(spec: glue.TaskSpec, data: train.TaskData, checkpoint: str, hp: HyperParams,
+                     paired: bool = True) -> dict:
     """The stock recipe: AutoTokenizer, BertForSequenceClassification, Trainer with DataCollatorWithPadding."""
     import transformers
     from transformers import AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding
@@ -84,18 +86,51 @@ def run_transformers(spec: glue.TaskSpec, data: train.TaskData, checkpoint: str,
     train_set, dev_set = encode(train_rows), encode(data.dev[spec.name])
     torch.manual_seed(hp.seed)
     model = BertForSequenceClassification.from_pretrained(checkpoint, num_labels=spec.num_labels)
+    if paired:
+        pair_head(model, checkpoint, "sequence_classification", spec.num_labels, hp.seed)
     logits, epoch_seconds, epoch_cpu_seconds = trainer_fit_predict(model, train_set, dev_set,
-                                                                   DataCollatorWithPadding(tok), hp)
+                                                                   DataCollatorWithPadding(tok), hp, paired)
     labels = np.array([e.label for e in data.dev[spec.name]])
     dev = metrics.compute_metrics(spec.metrics, logits.argmax(-1), labels)  # the same scorer as ours
     return {"impl": "transformers", "dev_accuracy": 100 * dev["accuracy"], "dev": {k: 100 * v for k, v in dev.items()},
             "epoch_seconds": epoch_seconds, "epoch_cpu_seconds": epoch_cpu_seconds}
 
 
-def trainer_fit_predict(model, train_set: _Rows, eval_set: _Rows, collator, hp: HyperParams,
+class OursOrder(torch.utils.data.Sampler):
+    """Our training order (``train.shuffled_batches``): one generator seeded with the seed, a fresh
+    ``randperm`` of the rows from it each epoch. Given to the Trainer in the paired setting."""
+
+    def __init__(self, num_rows: int, seed: int):
+        self.num_rows, self.generator = num_rows, torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __iter__(self):
+        return iter(torch.randperm(self.num_rows, generator=self.generator).tolist())
+
+
+def pair_head(model, checkpoint: str, kind: str, num_labels: int, seed: int) -> None:
+    """Give ``model`` (a ``transformers`` classifier) the fresh head ours draws for this seed, so the two
+    contestants differ only in their code, not in their head's random start."""
+    from bert_core import load_pretrained
+
+    torch.manual_seed(seed)
+    ours = load_pretrained(checkpoint, kind, num_labels=num_labels)
+    with torch.no_grad():
+        model.classifier.weight.copy_(ours.classifier.weight)
+        model.classifier.bias.copy_(ours.classifier.bias)
+
+
+def trainer_fit_predict(model, train_set: _Rows, eval_set: _Rows, collator, hp: HyperParams, paired: bool = False,
                         ) -> tuple[np.ndarray, list[float], list[float]]:
-    """``transformers.Trainer`` with our hyper-parameters: eval-set predictions, wall and CPU s per epoch."""
+    """``transformers.Trainer`` with our hyper-parameters: eval-set predictions, wall and CPU s per epoch.
+    ``paired``: the Trainer reads the rows in our order (``OursOrder``); only dropout draws then differ."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    class PairedTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            return OursOrder(len(train_dataset or self.train_dataset), hp.seed)
 
     total_steps = math.ceil(len(train_set) / hp.batch_size) * hp.num_epochs
     epoch_seconds: list[float] = []
@@ -117,8 +152,8 @@ def trainer_fit_predict(model, train_set: _Rows, eval_set: _Rows, collator, hp: 
             max_grad_norm=hp.max_grad_norm, adam_epsilon=1e-8, seed=hp.seed, save_strategy="no", eval_strategy="no",
             logging_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
             use_cpu=not torch.cuda.is_available(), bf16=hp.precision == "bf16")
-        trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=collator,
-                          callbacks=[EpochTimer()])
+        trainer = (PairedTrainer if paired else Trainer)(model=model, args=args, train_dataset=train_set,
+                                                         data_collator=collator, callbacks=[EpochTimer()])
         trainer.train()
         predictions = trainer.predict(eval_set).predictions
     return predictions, epoch_seconds, epoch_cpu_seconds
@@ -140,16 +175,17 @@ def warm_up(checkpoint: str) -> None:
             (out[0] if isinstance(out, tuple) else out.loss).backward()
 
 
-def run_in_order(order: str, ours: Callable[[], dict], theirs: Callable[[], dict],
+def run_in_order(order: str, seeds: list[int], ours: Callable[[int], dict], theirs: Callable[[int], dict],
                  describe: Callable[[dict], str]) -> list[dict]:
-    """Run the contestants interleaved as ``order`` says (A = ours, B = transformers), one line each."""
+    """For each seed, run the contestants interleaved as ``order`` says (A = ours, B = transformers),
+    one line each."""
     runs = []
-    for which in order:
+    for seed, which in ((seed, which) for seed in seeds for which in order):
         load_before = os.getloadavg()[0]
-        run = (ours if which == "A" else theirs)()
-        run["loadavg_before"] = load_before
+        run = (ours if which == "A" else theirs)(seed)
+        run.update(loadavg_before=load_before, seed=seed)
         runs.append(run)
-        print(f"{run['impl']:>12}: {describe(run)}  s/epoch {', '.join(f'{s:.1f}' for s in run['epoch_seconds'])}"
+        print(f"{run['impl']:>12} seed {seed}: {describe(run)}  s/epoch {', '.join(f'{s:.1f}' for s in run['epoch_seconds'])}"
               f"  CPU s/epoch {', '.join(f'{s:.1f}' for s in run['epoch_cpu_seconds'])}  (load {load_before:.1f})",
               flush=True)
     return runs
@@ -166,7 +202,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-rows", type=int, default=1600, help="first N train rows (0 = all)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, nargs="+", default=[42], help="one run of each contestant per seed")
+    parser.add_argument("--unpaired", action="store_true",
+                        help="let transformers draw its own head and data order (default: ours' for the same seed, "
+                             "so that only dropout draws differ between the contestants)")
     parser.add_argument("--order", default="AB", help="A = ours, B = transformers; e.g. ABBA to interleave")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--task", default="demo", choices=("demo", "squad", "conll") + GLUE_BENCH_TASKS,
@@ -186,14 +225,16 @@ def main(argv: list[str] | None = None) -> dict:
     spec = glue.DEMO_TASK if args.task == "demo" else glue.GLUE_TASKS[args.task]
     data_dir = args.data or (glue.DEMO_TASK_DIR if args.task == "demo" else os.path.join(args.glue_root, spec.dirname))
     data = train.read_task_data(spec, data_dir)
-    hp = HyperParams(learning_rate=args.lr, num_epochs=args.epochs, seed=args.seed, max_train_examples=args.train_rows)
+    hp = HyperParams(learning_rate=args.lr, num_epochs=args.epochs, max_train_examples=args.train_rows)
     warm_up(checkpoint)
-    runs = run_in_order(args.order, lambda: run_ours(spec, data, checkpoint, hp),
-                        lambda: run_transformers(spec, data, checkpoint, hp),
+    runs = run_in_order(args.order, args.seed, lambda seed: run_ours(spec, data, checkpoint, replace(hp, seed=seed)),
+                        lambda seed: run_transformers(spec, data, checkpoint, replace(hp, seed=seed),
+                                                      not args.unpaired),
                         lambda run: "dev " + ", ".join(f"{k} {v:.2f}" for k, v in run["dev"].items()))
     summary = summarize(runs)
     summary.update(config={"task": spec.name, "data": data_dir, "checkpoint": checkpoint, "train_rows": len(data.train[:args.train_rows or None]),
                            "dev_rows": len(data.dev[spec.name]), "hyper_params": hp.__dict__, "order": args.order,
+                           "seeds": args.seed, "paired": not args.unpaired,
                            "torch_threads": torch.get_num_threads(), "device": str(train.pick_device())})
     print_table(summary)
     if args.json:
@@ -210,7 +251,11 @@ def summarize(runs: list[dict]) -> dict:
     gaps = {k: dev["ours"][k] - dev["transformers"][k] for k in dev["ours"]}
     spe = {impl: statistics.median(s for r in rs for s in r["epoch_seconds"]) for impl, rs in by.items()}
     cpu = {impl: statistics.median(s for r in rs for s in r["epoch_cpu_seconds"]) for impl, rs in by.items()}
-    return {"runs": runs, "dev_accuracy": acc, "dev": dev, "gap_points": gaps,
+    seeds = sorted({r["seed"] for r in runs})
+    per_seed = {seed: {k: statistics.mean(r["dev"][k] for r in by["ours"] if r["seed"] == seed)
+                       - statistics.mean(r["dev"][k] for r in by["transformers"] if r["seed"] == seed)
+                       for k in dev["ours"]} for seed in seeds}
+    return {"runs": runs, "dev_accuracy": acc, "dev": dev, "gap_points": gaps, "gap_points_per_seed": per_seed,
             "median_seconds_per_epoch": spe, "median_cpu_seconds_per_epoch": cpu,
             "accuracy_gap_points": acc["ours"] - acc["transformers"],
             "speedup": spe["transformers"] / spe["ours"],
@@ -226,6 +271,8 @@ def print_table(s: dict) -> None:
         scores = " | ".join(f"{s['dev'][impl][n]:.2f}" for n in names)
         print(f"| {impl} | {scores} | "
               f"{s['median_seconds_per_epoch'][impl]:.1f} | {s['median_cpu_seconds_per_epoch'][impl]:.1f} |")
+    for seed, g in s["gap_points_per_seed"].items():
+        print(f"seed {seed}: gap " + ", ".join(f"{n} {v:+.2f}" for n, v in g.items()))
     gaps = ", ".join(f"{n} {g:+.2f}" for n, g in s["gap_points"].items())
     print(f"\ngap {gaps} points ({'PASS' if s['pass_accuracy'] else 'FAIL'}, "
           f"within 1); speed ours/transformers x{s['speedup']:.2f} ({'PASS' if s['pass_speed'] else 'FAIL'}, no slower)")
@@ -273,7 +320,7 @@ def squad_main(args: argparse.Namespace, checkpoint: str) -> dict:
     """Fine-tune on the 40 train articles, evaluate on the 8 others, beside the first-sentence baseline."""
     from pipelines.finetune import squad
 
-    hp = HyperParams(learning_rate=args.lr, num_epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
+    hp = HyperParams(learning_rate=args.lr, num_epochs=args.epochs, seed=args.seed[0], batch_size=args.batch_size,
                      max_seq_length=args.max_seq_length, max_train_examples=args.train_questions,
                      max_eval_examples=args.eval_questions)
     params = squad.SquadParams(version="v1.1")
@@ -336,7 +383,7 @@ def run_ours_conll(params, data_uri: str, checkpoint: str, hp: HyperParams) -> d
             "epoch_cpu_seconds": [h["epoch_cpu_seconds"] for h in result["epochs"]]}
 
 
-def run_transformers_conll(params, data_uri: str, checkpoint: str, hp: HyperParams) -> dict:
+def run_transformers_conll(params, data_uri: str, checkpoint: str, hp: HyperParams, paired: bool = True) -> dict:
     """The stock recipe (as ``run_ner.py``): fast tokenizer on pre-split words, the label on each word's
     first sub-word and -100 elsewhere, DataCollatorForTokenClassification, Trainer. Words past the cut
     are predicted O and scored, as in ours (run_ner.py would drop them from scoring)."""
@@ -370,8 +417,10 @@ def run_transformers_conll(params, data_uri: str, checkpoint: str, hp: HyperPara
     (train_set, _), (dev_set, dev_first) = encode(train_s), encode(dev_s)
     torch.manual_seed(hp.seed)
     model = BertForTokenClassification.from_pretrained(checkpoint, num_labels=len(names))
+    if paired:
+        pair_head(model, checkpoint, "token_classification", len(names), hp.seed)
     logits, epoch_seconds, epoch_cpu_seconds = trainer_fit_predict(
-        model, train_set, dev_set, DataCollatorForTokenClassification(tok), hp)
+        model, train_set, dev_set, DataCollatorForTokenClassification(tok), hp, paired)
     best = logits.argmax(-1)
     predicted = [[names[best[i, p]] if p >= 0 else "O" for p in first] for i, first in enumerate(dev_first)]
     s = metrics.conll_scores([x.tags for x in dev_s], predicted)
@@ -386,12 +435,14 @@ def conll_main(args: argparse.Namespace, checkpoint: str) -> dict:
 
     params = ConllParams(scheme=args.scheme)
     data_uri = os.path.join(args.conll_root, "iob2" if args.scheme == "iob2" else "iob1_original")
-    hp = HyperParams(learning_rate=args.lr, num_epochs=args.conll_epochs, seed=args.seed, batch_size=args.batch_size,
+    hp = HyperParams(learning_rate=args.lr, num_epochs=args.conll_epochs, batch_size=args.batch_size,
                      max_seq_length=args.conll_max_seq_length, max_train_examples=args.train_sentences,
                      max_eval_examples=args.eval_sentences)
     warm_up(checkpoint)
-    runs = run_in_order(args.order, lambda: run_ours_conll(params, data_uri, checkpoint, hp),
-                        lambda: run_transformers_conll(params, data_uri, checkpoint, hp),
+    runs = run_in_order(args.order, args.seed,
+                        lambda seed: run_ours_conll(params, data_uri, checkpoint, replace(hp, seed=seed)),
+                        lambda seed: run_transformers_conll(params, data_uri, checkpoint, replace(hp, seed=seed),
+                                                            not args.unpaired),
                         lambda run: f"entity F1 {run['entity_f1']:.2f} (P {run['entity_precision']:.2f}, "
                                     f"R {run['entity_recall']:.2f})")
     by = {impl: [r for r in runs if r["impl"] == impl] for impl in ("ours", "transformers")}
@@ -402,6 +453,7 @@ def conll_main(args: argparse.Namespace, checkpoint: str) -> dict:
                "pass_f1": abs(f1["ours"] - f1["transformers"]) <= 1.0, "pass_speed": spe["ours"] <= spe["transformers"],
                "config": {"checkpoint": checkpoint, "scheme": args.scheme, "train_sentences": args.train_sentences,
                           "eval_sentences": args.eval_sentences, "hyper_params": hp.__dict__, "order": args.order,
+                          "seeds": args.seed, "paired": not args.unpaired,
                           "torch_threads": torch.get_num_threads(), "device": str(train.pick_device())}}
     print(f"\nCoNLL-2003 {args.scheme}: first {args.train_sentences or 'all 14041'} train sentences, "
           f"{args.conll_epochs} epoch(s), valid: {args.eval_sentences or 'all 3250'} sentences")
