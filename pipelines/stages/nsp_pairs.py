@@ -18,6 +18,7 @@ input and the config. The special-token ids come from the typed ``Vocabulary`` t
 """
 from __future__ import annotations
 
+import array
 import dataclasses
 import hashlib
 import random
@@ -137,14 +138,21 @@ def instances_from_document(docs: list[list[int]], doc_index: int, cfg: NspConfi
     return instances
 
 
-def plan_instances(docs: list[list[int]], cfg: NspConfig, rng: random.Random) -> tuple[list[tuple], int]:
-    """One pass over ``docs`` in order (the original's loop body); -> (plans, short-target documents)."""
-    plans, num_short = [], 0
+PLAN_FIELDS = ("a_doc", "a_first", "a_stop", "b_doc", "b_first", "b_stop", "a_cut_front", "a_cut_back",
+               "b_cut_front", "b_cut_back", "is_random_next", "short_target", "forced_random_next")
+"""The columns of a plan array: one row per instance, as ``instances_from_document`` returns it, flat."""
+
+
+def plan_instances(docs: list[list[int]], cfg: NspConfig, rng: random.Random) -> tuple[np.ndarray, int]:
+    """One pass over ``docs`` in order (the original's loop body); -> (plans, short-target documents).
+    Plans are an int32 array of ``PLAN_FIELDS`` columns (52 bytes an instance, not a tuple tree)."""
+    flat, num_short = array.array("i"), 0
     for k in range(len(docs)):
         found = instances_from_document(docs, k, cfg, rng)
-        plans += found
+        for a, b, cuts, is_random, short, forced in found:
+            flat.extend((*a, *b, *cuts, is_random, short, forced))
         num_short += bool(found) and found[0][4]
-    return plans, num_short
+    return np.frombuffer(flat, dtype=np.int32).reshape(-1, len(PLAN_FIELDS)), num_short
 
 
 def core(table: pa.Table, cfg: NspConfig, partition: int = 0) -> pa.Table:
@@ -153,31 +161,40 @@ def core(table: pa.Table, cfg: NspConfig, partition: int = 0) -> pa.Table:
 
 
 def partition_instances(table: pa.Table, cfg: NspConfig, partition: int) -> tuple[pa.Table, dict[str, int]]:
-    """``core`` plus document-level counts (documents used, short-target document passes)."""
+    """``core`` plus document-level counts (documents used, short-target document passes).
+
+    Documents are taken in doc_id order, through an index: the table's tokens are never copied into
+    that order, only read once into a flat int32 view."""
     _check_length(cfg)
     schemas.check_schema(table, schemas.TOKENIZED, "nsp_pairs")
-    table = table.take(pc.sort_indices(table, sort_keys=[("doc_id", "ascending")]))
+    by_id = pc.sort_indices(table, sort_keys=[("doc_id", "ascending")]).to_numpy()
     col = table.column("sentence_ids").combine_chunks()
     sentences = col.flatten()
-    flat = sentences.flatten().to_numpy(zero_copy_only=False).astype(np.int32)
+    flat = np.asarray(sentences.flatten().to_numpy(zero_copy_only=False), dtype=np.int32)  # a view if it can be
     sent_off = (sentences.offsets.to_numpy() - sentences.offsets[0].as_py()).astype(np.int64)
     doc_off = (col.offsets.to_numpy() - col.offsets[0].as_py()).astype(np.int64)
     sent_len = np.diff(sent_off)
-    docs = [sent_len[doc_off[d]:doc_off[d + 1]].tolist() for d in range(len(doc_off) - 1)]
+    docs = [sent_len[doc_off[r]:doc_off[r + 1]].tolist() for r in by_id.tolist()]  # in doc_id order
     docs_index = [d for d in range(len(docs)) if docs[d] and sum(docs[d]) > 0]
-    plans, num_short = [], 0
+    parts, num_short = [], 0
     for dupe in range(cfg.dupe_factor):
         rng = random.Random(_seed(cfg.seed, partition, dupe))
         order = list(docs_index)
         rng.shuffle(order)
         found, short = plan_instances([docs[d] for d in order], cfg, rng)
         num_short += short
-        # map pool positions back to rows of ``table``
-        plans += [((order[a[0]],) + a[1:], (order[b[0]],) + b[1:]) + tuple(rest) for a, b, *rest in found]
-    random.Random(_seed(cfg.seed, partition, "shuffle")).shuffle(plans)
+        found = found.copy()  # pool positions -> documents in doc_id order
+        pool = np.asarray(order, dtype=np.int32)
+        found[:, 0], found[:, 3] = pool[found[:, 0]], pool[found[:, 3]]
+        parts.append(found)
+    plans = np.concatenate(parts) if parts else np.zeros((0, len(PLAN_FIELDS)), np.int32)
+    del parts
+    shuffled = list(range(len(plans)))  # the permutation shuffling the plans list itself would apply
+    random.Random(_seed(cfg.seed, partition, "shuffle")).shuffle(shuffled)
+    plans = plans[np.asarray(shuffled, dtype=np.int64)] if len(plans) else plans
     doc_stats = {"document_passes": len(docs_index) * cfg.dupe_factor, "short_target_document_passes": num_short,
                  "documents_without_tokens": len(docs) - len(docs_index)}
-    return assemble(plans, flat, sent_off, doc_off, cfg, partition), doc_stats
+    return assemble(plans, flat, sent_off, doc_off[by_id], cfg, partition), doc_stats
 
 
 def _check_length(cfg: NspConfig) -> None:
@@ -185,30 +202,51 @@ def _check_length(cfg: NspConfig) -> None:
         raise ValueError("nsp_pairs: max_seq_length is not set (the run's DAG sets it to each pretraining phase's)")
 
 
-def assemble(plans: list[tuple], flat: np.ndarray, sent_off: np.ndarray, doc_off: np.ndarray,
-              cfg: NspConfig, partition: int) -> pa.Table:
-    """[CLS] A [SEP] B [SEP] id arrays from the plans, cut out of the flat token array."""
+ASSEMBLE_CHUNK = 1 << 12
+"""Instances assembled per numpy pass: bounds the gather index (8 bytes a token) to a few MB."""
+
+
+def assemble(plans: np.ndarray, flat: np.ndarray, sent_off: np.ndarray, doc_first: np.ndarray,
+             cfg: NspConfig, partition: int) -> pa.Table:
+    """[CLS] A [SEP] B [SEP] id arrays from the plans, gathered out of the flat token array.
+    ``doc_first[d]`` is the index (into ``sent_off``) of document d's first sentence."""
     if cfg.cls_id is None or cfg.sep_id is None:
         raise ValueError("nsp_pairs: cls_id and sep_id must be set (run_nsp_pairs takes them from the vocabulary)")
-    cls_, sep = np.array([cfg.cls_id], np.int32), np.array([cfg.sep_id], np.int32)
-    pieces, types, lengths = [], [], []
-    for (da, a0, a1), (db, b0, b1), (af, ab, bf, bb), *_ in plans:
-        a = flat[sent_off[doc_off[da] + a0] + af: sent_off[doc_off[da] + a1] - ab]
-        b = flat[sent_off[doc_off[db] + b0] + bf: sent_off[doc_off[db] + b1] - bb]
-        pieces += [cls_, a, sep, b, sep]
-        types += [np.zeros(len(a) + 2, np.int8), np.ones(len(b) + 1, np.int8)]
-        lengths.append(len(a) + len(b) + 3)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32))
-    values = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
-    type_values = np.concatenate(types) if types else np.zeros(0, np.int8)
+    p = plans
+    a0 = sent_off[doc_first[p[:, 0]] + p[:, 1]] + p[:, 6]
+    la = sent_off[doc_first[p[:, 0]] + p[:, 2]] - p[:, 7] - a0
+    b0 = sent_off[doc_first[p[:, 3]] + p[:, 4]] + p[:, 8]
+    lb = sent_off[doc_first[p[:, 3]] + p[:, 5]] - p[:, 9] - b0
+    lengths = la + lb + 3
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    values = np.empty(int(offsets[-1]), np.int32)
+    types = np.empty(int(offsets[-1]), np.int8)
+    one, zero = np.ones_like(la), np.zeros_like(la)
+    for lo in range(0, len(p), ASSEMBLE_CHUNK):
+        hi = min(len(p), lo + ASSEMBLE_CHUNK)
+        base, stop = int(offsets[lo]), int(offsets[hi])
+        seg_len = np.stack([one[lo:hi], la[lo:hi], one[lo:hi], lb[lo:hi], one[lo:hi]], 1).ravel()
+        seg_src = np.stack([zero[lo:hi], a0[lo:hi], zero[lo:hi], b0[lo:hi], zero[lo:hi]], 1).ravel()
+        seg_out = np.cumsum(seg_len) - seg_len
+        chunk = flat[np.repeat(seg_src - seg_out, seg_len) + np.arange(stop - base)] if len(flat) else \
+            np.zeros(stop - base, np.int32)
+        starts = offsets[lo:hi] - base
+        chunk[starts] = cfg.cls_id
+        chunk[starts + 1 + la[lo:hi]] = cfg.sep_id
+        chunk[offsets[lo + 1:hi + 1] - base - 1] = cfg.sep_id
+        values[base:stop] = chunk
+        types[base:stop] = np.repeat(np.tile(np.array([0, 1], np.int8), hi - lo),
+                                     np.stack([la[lo:hi] + 2, lb[lo:hi] + 1], 1).ravel())
+    number = pc.utf8_lpad(pa.array(np.arange(len(p), dtype=np.int64)).cast(pa.string()), width=9, padding="0")
+    offsets32 = pa.array(offsets.astype(np.int32))
     return pa.table({
-        "input_ids": pa.ListArray.from_arrays(offsets, pa.array(values, pa.int32())),
-        "token_type_ids": pa.ListArray.from_arrays(offsets, pa.array(type_values, pa.int8())),
-        "is_random_next": pa.array([p[3] for p in plans], pa.bool_()),
-        "num_tokens": pa.array(lengths, pa.int32()),
-        "instance_id": pa.array([f"p{partition:05d}-{i:09d}" for i in range(len(plans))], pa.string()),
-        "short_target": pa.array([p[4] for p in plans], pa.bool_()),
-        "forced_random_next": pa.array([p[5] for p in plans], pa.bool_()),
+        "input_ids": pa.ListArray.from_arrays(offsets32, pa.array(values, pa.int32())),
+        "token_type_ids": pa.ListArray.from_arrays(offsets32, pa.array(types, pa.int8())),
+        "is_random_next": pa.array(p[:, 10].astype(bool), pa.bool_()),
+        "num_tokens": pa.array(lengths.astype(np.int32), pa.int32()),
+        "instance_id": pc.binary_join_element_wise(f"p{partition:05d}-", number, ""),
+        "short_target": pa.array(p[:, 11].astype(bool), pa.bool_()),
+        "forced_random_next": pa.array(p[:, 12].astype(bool), pa.bool_()),
     }, schema=OUTPUT)
 
 
@@ -238,8 +276,10 @@ def write_partitions(block: pa.Table, cfg: NspConfig, tmp_uri: str, env: dict[st
     storage.apply_env(env)
     out = stage_exec.written_rows()
     parts = block.column("partition").to_numpy()
-    for partition in np.unique(parts).tolist():
-        rows = block.filter(pc.equal(block.column("partition"), partition)).select(["doc_id", "sentence_ids"])
+    partitions = np.unique(parts).tolist()
+    for partition in partitions:
+        rows = block if len(partitions) == 1 else block.filter(pc.equal(block.column("partition"), partition))
+        rows = rows.select(["doc_id", "sentence_ids"])  # no copy of the tokens when the block is one partition
         pairs, doc_stats = partition_instances(rows.cast(schemas.TOKENIZED), cfg, partition)
         stage_exec.write_output(out, tmp_uri, f"part-{partition:05d}-0000.parquet", pairs, OUTPUT, partition, 0,
                                 {**doc_stats, **_stats(pairs)})
