@@ -4,6 +4,7 @@ fine-tuning seeds (head init, dropout, batch order). One pretraining run (the de
 
     python -m bench.demo_gain --seeds 0 1 2                     # the demo preset
     python -m bench.demo_gain --seeds 0 1 2 --root /tmp/g pretrain.phases.0.num_steps=600
+    python -m bench.demo_gain --export /tmp/bench_learning/ours-1800/pretrain/.../export   # a finished export
 
 Prints a markdown table (dev accuracy per seed, the means and the gain) and writes it as JSON (``--out``).
 """
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "bench_demo_gain"))
     ap.add_argument("--threads", type=int, default=1, help="torch threads for fine-tuning (the box is shared)")
     ap.add_argument("--out", default="")
+    ap.add_argument("--export", default="", help="fine-tune from this HF-layout export instead of running the DAG "
+                    "(e.g. bench.learning's, whose JSON names it)")
     ap.add_argument("overrides", nargs="*", help="demo preset overrides, e.g. pretrain.phases.0.num_steps=600")
     args = ap.parse_args(argv)
 
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     from pipelines.presets import load_run_config
     from pipelines.run_config import resolve_path
 
-    export, pretrain_s = pretrain_export(args.root, args.overrides)
+    export, pretrain_s = (args.export, 0.0) if args.export else pretrain_export(args.root, args.overrides)
     job = load_run_config("demo", args.overrides).finetune.tasks[0]
     data = train.read_task_data(job.spec, resolve_path(job.data_uri))
     torch.set_num_threads(args.threads)

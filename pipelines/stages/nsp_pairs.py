@@ -228,8 +228,7 @@ def assemble(plans: np.ndarray, flat: np.ndarray, sent_off: np.ndarray, doc_firs
         seg_len = np.stack([one[lo:hi], la[lo:hi], one[lo:hi], lb[lo:hi], one[lo:hi]], 1).ravel()
         seg_src = np.stack([zero[lo:hi], a0[lo:hi], zero[lo:hi], b0[lo:hi], zero[lo:hi]], 1).ravel()
         seg_out = np.cumsum(seg_len) - seg_len
-        chunk = flat[np.repeat(seg_src - seg_out, seg_len) + np.arange(stop - base)] if len(flat) else \
-            np.zeros(stop - base, np.int32)
+        chunk = flat[np.repeat(seg_src - seg_out, seg_len) + np.arange(stop - base)]  # [CLS]/[SEP] read flat[0]
         starts = offsets[lo:hi] - base
         chunk[starts] = cfg.cls_id
         chunk[starts + 1 + la[lo:hi]] = cfg.sep_id
