@@ -90,21 +90,20 @@ def run_conll(args, checkpoint: str, root: str) -> list[dict]:
     start = time.perf_counter()
     cfg = F.FeatureConfig(pooling="token", max_seq_length=256, batch_size=args.batch_size,
                           concurrency=args.concurrency)
-    sentences = {}
+    feats, tags = {}, {}  # per split: one (words, D) array and one tag-id array per sentence
     for split, part in (("train", train_s), ("dev", dev_s)):
         table = F.words_table([f"{i:06d}" for i in range(len(part))], [list(s.words) for s in part],
                               [[label_id[t] for t in s.tags] for s in part])
         ids, y, x = F.read_features(F.extract_features(table, checkpoint, cfg, root))
-        _, sentences[split], tags = probe.group_by_id(ids, y, x)  # ids sort as the sentences do
-        sentences[split + "_tags"] = tags
+        _, feats[split], tags[split] = probe.group_by_id(ids, y, x)  # ids sort as the sentences do
     extract_s = time.perf_counter() - start
     cfg_probe = probe.ProbeConfig(hidden_size=args.tagger_hidden, num_epochs=args.probe_epochs, seed=args.seed)
-    tagger = probe.train_tagger(sentences["train"], sentences["train_tags"], len(names), cfg_probe)
-    predicted = [[names[i] for i in p] for p in probe.predict_tagger(tagger, sentences["dev"])]
+    tagger = probe.train_tagger(feats["train"], tags["train"], len(names), cfg_probe)
+    predicted = [[names[i] for i in p] for p in probe.predict_tagger(tagger, feats["dev"])]
     s = metrics.conll_scores([list(x.tags) for x in dev_s], predicted)
     kind = f"BiLSTM {args.tagger_hidden}" if args.tagger_hidden else "linear"
     rows.append({**size, "method": f"features, last4 concat, per word; {kind} tagger",
-                 "dev": {"entity_f1": 100 * s["f1"]}, "feature_dim": int(sentences["train"][0].shape[1]),
+                 "dev": {"entity_f1": 100 * s["f1"]}, "feature_dim": int(feats["train"][0].shape[1]),
                  "extract_seconds": round(extract_s, 1), "seconds": round(time.perf_counter() - start, 1)})
     print(json.dumps(rows[-1]), flush=True)
     if not args.skip_finetune:

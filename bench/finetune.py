@@ -320,6 +320,8 @@ def squad_main(args: argparse.Namespace, checkpoint: str) -> dict:
     """Fine-tune on the 40 train articles, evaluate on the 8 others, beside the first-sentence baseline."""
     from pipelines.finetune import squad
 
+    if len(args.seed) > 1:
+        raise SystemExit("--task squad runs ours alone: give one --seed")
     hp = HyperParams(learning_rate=args.lr, num_epochs=args.epochs, seed=args.seed[0], batch_size=args.batch_size,
                      max_seq_length=args.max_seq_length, max_train_examples=args.train_questions,
                      max_eval_examples=args.eval_questions)

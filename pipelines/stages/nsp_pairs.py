@@ -152,7 +152,7 @@ def plan_instances(docs: list[list[int]], cfg: NspConfig, rng: random.Random) ->
         for a, b, cuts, is_random, short, forced in found:
             flat.extend((*a, *b, *cuts, is_random, short, forced))
         num_short += bool(found) and found[0][4]
-    return np.frombuffer(flat, dtype=np.int32).reshape(-1, len(PLAN_FIELDS)), num_short
+    return np.frombuffer(flat, dtype=np.int32).reshape(-1, len(PLAN_FIELDS)), num_short  # writable: flat's buffer
 
 
 def core(table: pa.Table, cfg: NspConfig, partition: int = 0) -> pa.Table:
@@ -183,15 +183,13 @@ def partition_instances(table: pa.Table, cfg: NspConfig, partition: int) -> tupl
         rng.shuffle(order)
         found, short = plan_instances([docs[d] for d in order], cfg, rng)
         num_short += short
-        found = found.copy()  # pool positions -> documents in doc_id order
-        pool = np.asarray(order, dtype=np.int32)
+        pool = np.asarray(order, dtype=np.int32)  # pool positions -> documents in doc_id order
         found[:, 0], found[:, 3] = pool[found[:, 0]], pool[found[:, 3]]
         parts.append(found)
-    plans = np.concatenate(parts) if parts else np.zeros((0, len(PLAN_FIELDS)), np.int32)
-    del parts
+    plans = np.concatenate(parts)  # dupe_factor >= 1
     shuffled = list(range(len(plans)))  # the permutation shuffling the plans list itself would apply
     random.Random(_seed(cfg.seed, partition, "shuffle")).shuffle(shuffled)
-    plans = plans[np.asarray(shuffled, dtype=np.int64)] if len(plans) else plans
+    plans = plans[np.asarray(shuffled, dtype=np.int64)]
     doc_stats = {"document_passes": len(docs_index) * cfg.dupe_factor, "short_target_document_passes": num_short,
                  "documents_without_tokens": len(docs) - len(docs_index)}
     return assemble(plans, flat, sent_off, doc_off[by_id], cfg, partition), doc_stats
