@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import statistics
+import tempfile
 
 import torch
 
@@ -63,7 +63,13 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     job = load_run_config("demo", []).finetune.tasks[0]
     data = train.read_task_data(job.spec, resolve_path(job.data_uri))
-    checkpoint = train.local_checkpoint(args.export, os.path.join(os.path.expanduser("~"), ".cache", "demo_transfer"))
+    with tempfile.TemporaryDirectory(prefix="demo-transfer-") as cache:  # a remote export's local copy
+        return measure(args, job, data, train.local_checkpoint(args.export, cache))
+
+
+def measure(args, job, data, checkpoint: str) -> dict:
+    from pipelines.finetune import train
+
     tok = train.load_tokenizer(checkpoint)
     enc = train.encode_examples(tok, data.train[:128], job.hyper_params.max_seq_length, False)
     batch = train.pad_batch(enc, list(range(len(enc.input_ids))), tok.pad_id)
@@ -84,8 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
         def classifier(ck, num_labels, from_scratch=False):
             model = make(ck, num_labels, from_scratch or prefix == "scratch")
             if prefix and prefix != "scratch":
-                torch.manual_seed(12345)
-                fresh = make(ck, num_labels, True).state_dict()
+                with torch.random.fork_rng():  # the run's own seed still draws the head and the dropout
+                    torch.manual_seed(12345)
+                    fresh = make(ck, num_labels, True).state_dict()
                 for key, value in model.state_dict().items():
                     if key.startswith(prefix):
                         value.copy_(fresh[key])
