@@ -133,11 +133,11 @@ def _pretrain(corpus_dir: str, root: str, preset: str, steps: int) -> dict:
     export = stages["pretrain"]["outputs"]["output"]
     with open(os.path.join(os.path.dirname(export), "metrics.jsonl"), encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
-    loop_s, last = 0.0, 0
-    for r in rows:  # each line covers the steps since the previous one
-        loop_s += (r["step"] - last) * BATCH / r["samples_per_s"]
-        last = r["step"]
-    return {"steps": steps, "train_loop_s": loop_s, "pretrain_stage_s": stages["pretrain"]["seconds"],
+    seconds = [(r["step"] - last) * BATCH / r["samples_per_s"]  # each line covers the steps since the one before
+               for r, last in zip(rows, [0] + [r["step"] for r in rows])]
+    steady = (rows[-1]["step"] - rows[0]["step"]) / sum(seconds[1:]) if len(rows) > 1 else rows[0]["step"] / seconds[0]
+    return {"steps": steps, "train_loop_s": sum(seconds), "first_interval": {"steps": rows[0]["step"], "s": seconds[0]},
+            "steady_steps_per_s": steady, "pretrain_stage_s": stages["pretrain"]["seconds"],
             "dag_wall_s": wall, "export": export, "vocab": stages["wordpiece"]["outputs"]["vocab"],
             "final_train_mlm_loss": rows[-1]["mlm_loss"]}
 
@@ -145,9 +145,10 @@ def _pretrain(corpus_dir: str, root: str, preset: str, steps: int) -> dict:
 def run_ours(corpus_dir: str, root: str, preset: str, budget_s: float, probe_steps: int, steps: int = 0,
              calibration_steps: int = 300, margin: float = 0.97) -> dict:
     """Ours through the real path. Its schedule (warm-up, linear decay to zero) is fixed before the run, so
-    the step count is sized first: a ``calibration_steps`` run of the same real path gives the loop's own
-    steps per second (Ray Train, DeepSpeed, the masking stage and the input pipeline included), and the run
-    gets ``margin`` x that rate x the budget. The bare-step probe is reported beside it (the loop's overhead)."""
+    the step count is sized first, by a ``calibration_steps`` run of the same real path (Ray Train, DeepSpeed,
+    the masking stage and the input pipeline): its first metrics interval is start-up, the rest gives the
+    loop's steady steps per second; the run gets that start-up plus ``margin`` x the steady rate x what is
+    left of the budget. The bare-step probe is reported beside it (the loop's overhead over the bare step)."""
     from bert_core import BertConfig, BertForPreTraining
 
     vocab_size = 8000
@@ -158,10 +159,10 @@ def run_ours(corpus_dir: str, root: str, preset: str, budget_s: float, probe_ste
     sizing: dict = {"probe_steps_per_s": rate}
     if not steps:
         calib = _pretrain(corpus_dir, f"{root}-calibrate", preset, calibration_steps)
-        loop_rate = calib["steps"] / calib["train_loop_s"]
-        steps = max(20, int(margin * loop_rate * budget_s))
-        sizing.update(calibration_steps=calibration_steps, calibration_loop_steps_per_s=loop_rate,
-                      loop_over_probe=loop_rate / rate, margin=margin)
+        first, loop_rate = calib["first_interval"], calib["steady_steps_per_s"]  # the first interval is start-up
+        steps = max(20, first["steps"] + int(margin * loop_rate * (budget_s - first["s"])))
+        sizing.update(calibration_steps=calibration_steps, calibration_steady_steps_per_s=loop_rate,
+                      calibration_first_interval=first, loop_over_probe=loop_rate / rate, margin=margin)
     return {**_pretrain(corpus_dir, root, preset, steps), **sizing}
 
 
