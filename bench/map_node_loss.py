@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from cluster.ray_settings import SYSTEM_CONFIG
 
 BLOCKS, WORK_S, INIT_S = 40, 1.0, 1.0
 
@@ -58,7 +59,8 @@ def _run(mode: str, blocks: int, work_s: float, init_s: float) -> None:
             time.sleep(work_s)
             return table, {"rows": table.num_rows}
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                             "_system_config": SYSTEM_CONFIG})
     workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)

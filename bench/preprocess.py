@@ -9,6 +9,8 @@ pairs with max_seq_length 128, dupe_factor 1; masking is left to training time e
 
 - ours: the BERT DAG run ``--until nsp_pairs`` (``pipelines.run_config.run_until``) on a local Ray
   with N CPUs (it also cleans and de-duplicates, and writes every stage's parquet and the run manifest);
+- "cores": ours' stage cores alone (``run_cores``: read, clean + dedup, split, tokenize, NSP), one
+  process, no Ray and no I/O but the input's; ours at 1 core against it is what Ray and I/O cost;
 - (a) "original": ``tests.oracles.original_bert``, a reduced reimplementation of google-research/bert's
   ``create_pretraining_data.py``: its NSP algorithm and pure-Python WordPiece, single process, but
   no masking, no TFRecord writing and no TensorFlow. It is not the real script, and it is faster
@@ -26,6 +28,7 @@ python-scipy-doc postgresql-doc-15 git-doc gnucash-docs``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import gzip
 import json
@@ -82,7 +85,9 @@ def run_ours(files: list[str], cores: int) -> dict:
     from pipelines.presets import build_run_config
     from pipelines.run_config import run_until
 
-    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    from cluster.ray_settings import SYSTEM_CONFIG
+
+    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, _system_config=SYSTEM_CONFIG)
     ray.data.DataContext.get_current().enable_progress_bars = False
     with tempfile.TemporaryDirectory() as root:
         cfg = build_run_config({"root": root, "pretrain": {"phases": [{"max_seq_length": 128}]},
@@ -96,6 +101,51 @@ def run_ours(files: list[str], cores: int) -> dict:
         per_stage = {s: stage_store.read_stats(u)["seconds"] for s, u in uris.items()}
     ray.shutdown()
     return {"tokens": tokens, "pairs": pairs, "seconds": seconds, "stage_seconds": per_stage}
+
+
+def run_cores(files: list[str]) -> dict:
+    """The stage cores alone, in this one process: no Ray, no parquet, no storage. Each stage's pure
+    core runs over the whole corpus with the DAG's default configs, in the DAG's order, timed on its
+    own; against ``run_ours`` at 1 core this shows what Ray and I/O cost."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from bert_core.tokenizer import WordPieceTokenizer
+    from pipelines.presets import build_run_config
+    from pipelines.stages import clean, nsp_pairs, read, split, tokenize
+
+    with tempfile.TemporaryDirectory() as root:
+        data = build_run_config({"root": root, "data": {"inputs": files}}).data
+    seconds: dict[str, float] = {}
+
+    def timed(stage, fn, *args):
+        started = time.perf_counter()
+        out = fn(*args)
+        seconds[stage] = time.perf_counter() - started
+        return out
+
+    documents = timed("read", lambda: pa.concat_tables(
+        t for f in files for t in read.read_file(f, data.read)))
+
+    def clean_all(table):
+        marked = clean.mark_duplicates(clean.core(table, data.clean).select(
+            ["doc_id", "text", "drop_reason", "text_hash"]))
+        return marked.filter(pc.equal(marked.column("drop_reason"), "")).select(["doc_id", "text"])
+    cleaned = timed("clean", clean_all, documents)
+    sentences = timed("split", lambda t: pa.concat_tables(
+        split.core(pa.Table.from_batches([b]), data.split) for b in t.to_batches(2000)), cleaned)
+    encoder = tokenize.SentenceEncoder(WordPieceTokenizer.from_vocab_file(vocab_file(), lowercase=True))
+    tokenized = timed("tokenize", lambda t: pa.concat_tables(
+        tokenize.core(pa.Table.from_batches([b]), encoder) for b in t.to_batches(2000)), sentences)
+    cfg = dataclasses.replace(data.nsp_pairs, max_seq_length=128, cls_id=101, sep_id=102)
+
+    def pairs_all(table):
+        parts = nsp_pairs.add_partition(table, cfg.seed, cfg.num_partitions).column("partition").to_numpy()
+        return sum(nsp_pairs.core(table.filter(pa.array(parts == k)), cfg, k).num_rows
+                   for k in range(cfg.num_partitions))
+    pairs = timed("nsp_pairs", pairs_all, tokenized)
+    tokens = pc.sum(pc.list_value_length(pc.list_flatten(tokenized.column("sentence_ids")))).as_py()
+    return {"tokens": tokens, "pairs": pairs, "seconds": sum(seconds.values()), "stage_seconds": seconds}
 
 
 def run_original(files: list[str], max_mb: float) -> dict:
@@ -172,7 +222,7 @@ def measure(which: str, corpus: str, cores: int, original_mb: float) -> dict:
             "from bench.preprocess import *; files = corpus_files(%r);"
             "r = %s; print('RESULT ' + json.dumps(r))") % (
         cores, corpus, {"ours": f"run_ours(files, {cores})", "original": f"run_original(files, {original_mb})",
-                        "hf": f"run_hf(files, {cores})"}[which])
+                        "hf": f"run_hf(files, {cores})", "cores": "run_cores(files)"}[which])
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1",
                RAY_DEDUP_LOGS="0")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
@@ -191,7 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--corpus", default=CORPUS_DIR)
     p.add_argument("--cores", type=int, nargs="+", default=[1, 2])
     p.add_argument("--original-mb", type=float, default=4.0)
-    p.add_argument("--only", choices=["ours", "original", "hf"], nargs="+", default=["ours", "original", "hf"])
+    p.add_argument("--only", choices=["ours", "cores", "original", "hf"], nargs="+",
+                   default=["ours", "cores", "original", "hf"])
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     files = ensure_corpus(args.corpus)
@@ -203,12 +254,16 @@ def main(argv: list[str] | None = None) -> None:
         print('"original" below is tests.oracles.original_bert, a reduced reimplementation of create_pretraining_data.py '
               "(no masking, no TFRecord, no TensorFlow), not the real script", flush=True)
     for which in args.only:
-        for cores in ([1] if which == "original" else args.cores):
+        for cores in ([1] if which in ("original", "cores") else args.cores):
             r = measure(which, args.corpus, cores, args.original_mb)
             results.append(r)
             print(f"{which:9s} cores={cores}  tokens={r['tokens']:>11,}  pairs={r['pairs']:>9,}  "
                   f"{r['seconds']:8.1f} s  {r['tokens_per_s']:>10,.0f} tok/s  "
                   f"{r['tokens_per_s_per_core']:>10,.0f} tok/s/core", flush=True)
+            if r.get("stage_seconds"):
+                print("          per stage: " + ", ".join(
+                    f"{s} {t:.1f} s ({r['tokens'] / t / 1e3:,.0f}k tok/s)" for s, t in r["stage_seconds"].items()),
+                    flush=True)
     by = {(r["which"], r["cores"]): r["tokens_per_s_per_core"] for r in results}
     for cores in args.cores:
         if ("ours", cores) in by and ("original", 1) in by:
@@ -217,6 +272,9 @@ def main(argv: list[str] | None = None) -> None:
                   f"the real script did {REAL_ORIGINAL_TOKENS_PER_S:,} tokens/s per core)")
         if ("ours", cores) in by and ("hf", cores) in by:
             print(f"ours/hf per core at {cores} core(s): {by[('ours', cores)] / by[('hf', cores)]:.2f}x")
+    if ("ours", 1) in by and ("cores", 1) in by:
+        print(f"ours at 1 core runs at {by[('ours', 1)] / by[('cores', 1)]:.2f}x the rate of its stage cores alone "
+              "(the rest goes to Ray, parquet and the stage store)")
     for which in ("ours", "hf"):
         if (which, 1) in by and (which, 2) in by:
             print(f"{which}: 2 cores give {2 * by[(which, 2)] / by[(which, 1)]:.2f}x the throughput of 1")

@@ -56,6 +56,7 @@ import tempfile
 import threading
 import time
 from typing import Callable, Iterator
+from cluster.ray_settings import SYSTEM_CONFIG
 
 RUNS = ("0.2:4", "0.5:4", "2:4", "0.2:1")
 STAGES = ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs")
@@ -253,7 +254,8 @@ def start_cluster(nodes: int, cpus_per_node: int, store_mb: int):
     # the GCS keeps events of 100k tasks by default; a 2 GB chain stays far below 10^6
     os.environ.setdefault("RAY_task_events_max_num_task_in_gcs", "1000000")
     node_args = {"num_cpus": cpus_per_node, "object_store_memory": store_mb * MB}
-    cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False,
+                                                             "_system_config": SYSTEM_CONFIG})
     for _ in range(nodes - 1):
         cluster.add_node(**node_args)
     cluster.wait_for_nodes()

@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from cluster.ray_settings import system_config_flag
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -109,7 +111,7 @@ class LocalHead:
                f"--port={self.port}", f"--num-cpus={self.num_cpus}",
                "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                f"--dashboard-agent-listen-port={self.agent_port}",
-               f"--temp-dir={self.tmp}", "--disable-usage-stats"]
+               f"--temp-dir={self.tmp}", "--disable-usage-stats", system_config_flag()]
         if self.autoscaling_config is not None:
             path = os.path.join(self.tmp, "autoscaling.yaml")
             with open(path, "w") as f:

@@ -46,7 +46,9 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+        from cluster.ray_settings import SYSTEM_CONFIG
+
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, _system_config=SYSTEM_CONFIG,
                  runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false"}})
     yield ray
     ray.shutdown()

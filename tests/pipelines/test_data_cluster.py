@@ -17,6 +17,7 @@ import threading
 import time
 
 import pytest
+from cluster.ray_settings import SYSTEM_CONFIG
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGES = ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs")
@@ -101,7 +102,8 @@ def _cluster_main(corpus: str, out_dir: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                             "_system_config": SYSTEM_CONFIG})
     workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)

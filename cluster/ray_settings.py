@@ -1,0 +1,20 @@
+"""The Ray system settings of every Ray the pipeline runs on: ``pipelines.cli``'s local Ray,
+``cluster.local.LocalHead``, ``ray_cluster.yaml``'s head (``ray start --system-config``; the GCS gives
+it to every node's raylet), the test session's Rays and clusters and the data benchmarks'.
+
+Ray kills an idle worker process above its soft limit (one per CPU) after 1 s. Ray Data runs a hash
+shuffle's map and reduce tasks in workers of their own runtime_env, so every shuffle, and the Data
+stage after it, started fresh Python processes: on 1 CPU a shuffle of 350 rows took 4.5 s, and 0.8 s
+with idle workers kept for 60 s (raw text to NSP instances, 50.6 MB: 44.4 -> 32.9 s; ``bench.preprocess``).
+A kept worker costs only its memory, and only while it is idle.
+"""
+from __future__ import annotations
+
+import json
+
+SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
+
+
+def system_config_flag() -> str:
+    """``SYSTEM_CONFIG`` as ``ray start``'s flag."""
+    return "--system-config=" + json.dumps(SYSTEM_CONFIG, separators=(",", ":"))

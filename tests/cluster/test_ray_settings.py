@@ -1,0 +1,44 @@
+"""cluster.ray_settings: a Ray started with SYSTEM_CONFIG keeps an idle worker of another runtime_env
+(as Ray Data's shuffle uses) for the next task, where Ray's default kills it after 1 s."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cluster.ray_settings import SYSTEM_CONFIG, system_config_flag
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# One CPU, so Ray's soft limit of idle workers is one: the plain task's worker fills it, and the
+# other runtime_env's worker is above it while idle.
+SCRIPT = """
+import json, os, sys, time
+import ray
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, _system_config=json.loads(sys.argv[1]))
+env = {"env_vars": {"BERT_TEST_OTHER_ENV": "1"}}
+pid = ray.remote(lambda: os.getpid())
+first = ray.get(pid.options(runtime_env=env).remote())
+ray.get(pid.remote())
+time.sleep(3)
+print("SAME", ray.get(pid.options(runtime_env=env).remote()) == first)
+"""
+
+
+@pytest.mark.parametrize("config,kept", [(SYSTEM_CONFIG, True), ({}, False)], ids=["ours", "ray-default"])
+def test_idle_worker_of_another_runtime_env_is_kept(config, kept):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(config)], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"SAME {kept}" in out.stdout.splitlines()
+
+
+def test_ray_cluster_yaml_head_gets_the_same_settings():
+    with open(os.path.join(ROOT, "ray_cluster.yaml")) as f:
+        text = f.read()
+    flag = system_config_flag().replace("--system-config=", "")
+    assert f"--system-config='{flag}'" in text
