@@ -36,55 +36,71 @@ class SentenceEncoder:
     the concatenation of the ids of its space-separated chunks. Prose repeats its words, so each
     distinct chunk goes through the Rust tokenizer once and is then looked up in a per-process
     cache, emptied when it would pass ``max_entries`` (it holds at most that many chunks, or one
-    call's). Any other tokenizer pipeline encodes whole sentences.
+    call's). The cache is a chunk -> index dict over flat id arrays, so a call's ids are gathered
+    with numpy, and its chunks are split and de-duplicated by Arrow; Python touches each distinct
+    chunk of a call once. Any other tokenizer pipeline encodes whole sentences.
     """
 
     def __init__(self, tokenizer, max_entries: int = 1_000_000):
         self.tokenizer, self.max_entries = tokenizer, max_entries
-        self.cache: dict[str, list[int]] = {}
+        self.cache: dict[str, int] = {}  # chunk -> its ids: _flat[_bounds[i]:_bounds[i + 1]]
+        self._flat, self._bounds = np.zeros(0, np.int32), np.zeros(1, np.int64)
         inner = getattr(tokenizer, "tokenizer", None)
         self.by_chunk = (type(getattr(inner, "pre_tokenizer", None)).__name__ == "BertPreTokenizer"
                          and type(getattr(inner, "normalizer", None)).__name__ in ("BertNormalizer", "NoneType"))
 
-    def _encode_chunks(self, chunks: list[str], per_text: int = 2000) -> list[list[int]]:
-        """Ids of each chunk. The tokenizer costs ~10 us per input string, so chunks go in joined by
-        spaces, ``per_text`` at a time, and each token is given back to the chunk its offset falls in."""
+    def _encode_chunks(self, chunks: list[str], per_text: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+        """(flat ids, ids per chunk) of ``chunks``. The tokenizer costs ~10 us per input string, so
+        chunks go in joined by spaces, ``per_text`` at a time, and each token is given back to the
+        chunk its offset falls in."""
         starts, texts = [], []
         for i in range(0, len(chunks), per_text):
             part = chunks[i:i + per_text]
             starts.append(np.cumsum([0] + [len(c) + 1 for c in part[:-1]]))
             texts.append(" ".join(part))
-        out: list[list[int]] = []
+        flats, counts = [], []
         for encoding, first_char in zip(self.tokenizer.tokenizer.encode_batch(texts, add_special_tokens=False), starts):
-            ids = encoding.ids
+            ids = np.asarray(encoding.ids, dtype=np.int32)
             token_starts = np.fromiter((o[0] for o in encoding.offsets), dtype=np.int64, count=len(ids))
             chunk_of_token = np.searchsorted(first_char, token_starts, side="right") - 1
-            bounds = np.concatenate([[0], np.cumsum(np.bincount(chunk_of_token, minlength=len(first_char)))])
-            out += [ids[bounds[k]:bounds[k + 1]] for k in range(len(first_char))]
-        return out
+            flats.append(ids)
+            counts.append(np.bincount(chunk_of_token, minlength=len(first_char)))
+        return np.concatenate(flats), np.concatenate(counts)
 
-    def encode(self, sentences: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _add(self, chunks: list[str]) -> None:
+        flat, counts = self._encode_chunks(chunks)
+        self.cache.update(zip(chunks, range(len(self.cache), len(self.cache) + len(chunks))))
+        self._flat = np.concatenate([self._flat, flat])
+        self._bounds = np.concatenate([self._bounds, self._bounds[-1] + np.cumsum(counts)])
+
+    def encode(self, sentences: "list[str] | pa.Array") -> tuple[np.ndarray, np.ndarray]:
         if not self.by_chunk:
+            sentences = sentences.to_pylist() if isinstance(sentences, (pa.Array, pa.ChunkedArray)) else sentences
             encoded = self.tokenizer.encode_batch(sentences, add_special_tokens=False)
             lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
             return np.fromiter(chain.from_iterable(encoded), dtype=np.int32, count=int(lengths.sum())), lengths
-        # " ".join(...).split(" ") is every sentence's split(" ") back to back, in one C call
-        chunks = " ".join(sentences).split(" ")
-        chunks_per_sentence = np.fromiter((s.count(" ") for s in sentences), dtype=np.int64,
-                                          count=len(sentences)) + 1
-        distinct = set(chunks)
-        missing = distinct.difference(self.cache)
+        if not len(sentences):
+            return np.zeros(0, np.int32), np.zeros(0, np.int64)
+        # each sentence's split(" "), then its distinct chunks, in Arrow's C++
+        array = sentences if isinstance(sentences, pa.Array) else pa.array(sentences, pa.string())
+        parts = pc.split_pattern(array, " ")
+        chunks = pc.dictionary_encode(parts.flatten())
+        distinct = chunks.dictionary.to_pylist()
+        missing = [c for c in distinct if c not in self.cache]
         if len(self.cache) + len(missing) > self.max_entries:
             self.cache.clear()
+            self._flat, self._bounds = np.zeros(0, np.int32), np.zeros(1, np.int64)
             missing = distinct
         if missing:
-            missing = sorted(missing)
-            self.cache.update(zip(missing, self._encode_chunks(missing)))
-        ids = list(map(self.cache.__getitem__, chunks))
-        chunk_lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        values = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(chunk_lengths.sum()))
-        ends = np.concatenate([[0], np.cumsum(chunk_lengths)])[np.cumsum(chunks_per_sentence)]
-        return values, np.diff(ends, prepend=0)
+            self._add(missing)
+        where = np.fromiter(map(self.cache.__getitem__, distinct), dtype=np.int64, count=len(distinct))
+        chunk = where[chunks.indices.to_numpy()]  # every chunk's cache index, in order
+        first, lengths = self._bounds[chunk], self._bounds[chunk + 1] - self._bounds[chunk]
+        ends = np.cumsum(lengths)
+        # token k of the output is _flat[first[c] + (k - start of c)] for the chunk c it falls in
+        values = self._flat[np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - lengths - first, lengths)]
+        per_sentence = np.concatenate([[0], ends])[parts.offsets.to_numpy().astype(np.int64) - parts.offsets[0].as_py()]
+        return values, np.diff(per_sentence)
 
 
 def core(table: pa.Table, tokenizer) -> pa.Table:
@@ -93,7 +109,7 @@ def core(table: pa.Table, tokenizer) -> pa.Table:
     schemas.check_schema(table, schemas.SENTENCES, "tokenize")
     encoder = tokenizer if isinstance(tokenizer, SentenceEncoder) else SentenceEncoder(tokenizer)
     sentences = table.column("sentences").combine_chunks()
-    values, sent_lengths = encoder.encode(sentences.flatten().to_pylist())
+    values, sent_lengths = encoder.encode(sentences.flatten())
     keep = sent_lengths > 0
     doc_offsets = sentences.offsets.to_numpy() - sentences.offsets[0].as_py()
     kept_before = np.concatenate([[0], np.cumsum(keep)])
