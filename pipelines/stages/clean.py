@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import string
 import unicodedata
 from typing import Literal
 
@@ -57,8 +58,8 @@ class CleanConfig:
 
 
 _BAD = re.compile(r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
-_SPACE = re.compile(r"\s+")
 _LETTER = re.compile(r"[^\W\d_]+")
+_ASCII_LETTERS = string.ascii_letters.encode("ascii")
 # rst/markdown/html/wiki markup and page boilerplate, recognised from the line's start or shape.
 _MARKUP = re.compile(
     r"^(\.\. |:[\w-]+:|<[^>]*>|\{\{|\||\+[-=+]+|[-=*#~^\"'`_+.]{3,}$|>>>|\$ |#include|```|"
@@ -68,11 +69,18 @@ _MARKUP = re.compile(
 
 
 def _clean_line(line: str, min_alpha_ratio: float) -> str | None:
-    line = _SPACE.sub(" ", line).strip()
-    if not line or _MARKUP.match(line):
+    # str.split() and the regex's \s are the same whitespace (CPython's Py_UNICODE_ISSPACE)
+    words = line.split()
+    if not words:
         return None
-    visible = line.replace(" ", "")
-    num_letters = len(visible) - len(_LETTER.sub("", visible))
+    line = " ".join(words)
+    if _MARKUP.match(line):
+        return None
+    visible = "".join(words)
+    if visible.isascii():  # ASCII's letters are a-z and A-Z: count them in C
+        num_letters = len(visible) - len(visible.encode("ascii").translate(None, _ASCII_LETTERS))
+    else:
+        num_letters = len(visible) - len(_LETTER.sub("", visible))
     if num_letters < min_alpha_ratio * len(visible):
         return None
     return line
