@@ -15,6 +15,18 @@ def test_clean_text_exact():
     assert (reason, num_markup, num_bad) == ("", 5, 3)
 
 
+def test_every_unicode_whitespace_collapses_and_letters_count_in_any_script():
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace() and chr(c) not in "\n\r"]
+    assert len(spaces) == 27  # the ASCII six less \n and \r, \x1c-\x1f, \x85, NBSP, the U+2000 block, ...
+    for space in spaces:
+        assert clean._clean_line(f"{space}alpha{space}{space}beta{space}", 0.6) == "alpha beta", repr(space)
+    # 3 letters of 5 visible characters: kept at 0.6, dropped above; ASCII and other scripts alike
+    for line in ("ab c12", "éß 中12", "ab é12", "ab c٣٤"):
+        assert clean._clean_line(line, 0.6) == line and clean._clean_line(line, 0.61) is None, line
+    # "_" and decimal digits are not letters, as in the regex [^\W\d_]: 2 of 5 in "a_b12"
+    assert clean._clean_line("a_b 12", 0.4) == "a_b 12" and clean._clean_line("a_b 12", 0.41) is None
+
+
 def test_drop_reasons():
     assert clean.clean_text("short", CFG)[1] == "too_short"
     assert clean.clean_text("x" * 50, clean.CleanConfig(min_chars=1, max_chars=40))[1] == "too_long"
