@@ -43,8 +43,7 @@ class SentenceEncoder:
 
     def __init__(self, tokenizer, max_entries: int = 1_000_000):
         self.tokenizer, self.max_entries = tokenizer, max_entries
-        self.cache: dict[str, int] = {}  # chunk -> its ids: _flat[_bounds[i]:_bounds[i + 1]]
-        self._flat, self._bounds = np.zeros(0, np.int32), np.zeros(1, np.int64)
+        self._clear()
         inner = getattr(tokenizer, "tokenizer", None)
         self.by_chunk = (type(getattr(inner, "pre_tokenizer", None)).__name__ == "BertPreTokenizer"
                          and type(getattr(inner, "normalizer", None)).__name__ in ("BertNormalizer", "NoneType"))
@@ -67,6 +66,10 @@ class SentenceEncoder:
             counts.append(np.bincount(chunk_of_token, minlength=len(first_char)))
         return np.concatenate(flats), np.concatenate(counts)
 
+    def _clear(self) -> None:
+        self.cache: dict[str, int] = {}  # chunk -> its ids: _flat[_bounds[i]:_bounds[i + 1]]
+        self._flat, self._bounds = np.zeros(0, np.int32), np.zeros(1, np.int64)
+
     def _add(self, chunks: list[str]) -> None:
         flat, counts = self._encode_chunks(chunks)
         self.cache.update(zip(chunks, range(len(self.cache), len(self.cache) + len(chunks))))
@@ -75,7 +78,7 @@ class SentenceEncoder:
 
     def encode(self, sentences: "list[str] | pa.Array") -> tuple[np.ndarray, np.ndarray]:
         if not self.by_chunk:
-            sentences = sentences.to_pylist() if isinstance(sentences, (pa.Array, pa.ChunkedArray)) else sentences
+            sentences = sentences.to_pylist() if isinstance(sentences, pa.Array) else sentences
             encoded = self.tokenizer.encode_batch(sentences, add_special_tokens=False)
             lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
             return np.fromiter(chain.from_iterable(encoded), dtype=np.int32, count=int(lengths.sum())), lengths
@@ -88,14 +91,14 @@ class SentenceEncoder:
         distinct = chunks.dictionary.to_pylist()
         missing = [c for c in distinct if c not in self.cache]
         if len(self.cache) + len(missing) > self.max_entries:
-            self.cache.clear()
-            self._flat, self._bounds = np.zeros(0, np.int32), np.zeros(1, np.int64)
+            self._clear()
             missing = distinct
         if missing:
             self._add(missing)
         where = np.fromiter(map(self.cache.__getitem__, distinct), dtype=np.int64, count=len(distinct))
         chunk = where[chunks.indices.to_numpy()]  # every chunk's cache index, in order
-        first, lengths = self._bounds[chunk], self._bounds[chunk + 1] - self._bounds[chunk]
+        first = self._bounds[chunk]
+        lengths = self._bounds[chunk + 1] - first
         ends = np.cumsum(lengths)
         # token k of the output is _flat[first[c] + (k - start of c)] for the chunk c it falls in
         values = self._flat[np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - lengths - first, lengths)]
