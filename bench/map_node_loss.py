@@ -22,7 +22,8 @@ import subprocess
 import sys
 import threading
 import time
-from cluster.ray_settings import SYSTEM_CONFIG
+
+from cluster.ray_settings import system_config
 
 BLOCKS, WORK_S, INIT_S = 40, 1.0, 1.0
 
@@ -60,7 +61,7 @@ def _run(mode: str, blocks: int, work_s: float, init_s: float) -> None:
             return table, {"rows": table.num_rows}
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                             "_system_config": SYSTEM_CONFIG})
+                                                             "_system_config": system_config()})
     workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)

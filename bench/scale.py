@@ -56,7 +56,8 @@ import tempfile
 import threading
 import time
 from typing import Callable, Iterator
-from cluster.ray_settings import SYSTEM_CONFIG
+
+from cluster.ray_settings import system_config
 
 RUNS = ("0.2:4", "0.5:4", "2:4", "0.2:1")
 STAGES = ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs")
@@ -255,7 +256,7 @@ def start_cluster(nodes: int, cpus_per_node: int, store_mb: int):
     os.environ.setdefault("RAY_task_events_max_num_task_in_gcs", "1000000")
     node_args = {"num_cpus": cpus_per_node, "object_store_memory": store_mb * MB}
     cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False,
-                                                             "_system_config": SYSTEM_CONFIG})
+                                                             "_system_config": system_config()})
     for _ in range(nodes - 1):
         cluster.add_node(**node_args)
     cluster.wait_for_nodes()

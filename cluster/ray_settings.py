@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import json
 
-SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
+_SETTINGS = (("idle_worker_killing_time_threshold_ms", 60_000),)
+
+
+def system_config() -> dict:
+    """The settings, as a new dict for ``_system_config``: ``ray.init`` adds its session's own keys
+    (object spilling's directory) to the dict it is given, so a shared one would carry them to the next Ray."""
+    return dict(_SETTINGS)
 
 
 def system_config_flag() -> str:
-    """``SYSTEM_CONFIG`` as ``ray start``'s flag."""
-    return "--system-config=" + json.dumps(SYSTEM_CONFIG, separators=(",", ":"))
+    """The settings as ``ray start``'s flag."""
+    return "--system-config=" + json.dumps(system_config(), separators=(",", ":"))

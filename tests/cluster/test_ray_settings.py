@@ -1,4 +1,4 @@
-"""cluster.ray_settings: a Ray started with SYSTEM_CONFIG keeps an idle worker of another runtime_env
+"""cluster.ray_settings: a Ray started with its settings keeps an idle worker of another runtime_env
 (as Ray Data's shuffle uses) for the next task, where Ray's default kills it after 1 s."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from cluster.ray_settings import SYSTEM_CONFIG, system_config_flag
+from cluster.ray_settings import system_config, system_config_flag
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -28,7 +28,7 @@ print("SAME", ray.get(pid.options(runtime_env=env).remote()) == first)
 """
 
 
-@pytest.mark.parametrize("config,kept", [(SYSTEM_CONFIG, True), ({}, False)], ids=["ours", "ray-default"])
+@pytest.mark.parametrize("config,kept", [(system_config(), True), ({}, False)], ids=["ours", "ray-default"])
 def test_idle_worker_of_another_runtime_env_is_kept(config, kept):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     out = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(config)], capture_output=True, text=True,
@@ -42,3 +42,13 @@ def test_ray_cluster_yaml_head_gets_the_same_settings():
         text = f.read()
     flag = system_config_flag().replace("--system-config=", "")
     assert f"--system-config='{flag}'" in text
+
+
+def test_a_started_ray_leaves_the_settings_as_they_were(ray_session):
+    """``ray.init`` adds its session's spilling directory to the ``_system_config`` dict it is given
+    (the test session's Ray got one from ``system_config()``); the next Ray must not inherit it."""
+    import ray
+
+    assert ray.is_initialized()
+    assert system_config() == {"idle_worker_killing_time_threshold_ms": 60_000}
+    assert system_config_flag() == '--system-config={"idle_worker_killing_time_threshold_ms":60000}'

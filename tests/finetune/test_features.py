@@ -17,11 +17,11 @@ import pyarrow as pa
 import pytest
 import torch
 
+from cluster.ray_settings import system_config
 from pipelines.finetune import features as F
 from pipelines.finetune import glue
 from pipelines.finetune import probe as P
 from pipelines.typed_config import ConfigError, from_dict
-from cluster.ray_settings import SYSTEM_CONFIG
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # ../shared/data from the project root (a git worktree one level deeper looks one more level up)
@@ -147,7 +147,7 @@ def _cluster_main(checkpoint: str, out_dir: str) -> None:
     from pipelines import stage_store
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                             "_system_config": SYSTEM_CONFIG})
+                                                             "_system_config": system_config()})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)

@@ -17,7 +17,8 @@ import threading
 import time
 
 import pytest
-from cluster.ray_settings import SYSTEM_CONFIG
+
+from cluster.ray_settings import system_config
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGES = ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs")
@@ -103,7 +104,7 @@ def _cluster_main(corpus: str, out_dir: str) -> None:
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                             "_system_config": SYSTEM_CONFIG})
+                                                             "_system_config": system_config()})
     workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)

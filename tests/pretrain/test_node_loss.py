@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 import pytest
-from cluster.ray_settings import SYSTEM_CONFIG
+
+from cluster.ray_settings import system_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -65,7 +66,7 @@ def _cluster_main(instances: str, vocab: str, out: str) -> None:
     # Node death is noticed by the GCS health check: every 0.5 s, dead after 2 misses (default 5 x 3 s).
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "include_dashboard": False, "object_store_memory": 100 * 2**20,
-        "_system_config": {**SYSTEM_CONFIG, "health_check_period_ms": 500, "health_check_failure_threshold": 2}})
+        "_system_config": {**system_config(), "health_check_period_ms": 500, "health_check_failure_threshold": 2}})
     workers = [cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
