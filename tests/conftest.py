@@ -15,6 +15,9 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+# MKL's strict reproducibility, read at the first matrix product: the features core is compared bit
+# for bit with one-row model calls in this process (the stage's actors get it from their runtime_env)
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 # Dummy S3 credentials in the environment before any Ray starts: Ray workers inherit them as a node
 # has its role, since credentials never travel to workers (storage.SECRET_ENV). Never real ones.
 os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",

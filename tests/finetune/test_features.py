@@ -178,6 +178,7 @@ def _cluster_main(checkpoint: str, out_dir: str) -> None:
 @pytest.mark.cluster
 def test_ray_path_on_two_nodes_writes_the_same_bytes_at_any_actor_count_and_batch_size(minilm_dir, tmp_path, encoder):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([PROJECT_ROOT, os.environ.get("PYTHONPATH", "")])}
+    env.pop("MKL_CBWR", None)  # the child's Ray has it only where the stage puts it: its actors' runtime_env
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), minilm_dir, str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=300)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
