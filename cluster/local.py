@@ -35,6 +35,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def head_uses_token_auth(env: dict[str, str]) -> bool:
+    """Whether ``ray start --head`` run with ``env`` turns token auth on (Ray 2.60's rule)."""
+    mode = env.get("RAY_AUTH_MODE")
+    if mode is not None:
+        return mode.lower() == "token"
+    path = env.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    return bool(env.get("RAY_AUTH_TOKEN")) or os.path.isfile(path)
+
+
 def fake_autoscaling_config(gcs_port: int, cpu_workers_max: int = 2, gpu_workers_max: int = 1,
                             idle_timeout_minutes: float = 0.1) -> dict[str, Any]:
     """Fake multi-node autoscaler config mirroring ray_cluster.yaml's node types at laptop size."""
@@ -80,8 +89,11 @@ class LocalHead:
         self.tmp = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")  # short: Ray's socket paths have a limit
         self.num_cpus = num_cpus
         self.autoscaling_config = autoscaling_config
-        # Ray's default token auth stays on; the head and clients on this machine share ~/.ray/auth_token.
+        # Ray's own rule for `ray start`: token auth is on when RAY_AUTH_MODE=token, or when it is unset
+        # and a token exists (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN); the head and the
+        # clients on this machine then share that token.
         self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", **(env or {}))
+        self.token_auth = head_uses_token_auth(self.env)
         self.proc: subprocess.Popen | None = None
         self.log_path = os.path.join(self.tmp, "ray-start.log")
 
@@ -98,8 +110,12 @@ class LocalHead:
         return f"127.0.0.1:{self.port}"
 
     def client_env(self) -> dict[str, str]:
-        """Environment for a driver process that connects to this head (sends the shared token)."""
-        return dict(os.environ, RAY_AUTH_MODE="token", RAY_ADDRESS=self.address)
+        """Environment for a driver process that connects to this head (sends the shared token when
+        the head has token auth; asking for token auth from a head without it finds no token)."""
+        env = dict(os.environ, RAY_ADDRESS=self.address)
+        if self.token_auth:
+            env["RAY_AUTH_MODE"] = "token"
+        return env
 
     @property
     def dashboard_url(self) -> str:

@@ -75,3 +75,15 @@ def test_cli_submit_runs_a_config_as_a_job(head, tmp_path, capsys):
     assert "[1/2] read: running" in capsys.readouterr().out
     assert main(["submit", "--address", f"http://127.0.0.1:{free_port()}", *args]) == 2
     assert "cannot reach a Ray cluster" in capsys.readouterr().err
+
+
+def test_head_token_auth_follows_rays_rule(tmp_path):
+    from cluster.local import head_uses_token_auth
+
+    token = tmp_path / "auth_token"
+    assert head_uses_token_auth({"RAY_AUTH_MODE": "token"}) is True
+    assert head_uses_token_auth({"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN": "x"}) is False
+    assert head_uses_token_auth({"RAY_AUTH_TOKEN_PATH": str(token)}) is False  # no token there yet
+    token.write_text("0" * 32)
+    assert head_uses_token_auth({"RAY_AUTH_TOKEN_PATH": str(token)}) is True
+    assert head_uses_token_auth({"RAY_AUTH_TOKEN_PATH": str(tmp_path / "none"), "RAY_AUTH_TOKEN": "x"}) is True
