@@ -1,24 +1,29 @@
-"""Peak memory and time of one nsp_pairs partition: ``partition_instances`` on a synthetic TOKENIZED table.
+"""Peak memory and time of one nsp_pairs partition: the stage's reducer (``write_partitions``: pairs
+made and written as parquet) on a synthetic TOKENIZED table.
 
     python -m bench.nsp_partition --tokens 2.5e7      # one partition of the 2 GB bench.scale run (16 partitions)
+    python -m bench.nsp_partition --tokens 2.5e6      # ... of the 0.2 GB run
 
 The table has ``--tokens`` tokens in sentences of 5-29 tokens and documents of 5-34 sentences (seeded),
 one chunk, as a shuffle reduce hands it over. The run is in a fresh process, so ``ru_maxrss`` minus the
-RSS just before the call is what the stage's reducer adds for one partition. The output digest is
-printed, so two commits can be checked for identical bytes as well as compared.
+RSS just before the call is what the stage's reducer adds for one partition. The output file's digest
+is printed, so two commits can be checked for identical bytes as well as compared.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import os
 import resource
+import tempfile
 import time
 
 import numpy as np
 import psutil
 import pyarrow as pa
 
-from pipelines import schemas, stage_store
+from pipelines import schemas
 from pipelines.stages import nsp_pairs
 
 
@@ -43,15 +48,20 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     table = synthetic_partition(int(args.tokens))
     cfg = nsp_pairs.NspConfig(max_seq_length=args.max_seq_length, dupe_factor=args.dupe_factor, cls_id=101, sep_id=102)
-    before = psutil.Process().memory_info().rss / 2**20
-    start = time.perf_counter()
-    out, _ = nsp_pairs.partition_instances(table, cfg, 0)
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    partitioned = table.append_column("partition", pa.array(np.zeros(table.num_rows, np.int32)))
+    with tempfile.TemporaryDirectory() as tmp:
+        before = psutil.Process().memory_info().rss / 2**20
+        start = time.perf_counter()
+        written = nsp_pairs.write_partitions(partitioned, cfg, tmp, {})
+        seconds = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        (name,) = written.column("name").to_pylist()
+        data = open(os.path.join(tmp, name), "rb").read()
+    stats = json.loads(written.column("stats")[0].as_py())
     report = {"tokens": int(args.tokens), "documents": table.num_rows, "input_mb": round(table.nbytes / 2**20),
               "rss_before_mb": round(before), "peak_rss_mb": round(peak), "added_mb": round(peak - before),
-              "seconds": round(seconds, 2), "pairs": out.num_rows, "output_mb": round(out.nbytes / 2**20),
-              "output_sha256": hashlib.sha256(stage_store.table_to_parquet_bytes(out)).hexdigest()[:16]}
+              "seconds": round(seconds, 2), "pairs": stats["pairs"], "file_mb": round(len(data) / 2**20),
+              "file_sha256": hashlib.sha256(data).hexdigest()[:16]}
     print(report)
     return report
 

@@ -277,7 +277,7 @@ def run_one(gb: float, nodes: int, corpus: str, record: dict, args: argparse.Nam
     load_before = os.getloadavg()
     cluster = start_cluster(nodes, cpus_per_node, args.store_mb)
     sampler = Sampler(cluster.address).start()
-    root = tempfile.mkdtemp(prefix="bert_scale_", dir=args.work_dir)
+    root = args.root or tempfile.mkdtemp(prefix="bert_scale_", dir=args.work_dir)
     try:
         meter = StageMeter(sampler)
         started = time.time()
@@ -289,7 +289,7 @@ def run_one(gb: float, nodes: int, corpus: str, record: dict, args: argparse.Nam
         sampler.close()
         ray.shutdown()
         cluster.shutdown()
-        if not args.keep:
+        if not (args.keep or args.root):
             shutil.rmtree(root, ignore_errors=True)
     tokens = stats["tokenize"]["tokens"]
     seconds = sum(row["seconds"] for row in meter.stages.values())  # not the meter's pauses between stages
@@ -443,6 +443,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work-dir", default=tempfile.gettempdir(), help="stage outputs go to a temporary root here")
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "bert_scale"))
     p.add_argument("--keep", action="store_true", help="keep the stage outputs")
+    p.add_argument("--root", help="stage outputs go here and stay (a rerun reuses the committed ones: to re-measure one changed stage)")
     p.add_argument("--report", nargs="+", help="only build scale.md/scale.json from these run-*.json")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)

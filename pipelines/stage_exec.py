@@ -192,15 +192,31 @@ def write_output(out: dict[str, list], tmp: str, name: str, table: pa.Table, sch
                  piece: int, stats: dict[str, Any]) -> None:
     """Write ``table`` (selected and cast to ``schema``, for stable bytes) as ``{tmp}/{name}`` unless it
     is empty, and append its ``WRITTEN`` row (no name for an empty table) to ``out``."""
-    from pipelines.stage_store import table_to_parquet_bytes
+    write_output_tables(out, tmp, name, [table], schema, unit, piece, stats)
 
+
+def write_output_tables(out: dict[str, list], tmp: str, name: str, tables: Iterable[pa.Table], schema: pa.Schema,
+                        unit: int, piece: int, stats: dict[str, Any],
+                        table_stats: Callable[[pa.Table], dict[str, Any]] | None = None) -> None:
+    """``write_output`` of one file made of ``tables`` (a row group or more each, written as they come,
+    so a lazy iterable is never all in memory); ``table_stats(table)`` of each is added to ``stats``."""
+    from pipelines.stage_store import parquet_buffer
+
+    stats = dict(stats)
+
+    def counted() -> Iterator[pa.Table]:
+        for table in tables:
+            if table_stats is not None:
+                add_stats(stats, table_stats(table))
+            yield table
+
+    data, rows = parquet_buffer(counted(), schema)
     num_bytes = 0
-    if table.num_rows:
-        data = table_to_parquet_bytes(table.select(schema.names).cast(schema))
+    if rows:
         storage.write_bytes_atomic(storage.join(tmp, name), data)
         num_bytes = len(data)
-    for key, value in (("unit", unit), ("piece", piece), ("name", name if table.num_rows else ""),
-                       ("bytes", num_bytes), ("rows", table.num_rows), ("stats", json.dumps(stats))):
+    for key, value in (("unit", unit), ("piece", piece), ("name", name if rows else ""),
+                       ("bytes", num_bytes), ("rows", rows), ("stats", json.dumps(stats))):
         out[key].append(value)
 
 

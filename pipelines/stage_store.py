@@ -14,7 +14,7 @@ import dataclasses
 import io
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -81,9 +81,20 @@ def read_dataset(uri: str, columns: list[str] | None = None):
 
 
 def table_to_parquet_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table.combine_chunks(), sink, compression="zstd", row_group_size=1 << 20)
-    return sink.getvalue()
+    return parquet_buffer([table], table.schema)[0].to_pybytes()
+
+
+def parquet_buffer(tables: Iterable[pa.Table], schema: pa.Schema) -> tuple[pa.Buffer, int]:
+    """(parquet file in memory, rows) of ``tables`` (each selected and cast to ``schema``) in order,
+    each written as it comes (row groups of up to 2^20 rows), so only one table and the compressed
+    bytes so far are held. One table gives the bytes of ``pq.write_table`` with the same options."""
+    sink = pa.BufferOutputStream()
+    rows = 0
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        for table in tables:
+            writer.write_table(table.select(schema.names).cast(schema).combine_chunks(), row_group_size=1 << 20)
+            rows += table.num_rows
+    return sink.getvalue(), rows
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@ random sentence boundary into A and B; B is the real continuation with probabili
 of a random other document (and the chunk's unused sentences go back to be used next); the pair is
 truncated from the longer side, a token at a time from the front or back at random. ``dupe_factor``
 passes use different seeds. The random calls are the original's, in the original's order, on
-sentence *lengths*; the ids are then cut from one flat array with numpy.
+sentence *lengths*; the ids are then gathered from the tokens with numpy, never copied into order.
 
 At scale, "a random other document" comes from the document's partition: documents are spread over
 a fixed ``num_partitions`` (configuration, never derived from the corpus size) by a hash of
@@ -22,7 +22,7 @@ import array
 import dataclasses
 import hashlib
 import random
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -161,20 +161,30 @@ def core(table: pa.Table, cfg: NspConfig, partition: int = 0) -> pa.Table:
 
 
 def partition_instances(table: pa.Table, cfg: NspConfig, partition: int) -> tuple[pa.Table, dict[str, int]]:
-    """``core`` plus document-level counts (documents used, short-target document passes).
+    """``core`` plus document-level counts (documents used, short-target document passes)."""
+    parts, doc_stats = partition_tables(table, cfg, partition, rows_per_table=None)
+    return pa.concat_tables(list(parts)), doc_stats
 
-    Documents are taken in doc_id order, through an index: the table's tokens are never copied into
-    that order, only read once into a flat int32 view."""
+
+ROWS_PER_TABLE = 1 << 16
+"""Instances assembled at a time by the stage's writer (one parquet row group each): a partition's
+pairs are never all in memory, only their plans (52 bytes an instance)."""
+
+
+def partition_tables(table: pa.Table, cfg: NspConfig, partition: int,
+                     rows_per_table: int | None = ROWS_PER_TABLE) -> tuple[Iterator[pa.Table], dict[str, int]]:
+    """A partition's OUTPUT rows as tables of ``rows_per_table`` rows (None: one table), assembled as
+    they are consumed, and its document-level counts.
+
+    Documents are taken in doc_id order, through an index: the table's tokens are never copied, only
+    viewed (``token_view``) and gathered into the pairs."""
     _check_length(cfg)
     schemas.check_schema(table, schemas.TOKENIZED, "nsp_pairs")
     by_id = pc.sort_indices(table, sort_keys=[("doc_id", "ascending")]).to_numpy()
-    col = table.column("sentence_ids").combine_chunks()
-    sentences = col.flatten()
-    flat = np.asarray(sentences.flatten().to_numpy(zero_copy_only=False), dtype=np.int32)  # a view if it can be
-    sent_off = (sentences.offsets.to_numpy() - sentences.offsets[0].as_py()).astype(np.int64)
-    doc_off = (col.offsets.to_numpy() - col.offsets[0].as_py()).astype(np.int64)
+    flat, sent_off, doc_off = token_view(table.column("sentence_ids"))
     sent_len = np.diff(sent_off)
     docs = [sent_len[doc_off[r]:doc_off[r + 1]].tolist() for r in by_id.tolist()]  # in doc_id order
+    del sent_len
     docs_index = [d for d in range(len(docs)) if docs[d] and sum(docs[d]) > 0]
     parts, num_short = [], 0
     for dupe in range(cfg.dupe_factor):
@@ -192,7 +202,56 @@ def partition_instances(table: pa.Table, cfg: NspConfig, partition: int) -> tupl
     plans = plans[np.asarray(shuffled, dtype=np.int64)]
     doc_stats = {"document_passes": len(docs_index) * cfg.dupe_factor, "short_target_document_passes": num_short,
                  "documents_without_tokens": len(docs) - len(docs_index)}
-    return assemble(plans, flat, sent_off, doc_off[by_id], cfg, partition), doc_stats
+    del docs, docs_index, shuffled, parts
+    doc_first = doc_off[by_id]
+    step = rows_per_table or max(len(plans), 1)
+
+    def tables() -> Iterator[pa.Table]:
+        for lo in range(0, max(len(plans), 1), step):
+            yield assemble(plans[lo:lo + step], flat, sent_off, doc_first, cfg, partition, first=lo)
+
+    return tables(), doc_stats
+
+
+def token_view(column: pa.ChunkedArray) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(tokens, sentence offsets, document offsets) of a list<list<int32>> column, without copying the
+    tokens: tokens are one int32 array, or for a column of several chunks (a shuffle's block is the
+    shards it gathered) ``(arrays, starts)``, each chunk's array and its first token's global index.
+    Offsets are global (int64), ``sent_off[i]:sent_off[i + 1]`` the tokens of sentence i."""
+    arrays, sent_parts, doc_parts, tokens, sentences_seen = [], [np.zeros(1, np.int64)], [np.zeros(1, np.int64)], 0, 0
+    starts = []
+    for chunk in column.chunks:
+        if len(chunk) == 0:
+            continue
+        sentences = chunk.flatten()
+        values = np.asarray(sentences.flatten().to_numpy(zero_copy_only=False), dtype=np.int32)  # a view
+        sent = sentences.offsets.to_numpy().astype(np.int64)
+        doc = chunk.offsets.to_numpy().astype(np.int64)
+        sent_parts.append(sent[1:] - sent[0] + tokens)
+        doc_parts.append(doc[1:] - doc[0] + sentences_seen)
+        if len(values):
+            arrays.append(values)
+            starts.append(tokens)
+        tokens += int(sent[-1] - sent[0])
+        sentences_seen += int(doc[-1] - doc[0])
+    flat = arrays[0] if len(arrays) == 1 else (arrays or [np.zeros(0, np.int32)], np.asarray(starts or [0], np.int64))
+    return flat, np.concatenate(sent_parts), np.concatenate(doc_parts)
+
+
+def gather(flat: Any, index: np.ndarray) -> np.ndarray:
+    """``flat[index]`` for ``token_view``'s tokens (one array, or chunks and their starts)."""
+    if isinstance(flat, np.ndarray):
+        return flat[index]
+    arrays, starts = flat
+    which = np.searchsorted(starts, index, side="right") - 1
+    order = np.argsort(which, kind="stable")
+    bounds = np.searchsorted(which[order], np.arange(len(arrays) + 1))
+    out = np.empty(len(index), np.int32)
+    for c in range(len(arrays)):
+        at = order[bounds[c]:bounds[c + 1]]
+        if len(at):
+            out[at] = arrays[c][index[at] - starts[c]]
+    return out
 
 
 def _check_length(cfg: NspConfig) -> None:
@@ -205,9 +264,10 @@ ASSEMBLE_CHUNK = 1 << 12
 
 
 def assemble(plans: np.ndarray, flat: np.ndarray, sent_off: np.ndarray, doc_first: np.ndarray,
-             cfg: NspConfig, partition: int) -> pa.Table:
-    """[CLS] A [SEP] B [SEP] id arrays from the plans, gathered out of the flat token array.
-    ``doc_first[d]`` is the index (into ``sent_off``) of document d's first sentence."""
+             cfg: NspConfig, partition: int, first: int = 0) -> pa.Table:
+    """[CLS] A [SEP] B [SEP] id arrays from the plans, gathered out of the tokens (``token_view``).
+    ``doc_first[d]`` is the index (into ``sent_off``) of document d's first sentence; the instances
+    are numbered from ``first`` (the plans' place in the partition)."""
     if cfg.cls_id is None or cfg.sep_id is None:
         raise ValueError("nsp_pairs: cls_id and sep_id must be set (run_nsp_pairs takes them from the vocabulary)")
     p = plans
@@ -226,7 +286,7 @@ def assemble(plans: np.ndarray, flat: np.ndarray, sent_off: np.ndarray, doc_firs
         seg_len = np.stack([one[lo:hi], la[lo:hi], one[lo:hi], lb[lo:hi], one[lo:hi]], 1).ravel()
         seg_src = np.stack([zero[lo:hi], a0[lo:hi], zero[lo:hi], b0[lo:hi], zero[lo:hi]], 1).ravel()
         seg_out = np.cumsum(seg_len) - seg_len
-        chunk = flat[np.repeat(seg_src - seg_out, seg_len) + np.arange(stop - base)]  # [CLS]/[SEP] read flat[0]
+        chunk = gather(flat, np.repeat(seg_src - seg_out, seg_len) + np.arange(stop - base))  # [CLS]/[SEP] read 0
         starts = offsets[lo:hi] - base
         chunk[starts] = cfg.cls_id
         chunk[starts + 1 + la[lo:hi]] = cfg.sep_id
@@ -234,7 +294,8 @@ def assemble(plans: np.ndarray, flat: np.ndarray, sent_off: np.ndarray, doc_firs
         values[base:stop] = chunk
         types[base:stop] = np.repeat(np.tile(np.array([0, 1], np.int8), hi - lo),
                                      np.stack([la[lo:hi] + 2, lb[lo:hi] + 1], 1).ravel())
-    number = pc.utf8_lpad(pa.array(np.arange(len(p), dtype=np.int64)).cast(pa.string()), width=9, padding="0")
+    number = pc.utf8_lpad(pa.array(np.arange(first, first + len(p), dtype=np.int64)).cast(pa.string()), width=9,
+                          padding="0")
     offsets32 = pa.array(offsets.astype(np.int32))
     return pa.table({
         "input_ids": pa.ListArray.from_arrays(offsets32, pa.array(values, pa.int32())),
@@ -277,9 +338,10 @@ def write_partitions(block: pa.Table, cfg: NspConfig, tmp_uri: str, env: dict[st
     for partition in partitions:
         rows = block if len(partitions) == 1 else block.filter(pc.equal(block.column("partition"), partition))
         rows = rows.select(["doc_id", "sentence_ids"])  # no copy of the tokens when the block is one partition
-        pairs, doc_stats = partition_instances(rows.cast(schemas.TOKENIZED), cfg, partition)
-        stage_exec.write_output(out, tmp_uri, f"part-{partition:05d}-0000.parquet", pairs, OUTPUT, partition, 0,
-                                {**doc_stats, **_stats(pairs)})
+        tables, doc_stats = partition_tables(rows.cast(schemas.TOKENIZED), cfg, partition)
+        del rows
+        stage_exec.write_output_tables(out, tmp_uri, f"part-{partition:05d}-0000.parquet", tables, OUTPUT, partition,
+                                       0, doc_stats, _stats)
     return pa.table(out, schema=stage_exec.WRITTEN)
 
 
@@ -315,7 +377,7 @@ def run_nsp_pairs(cfg: NspConfig, tokenized_uri: str, root: str, vocabulary=None
             writer.stats["lowercase"] = vocabulary.lowercase
 
     inputs = (stage_store.input_identity(tokenized_uri),)
-    return stage_store.run_stage(root, STAGE, key_cfg, inputs, produce, version=2)
+    return stage_store.run_stage(root, STAGE, key_cfg, inputs, produce, version=3)
 
 
 # --- the BERT DAG's adapter (``pipelines.bert_dag``): this stage with its config slice ------------

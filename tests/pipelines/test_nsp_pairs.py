@@ -76,6 +76,29 @@ def test_core_ignores_row_order_and_passes_differ(demo_tokenized):
     assert two.num_rows > 1.8 * a.num_rows
 
 
+def test_a_block_of_many_chunks_and_row_groups_give_the_same_pairs(demo_tokenized, tmp_path):
+    """A shuffle hands the reducer its shards as the chunks of one table (some empty): the tokens are
+    gathered from the chunks in place, and the writer's row groups hold the same rows as one table."""
+    table = demo_tokenized.slice(0, 300)
+    whole = nsp_pairs.core(table.combine_chunks(), CFG, 3)
+    pieces = [table.slice(0, 0), table.slice(0, 41), table.slice(41, 0), table.slice(41, 200), table.slice(241)]
+    chunked = pa.concat_tables(pieces)
+    assert chunked.column("sentence_ids").num_chunks == 5
+    assert nsp_pairs.core(chunked, CFG, 3).equals(whole)
+    tables, _ = nsp_pairs.partition_tables(chunked, CFG, 3, rows_per_table=100)
+    tables = list(tables)
+    assert [t.num_rows for t in tables[:-1]] == [100] * (len(tables) - 1) and len(tables) > 3
+    assert pa.concat_tables(tables).equals(whole)  # instance ids run on across the tables
+    block = chunked.append_column("partition", pa.array(np.full(300, 3, np.int32)))
+    written = nsp_pairs.write_partitions(block, CFG, str(tmp_path), {})
+    assert written.column("name").to_pylist() == ["part-00003-0000.parquet"]
+    assert written.column("rows").to_pylist() == [whole.num_rows]
+    import pyarrow.parquet as pq
+
+    back = pq.read_table(tmp_path / "part-00003-0000.parquet")
+    assert back.equals(whole.cast(nsp_pairs.OUTPUT))
+
+
 def test_single_sentence_document_and_tiny_inputs():
     table = pa.table({"doc_id": ["a", "b", "c"], "sentence_ids": [[[10, 11, 12]], [[20, 21], [22]], [[]]]},
                      schema=TOKENIZED)
