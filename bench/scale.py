@@ -101,6 +101,7 @@ class Sampler:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.peaks: dict[str, float] = {}
+        self.peak_title = ""
         self.refs_seen: set[bytes] = set()
         self.errors = 0
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -117,7 +118,7 @@ class Sampler:
         """Start a new window; -> the refs alive now (not 'created' in the window)."""
         alive = set(self._refs())
         with self.lock:
-            self.peaks, self.refs_seen = {}, set(alive)
+            self.peaks, self.refs_seen, self.peak_title = {}, set(alive), ""
         self.sample()
         return alive
 
@@ -138,7 +139,7 @@ class Sampler:
             try:
                 title = p.cmdline()[:1]
                 if title and title[0].startswith("ray::") and "Agent" not in title[0]:
-                    out.append(p.memory_info())
+                    out.append((title[0], p.memory_info()))
             except Exception:  # a worker that exited between the listing and the read
                 continue
         return out
@@ -152,7 +153,13 @@ class Sampler:
 
     def sample(self) -> None:
         try:
-            mem = self._workers()
+            titled = self._workers()
+            mem = [m for _, m in titled]
+            if titled:  # what the largest worker was running when it peaked ("ray::IDLE" between tasks)
+                title, top = max(titled, key=lambda t: t[1].rss)
+                with self.lock:
+                    if top.rss > self.peaks.get("worker_rss", 0):
+                        self.peak_title = title
             values = {"driver_rss": self.me.memory_info().rss, **self._store(),
                       "worker_rss": max((m.rss for m in mem), default=0),
                       "worker_private": max((m.rss - m.shared for m in mem), default=0),
@@ -235,7 +242,7 @@ class StageMeter:
         self.stages[stage] = {
             "seconds": round(seconds, 2),
             "driver_peak_rss_mb": round(peaks["driver_rss"] / MB), "worker_peak_rss_mb": round(peaks["worker_rss"] / MB),
-            "worker_peak_private_mb": round(peaks["worker_private"] / MB),
+            "worker_peak_private_mb": round(peaks["worker_private"] / MB), "worker_peak_task": self.sampler.peak_title,
             "workers_peak_rss_sum_mb": round(peaks["workers_rss_sum"] / MB), "peak_workers": peaks["num_workers"],
             "store_peak_mb": round(peaks["store_bytes"] / MB, 1), "store_peak_objects": peaks["store_objects"],
             "plasma_objects_created": peaks["plasma_created_last"] - peaks["plasma_created_first"],
@@ -245,7 +252,8 @@ class StageMeter:
         self.events = events
         print(f"  {stage:10s} {seconds:7.1f} s  driver {self.stages[stage]['driver_peak_rss_mb']:>5} MB  "
               f"worker {self.stages[stage]['worker_peak_rss_mb']:>5} MB  store {self.stages[stage]['store_peak_mb']:>7} MB  "
-              f"tasks {self.stages[stage]['tasks']:>6}  objects {self.stages[stage]['objects']:>7}", flush=True)
+              f"tasks {self.stages[stage]['tasks']:>6}  objects {self.stages[stage]['objects']:>7}  "
+              f"largest worker: {self.stages[stage]['worker_peak_task'] or '-'}", flush=True)
 
 
 def start_cluster(nodes: int, cpus_per_node: int, store_mb: int):
@@ -294,7 +302,9 @@ def run_one(gb: float, nodes: int, corpus: str, record: dict, args: argparse.Nam
     tokens = stats["tokenize"]["tokens"]
     seconds = sum(row["seconds"] for row in meter.stages.values())  # not the meter's pauses between stages
     for stage, row in meter.stages.items():
-        row.update(tokens_per_s_per_core=round(tokens / row["seconds"] / cores), files_out=files_out[stage],
+        # a stage --root already held ran in 0 s: no rate
+        row.update(tokens_per_s_per_core=round(tokens / row["seconds"] / cores) if row["seconds"] else None,
+                   files_out=files_out[stage],
                    stage_stats=stats[stage])
     found = stats["clean"]["dropped"]["duplicate"]
     return {"gb": gb, "nodes": nodes, "cpus_per_node": cpus_per_node, "ray_cpus": nodes * cpus_per_node,
@@ -302,7 +312,8 @@ def run_one(gb: float, nodes: int, corpus: str, record: dict, args: argparse.Nam
             "corpus_bytes": record["bytes"], "corpus_files": len(record["files"]),
             "corpus_documents": record["documents"], "documents_read": stats["read"]["documents"],
             "tokens": tokens, "pairs": stats["nsp_pairs"]["pairs"], "seconds": round(seconds, 1),
-            "wall_seconds": round(wall, 1), "tokens_per_s_per_core": round(tokens / seconds / cores),
+            "wall_seconds": round(wall, 1), "tokens_per_s_per_core": round(tokens / seconds / cores) if all(
+                row["seconds"] for row in meter.stages.values()) else None,
             "duplicates_injected": record["duplicates_injected"], "duplicates_found": found,
             "clean_dropped": stats["clean"]["dropped"],
             "vocab": args.vocab_file or f"trained, sample_fraction {args.sample_fraction}",
@@ -348,7 +359,9 @@ def measure_run(gb: float, nodes: int, args: argparse.Namespace, argv: list[str]
         return json.load(f)
 
 
-def _ratio(a: float, b: float) -> float:
+def _ratio(a: float | None, b: float | None) -> float:
+    if a is None or b is None:  # a stage reused under --root
+        return float("nan")
     if not b:
         return 0.0 if not a else float("inf")
     return round(a / b, 2)
@@ -396,16 +409,19 @@ def markdown(runs: list[dict], checks: list[dict]) -> str:
                   f"clean dropped {r['clean_dropped']}.", "",
                   "| stage | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
         for stage, row in r["stages"].items():
-            lines.append(f"| {stage} | " + " | ".join(f"{row[c]:,}" for c in cols) + " |")
+            lines.append(f"| {stage} | " + " | ".join("reused" if row[c] is None else f"{row[c]:,}" for c in cols) + " |")
         total = {"seconds": r["seconds"], "tokens_per_s_per_core": r["tokens_per_s_per_core"]}
         for c in cols[2:]:
             vals = [row[c] for row in r["stages"].values()]
             total[c] = round(sum(vals), 1) if c in ("plasma_objects_created", "spilled_mb", "tasks", "actor_tasks", "objects") else max(vals)
-        lines += ["| **chain** | " + " | ".join(f"{total[c]:,}" for c in cols) + " |", ""]
+        lines += ["| **chain** | " + " | ".join("reused" if total[c] is None else f"{total[c]:,}" for c in cols) + " |",
+                  ""]
         nsp = r["stages"]["nsp_pairs"]
         lines += [f"nsp_pairs: {r['stages']['tokenize']['files_out']} input shards x "
                   f"{nsp['stage_stats'].get('partitions')} partitions; tasks by function: "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(nsp["tasks_by_function"].items())), ""]
+                  + ", ".join(f"{k} {v}" for k, v in sorted(nsp["tasks_by_function"].items())), "",
+                  "largest worker by stage (what it ran when it peaked): " + "; ".join(
+                      f"{stage} {row.get('worker_peak_task') or '-'}" for stage, row in r["stages"].items()), ""]
     for g in checks:
         lines += [f"### Goals, {g['nodes']} node(s), {g['from_gb']:g} -> {g['to_gb']:g} GB (size x{g['size_ratio']})", "",
                   f"- driver peak RSS x{g['driver_rss_ratio']}, worker peak RSS x{g['worker_rss_ratio']} (goal <= 1.5): "

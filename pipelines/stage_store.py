@@ -85,16 +85,22 @@ def table_to_parquet_bytes(table: pa.Table) -> bytes:
 
 
 def parquet_buffer(tables: Iterable[pa.Table], schema: pa.Schema) -> tuple[pa.Buffer, int]:
-    """(parquet file in memory, rows) of ``tables`` (each selected and cast to ``schema``) in order,
-    each written as it comes (row groups of up to 2^20 rows), so only one table and the compressed
-    bytes so far are held. One table gives the bytes of ``pq.write_table`` with the same options."""
+    """(parquet file in memory, rows) of ``tables``, as ``write_parquet`` writes them."""
     sink = pa.BufferOutputStream()
+    rows = write_parquet(tables, schema, sink)
+    return sink.getvalue(), rows
+
+
+def write_parquet(tables: Iterable[pa.Table], schema: pa.Schema, sink) -> int:
+    """Write ``tables`` (each selected and cast to ``schema``) in order into ``sink``, each as it comes
+    (row groups of up to 2^20 rows), so only one table is held; -> rows. One table gives the bytes of
+    ``pq.write_table`` with the same options, the stage files' format since the first version."""
     rows = 0
     with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
         for table in tables:
             writer.write_table(table.select(schema.names).cast(schema).combine_chunks(), row_group_size=1 << 20)
             rows += table.num_rows
-    return sink.getvalue(), rows
+    return rows
 
 
 @dataclasses.dataclass

@@ -235,6 +235,57 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
             f.write(data)
 
 
+@contextlib.contextmanager
+def atomic_output(uri: str) -> Iterator[Any]:
+    """A binary output stream whose bytes appear at ``uri``, whole, when the block ends without an
+    error (``write_bytes_atomic`` for a writer that streams: a large file is never all in memory).
+    Local: a temporary file beside it, renamed into place. Remote: a local spool file, uploaded when
+    complete (one PUT or a multipart upload, which shows nothing until it completes)."""
+    import tempfile
+
+    import pyarrow as pa
+
+    fs, path = filesystem(uri)
+    parent = posixpath.dirname(path)
+    if parent:
+        fs.create_dir(parent, recursive=True)
+    if is_local(uri):
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        done = False
+        try:
+            with fs.open_output_stream(tmp) as f:
+                yield f
+            os.replace(tmp, path)
+            done = True
+        except OSError as e:  # e.g. a full disk: pyarrow's message names no path
+            raise OSError(getattr(e, "errno", None) or errno.EIO, f"cannot write {uri}: {e}") from e
+        finally:
+            if not done:  # no half file stays
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+        return
+    with tempfile.TemporaryDirectory(prefix="upload-") as spool_dir:
+        spool = os.path.join(spool_dir, "spool")
+        with pa.OSFile(spool, "wb") as f:
+            yield f
+        upload_file(spool, uri)
+
+
+def upload_file(local_path: str, uri: str) -> None:
+    """Copy a local file to a remote ``uri`` in 8 MB reads (atomic: see ``atomic_output``)."""
+    fs, path = filesystem(uri)
+    num_bytes = os.path.getsize(local_path)
+    with open(local_path, "rb") as src:
+        if uri.startswith("s3://") and num_bytes > S3_MAX_PARTS * PYARROW_S3_PART_SIZE:
+            out = smart_open.open(uri, "wb", compression="disable",
+                                  transport_params=_transport_params(uri, "wb", num_bytes))
+        else:
+            out = fs.open_output_stream(path)
+        with out:
+            while chunk := src.read(8 << 20):
+                out.write(chunk)
+
+
 def read_json(uri: str) -> Any:
     return json.loads(read_bytes(uri).decode("utf-8"))
 

@@ -166,7 +166,7 @@ def partition_instances(table: pa.Table, cfg: NspConfig, partition: int) -> tupl
     return pa.concat_tables(list(parts)), doc_stats
 
 
-ROWS_PER_TABLE = 1 << 16
+ROWS_PER_TABLE = 1 << 14
 """Instances assembled at a time by the stage's writer (one parquet row group each): a partition's
 pairs are never all in memory, only their plans (52 bytes an instance)."""
 
@@ -377,7 +377,7 @@ def run_nsp_pairs(cfg: NspConfig, tokenized_uri: str, root: str, vocabulary=None
             writer.stats["lowercase"] = vocabulary.lowercase
 
     inputs = (stage_store.input_identity(tokenized_uri),)
-    return stage_store.run_stage(root, STAGE, key_cfg, inputs, produce, version=3)
+    return stage_store.run_stage(root, STAGE, key_cfg, inputs, produce, version=4)
 
 
 # --- the BERT DAG's adapter (``pipelines.bert_dag``): this stage with its config slice ------------

@@ -4,7 +4,8 @@ Either trains a BERT WordPiece vocabulary (``[PAD] [UNK] [CLS] [SEP] [MASK]`` ta
 ``tokenizers``, or, with ``vocab_file``, adopts a given ``vocab.txt`` (any storage URI). Training runs
 in one Ray task on a worker, never on the driver: Ray Data tasks pick the sample (the documents whose
 doc_id hash falls under ``sample_fraction``), and the training task streams it in corpus order,
-stopping at ``max_sample_bytes`` of text, so its memory is bounded whatever the corpus. Downstream
+stopping at ``max_sample_bytes`` of text, onto its local disk (``SpooledTexts``), which the trainer
+reads twice: the task holds word counts, never the sample. Downstream
 stages get the result as a typed ``Vocabulary`` (URI, casing, special-token ids).
 
 Determinism: training is deterministic. Upstream, ``tokenizers``' trainer numbers the ``##c`` pieces in
@@ -42,8 +43,9 @@ class WordPieceConfig:
     """Share of documents to train on, picked by a hash of doc_id (deterministic)."""
     max_sample_bytes: int = 512 << 20
     """Cap on the training text (UTF-8 bytes), taken in corpus order from the sample: it bounds the
-    training task's memory (the trainer holds the sample). Set ``sample_fraction`` so the sample
-    fits under it; stats.json says whether the cap cut it (``sample_capped``)."""
+    training task's time and its local disk (the sample is spooled there, not held in memory). Set
+    ``sample_fraction`` so the sample fits under it; stats.json says whether the cap cut it
+    (``sample_capped``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,18 +98,41 @@ def iter_training_text(sentences_uri: str, sample_fraction: float, max_bytes: in
             yield sentence
 
 
+class SpooledTexts:
+    """The training sample on the task's local disk, re-readable in order: the trainer reads it twice
+    (alphabet, then training) and never holds it, so the task's memory does not grow with the
+    sample (the trainer keeps word counts only). Each text is its UTF-8 length (4 bytes) and bytes."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def write(self, texts: Iterator[str]) -> None:
+        with open(self.path, "wb", buffering=1 << 20) as f:
+            for text in texts:
+                data = text.encode("utf-8")
+                f.write(len(data).to_bytes(4, "little"))
+                f.write(data)
+
+    def __iter__(self) -> Iterator[str]:
+        with open(self.path, "rb", buffering=1 << 20) as f:
+            while header := f.read(4):
+                yield f.read(int.from_bytes(header, "little")).decode("utf-8")
+
+
 def _train(cfg: WordPieceConfig, sentences_uri: str, tmp: str, env: dict[str, str]) -> dict[str, Any]:
     """The training task: sample, train, write ``vocab.txt`` and ``tokenizer.json`` into ``tmp``."""
     from pipelines import stage_exec
 
     storage.apply_env(env)
     counts = {"sentences": 0, "bytes": 0, "capped": 0}
-    with stage_exec.stage_data_context():  # corpus order inside this task too
-        texts = list(iter_training_text(sentences_uri, cfg.sample_fraction, cfg.max_sample_bytes, counts))
-    if not texts:
-        raise ValueError(f"wordpiece: no training text in {sentences_uri}")
-    tok = WordPieceTokenizer.train(texts, cfg.vocab_size, cfg.min_frequency, cfg.lowercase,
-                                   limit_alphabet=cfg.limit_alphabet)
+    with tempfile.TemporaryDirectory(prefix="wordpiece-sample-") as spool_dir:
+        texts = SpooledTexts(os.path.join(spool_dir, "sample.bin"))
+        with stage_exec.stage_data_context():  # corpus order inside this task too
+            texts.write(iter_training_text(sentences_uri, cfg.sample_fraction, cfg.max_sample_bytes, counts))
+        if not counts["sentences"]:
+            raise ValueError(f"wordpiece: no training text in {sentences_uri}")
+        tok = WordPieceTokenizer.train(texts, cfg.vocab_size, cfg.min_frequency, cfg.lowercase,
+                                       limit_alphabet=cfg.limit_alphabet)
     files = _save_tokenizer(tok, tmp)
     return {"files": files, "training_sentences": counts["sentences"], "training_bytes": counts["bytes"],
             "sample_capped": bool(counts["capped"]), "vocab_size": tok.vocab_size}

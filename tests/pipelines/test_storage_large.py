@@ -121,3 +121,24 @@ def test_commit_copies_part_by_part_above_copy_limit(s3, s3_bucket, monkeypatch)
     assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
     assert not storage.exists(writer.tmp)
     storage.remove_tree(f"{s3_bucket}/root")
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_streamed_output_appears_whole_or_not_at_all(s3, s3_bucket, tmp_path, where):
+    """``atomic_output``: a stream of 30 MB in 3 MB writes (an S3 multipart upload) lands whole; a
+    writer that fails halfway leaves neither the file nor a temporary one."""
+    root = str(tmp_path) if where == "local" else f"{s3_bucket}/streamed"
+    data = _random(30 * 10**6, 3)
+    with storage.atomic_output(storage.join(root, "ok.bin")) as f:
+        for i in range(0, len(data), 3 * 10**6):
+            f.write(data[i:i + 3 * 10**6])
+    assert hashlib.sha256(storage.read_bytes(storage.join(root, "ok.bin"))).digest() == hashlib.sha256(data).digest()
+    with pytest.raises(RuntimeError, match="halfway"):
+        with storage.atomic_output(storage.join(root, "bad.bin")) as f:
+            f.write(data[:12 * 10**6])
+            raise RuntimeError("halfway")
+    assert [u.rsplit("/", 1)[1] for u in storage.list_files(root)] == ["ok.bin"]
+    if where == "s3":
+        bucket = s3_bucket[len("s3://"):]
+        assert _parts(s3, bucket, "streamed/ok.bin") == 3  # pyarrow's 10 MiB parts
+        storage.remove_tree(root)
