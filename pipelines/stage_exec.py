@@ -302,22 +302,25 @@ def stage_data_context() -> Iterator[None]:
     """For the Ray Datasets built inside (a Dataset copies the DataContext when created): rows keep
     their order; the operator resource reservation is off (it kept part of the CPUs for operators
     downstream, so a single map operator ran one task at a time on 2 CPUs); output blocks are
-    allowed to be large (up to 2 GiB), so a read task's piece reaches its writer as one block; and a
+    allowed to be large (up to 2 GiB), so a read task's piece reaches its writer as one block; a
     shuffle's map tasks take ``SHUFFLE_MAP_BATCH_BYTES`` each, so their memory does not grow with
-    the corpus (their number does, linearly)."""
+    the corpus (their number does, linearly); and shuffle shards are not compressed, so a reducer
+    reads its shards in place from the object store instead of decompressing a private copy (2 GB
+    on 4 nodes: the nsp reducer's private memory 769 -> 430 MB; the store's peak 1.78 -> 2.35 GB)."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     old = (ctx.execution_options.preserve_order, ctx.op_resource_reservation_enabled, ctx.target_max_block_size,
-           ctx.shuffle_input_batch_bytes)
+           ctx.shuffle_input_batch_bytes, ctx.shuffle_compression)
     ctx.execution_options.preserve_order, ctx.op_resource_reservation_enabled = True, False
+    ctx.shuffle_compression = None
     ctx.target_max_block_size = max(old[2] or 0, 2 << 30)
     ctx.shuffle_input_batch_bytes = SHUFFLE_MAP_BATCH_BYTES
     try:
         yield
     finally:
         (ctx.execution_options.preserve_order, ctx.op_resource_reservation_enabled, ctx.target_max_block_size,
-         ctx.shuffle_input_batch_bytes) = old
+         ctx.shuffle_input_batch_bytes, ctx.shuffle_compression) = old
 
 
 def shuffle_groups(ds, key: str, num_partitions: int, fn: Callable[..., pa.Table], fn_args: tuple = ()):
