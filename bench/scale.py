@@ -383,6 +383,7 @@ def goals(runs: list[dict]) -> list[dict]:
             "nodes": nodes, "from_gb": small["gb"], "to_gb": large["gb"], "size_ratio": round(size, 2),
             "driver_rss_ratio": _ratio(peak(large, "driver_peak_rss_mb"), peak(small, "driver_peak_rss_mb")),
             "worker_rss_ratio": _ratio(peak(large, "worker_peak_rss_mb"), peak(small, "worker_peak_rss_mb")),
+            "worker_private_ratio": _ratio(peak(large, "worker_peak_private_mb"), peak(small, "worker_peak_private_mb")),
             "growth": growth, "worst_growth": max(growth.items(), key=lambda kv: kv[1]),
             "throughput_ratio": _ratio(large["tokens_per_s_per_core"], small["tokens_per_s_per_core"])})
         g = out[-1]
@@ -426,6 +427,7 @@ def markdown(runs: list[dict], checks: list[dict]) -> str:
         lines += [f"### Goals, {g['nodes']} node(s), {g['from_gb']:g} -> {g['to_gb']:g} GB (size x{g['size_ratio']})", "",
                   f"- driver peak RSS x{g['driver_rss_ratio']}, worker peak RSS x{g['worker_rss_ratio']} (goal <= 1.5): "
                   f"{'met' if g['met']['rss'] else 'NOT met'}",
+                  f"- worker peak private memory (RSS less the object-store pages it maps) x{g.get('worker_private_ratio')}",
                   f"- tasks/objects: worst growth {g['worst_growth'][0]} x{g['worst_growth'][1]} "
                   f"(goal <= 1.1 x size = {1.1 * g['size_ratio']:.2f}): {'met' if g['met']['linear'] else 'NOT met'}",
                   f"- tokens/s per core x{g['throughput_ratio']} (goal >= 0.9): {'met' if g['met']['throughput'] else 'NOT met'}", ""]
