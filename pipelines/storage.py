@@ -211,21 +211,12 @@ def read_bytes(uri: str) -> bytes:
 
 def write_bytes_atomic(uri: str, data: bytes) -> None:
     """Write a whole file so readers see either the old state or the complete new file."""
-    fs, path = filesystem(uri)
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.create_dir(parent, recursive=True)
     if is_local(uri):
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        try:
-            with fs.open_output_stream(tmp) as f:
-                f.write(data)
-        except OSError as e:  # e.g. a full disk: pyarrow's message names no path; no half file stays
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise OSError(getattr(e, "errno", None) or errno.EIO, f"cannot write {uri} ({len(data)} bytes): {e}") from e
-        os.replace(tmp, path)
-    elif uri.startswith("s3://") and len(data) > S3_MAX_PARTS * PYARROW_S3_PART_SIZE:
+        with atomic_output(uri) as f:
+            f.write(data)
+        return
+    fs, path = filesystem(uri)
+    if uri.startswith("s3://") and len(data) > S3_MAX_PARTS * PYARROW_S3_PART_SIZE:
         # beyond pyarrow's fixed parts: a multipart upload is atomic too (nothing shows until it completes)
         with smart_open.open(uri, "wb", compression="disable",
                              transport_params=_transport_params(uri, "wb", len(data))) as f:
