@@ -264,7 +264,7 @@ ASSEMBLE_CHUNK = 1 << 12
 """Instances assembled per numpy pass: bounds the gather index (8 bytes a token) to a few MB."""
 
 
-def assemble(plans: np.ndarray, flat: np.ndarray, sent_off: np.ndarray, doc_first: np.ndarray,
+def assemble(plans: np.ndarray, flat: Any, sent_off: np.ndarray, doc_first: np.ndarray,
              cfg: NspConfig, partition: int, first: int = 0) -> pa.Table:
     """[CLS] A [SEP] B [SEP] id arrays from the plans, gathered out of the tokens (``token_view``).
     ``doc_first[d]`` is the index (into ``sent_off``) of document d's first sentence; the instances
