@@ -6,6 +6,8 @@ object-store, task and object figures per stage.
     python -m bench.scale --runs 0.2:4 0.2:1            # GB:NODES each
     python -m bench.scale --gb 0.2 0.5 --nodes 4        # every size on every node count
     python -m bench.scale --report /tmp/bert_scale/run-*.json   # tables and goals from saved runs
+    python -m bench.scale --runs 2:4 --root /tmp/r2g      # keep the outputs; rerun after deleting one stage's
+                                                        # output dir to re-measure that stage alone
 
 Cost on the chain of 2026-12-02 (before the data-plane rewrite), 2-core box at load average 20-45:
 0.2 GB took ~5 min per run and 0.5 GB ~9 min, the driver peaking at 1.1 and 2.1 GB. Extrapolated,
