@@ -81,14 +81,9 @@ def read_dataset(uri: str, columns: list[str] | None = None):
 
 
 def table_to_parquet_bytes(table: pa.Table) -> bytes:
-    return parquet_buffer([table], table.schema)[0].to_pybytes()
-
-
-def parquet_buffer(tables: Iterable[pa.Table], schema: pa.Schema) -> tuple[pa.Buffer, int]:
-    """(parquet file in memory, rows) of ``tables``, as ``write_parquet`` writes them."""
     sink = pa.BufferOutputStream()
-    rows = write_parquet(tables, schema, sink)
-    return sink.getvalue(), rows
+    write_parquet([table], table.schema, sink)
+    return sink.getvalue().to_pybytes()
 
 
 def write_parquet(tables: Iterable[pa.Table], schema: pa.Schema, sink) -> int:

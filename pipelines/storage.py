@@ -215,15 +215,26 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
         with atomic_output(uri) as f:
             f.write(data)
         return
+    with _remote_output(uri, len(data)) as f:
+        f.write(data)
+
+
+def _with_parent(uri: str) -> tuple[pafs.FileSystem, str]:
+    """``filesystem(uri)``, with the directory that will hold ``uri`` created."""
     fs, path = filesystem(uri)
-    if uri.startswith("s3://") and len(data) > S3_MAX_PARTS * PYARROW_S3_PART_SIZE:
-        # beyond pyarrow's fixed parts: a multipart upload is atomic too (nothing shows until it completes)
-        with smart_open.open(uri, "wb", compression="disable",
-                             transport_params=_transport_params(uri, "wb", len(data))) as f:
-            f.write(data)
-    else:  # one PUT (or one multipart upload) on an object store is atomic
-        with fs.open_output_stream(path) as f:
-            f.write(data)
+    parent = posixpath.dirname(path)
+    if parent:
+        fs.create_dir(parent, recursive=True)
+    return fs, path
+
+
+def _remote_output(uri: str, num_bytes: int) -> Any:
+    """An object-store output stream for ``num_bytes``: one PUT or one multipart upload, atomic (nothing
+    shows until it completes); beyond pyarrow's fixed parts, smart-open's sized ones."""
+    fs, path = _with_parent(uri)
+    if uri.startswith("s3://") and num_bytes > S3_MAX_PARTS * PYARROW_S3_PART_SIZE:
+        return smart_open.open(uri, "wb", compression="disable", transport_params=_transport_params(uri, "wb", num_bytes))
+    return fs.open_output_stream(path)
 
 
 @contextlib.contextmanager
@@ -236,11 +247,8 @@ def atomic_output(uri: str) -> Iterator[Any]:
 
     import pyarrow as pa
 
-    fs, path = filesystem(uri)
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.create_dir(parent, recursive=True)
     if is_local(uri):
+        fs, path = _with_parent(uri)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         done = False
         try:
@@ -263,18 +271,10 @@ def atomic_output(uri: str) -> Iterator[Any]:
 
 
 def upload_file(local_path: str, uri: str) -> None:
-    """Copy a local file to a remote ``uri`` in 8 MB reads (atomic: see ``atomic_output``)."""
-    fs, path = filesystem(uri)
-    num_bytes = os.path.getsize(local_path)
-    with open(local_path, "rb") as src:
-        if uri.startswith("s3://") and num_bytes > S3_MAX_PARTS * PYARROW_S3_PART_SIZE:
-            out = smart_open.open(uri, "wb", compression="disable",
-                                  transport_params=_transport_params(uri, "wb", num_bytes))
-        else:
-            out = fs.open_output_stream(path)
-        with out:
-            while chunk := src.read(8 << 20):
-                out.write(chunk)
+    """Copy a local file to a remote ``uri`` in 8 MB reads (atomic: see ``_remote_output``)."""
+    with open(local_path, "rb") as src, _remote_output(uri, os.path.getsize(local_path)) as out:
+        while chunk := src.read(8 << 20):
+            out.write(chunk)
 
 
 def read_json(uri: str) -> Any:

@@ -203,7 +203,6 @@ def partition_tables(table: pa.Table, cfg: NspConfig, partition: int,
     plans = plans[np.asarray(shuffled, dtype=np.int64)]
     doc_stats = {"document_passes": len(docs_index) * cfg.dupe_factor, "short_target_document_passes": num_short,
                  "documents_without_tokens": len(docs) - len(docs_index)}
-    del docs, docs_index, shuffled, parts
     doc_first = doc_off[by_id]
     step = rows_per_table or max(len(plans), 1)
 
@@ -340,7 +339,6 @@ def write_partitions(block: pa.Table, cfg: NspConfig, tmp_uri: str, env: dict[st
         rows = block if len(partitions) == 1 else block.filter(pc.equal(block.column("partition"), partition))
         rows = rows.select(["doc_id", "sentence_ids"])  # no copy of the tokens when the block is one partition
         tables, doc_stats = partition_tables(rows.cast(schemas.TOKENIZED), cfg, partition)
-        del rows
         stage_exec.write_output_tables(out, tmp_uri, f"part-{partition:05d}-0000.parquet", tables, OUTPUT, partition,
                                        0, doc_stats, _stats)
     return pa.table(out, schema=stage_exec.WRITTEN)

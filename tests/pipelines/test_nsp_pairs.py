@@ -6,6 +6,7 @@ import random
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from oracles import original_bert
@@ -93,8 +94,6 @@ def test_a_block_of_many_chunks_and_row_groups_give_the_same_pairs(demo_tokenize
     written = nsp_pairs.write_partitions(block, CFG, str(tmp_path), {})
     assert written.column("name").to_pylist() == ["part-00003-0000.parquet"]
     assert written.column("rows").to_pylist() == [whole.num_rows]
-    import pyarrow.parquet as pq
-
     back = pq.read_table(tmp_path / "part-00003-0000.parquet")
     assert back.equals(whole.cast(nsp_pairs.OUTPUT))
 
