@@ -9,6 +9,7 @@ pairs with max_seq_length 128, dupe_factor 1; masking is left to training time e
 
 - ours: the BERT DAG run ``--until nsp_pairs`` (``pipelines.run_config.run_until``) on a local Ray
   with N CPUs (it also cleans and de-duplicates, and writes every stage's parquet and the run manifest);
+  with the CPU seconds its processes used, by kind (``CpuMeter``);
 - "cores": ours' stage cores alone (``run_cores``: read, clean + dedup, split, tokenize, NSP), one
   process, no Ray and no I/O but the input's; ours at 1 core against it is what Ray and I/O cost;
 - (a) "original": ``tests.oracles.original_bert``, a reduced reimplementation of google-research/bert's
@@ -78,6 +79,60 @@ def iter_documents(files: list[str], max_bytes: float = 0):
                         return
 
 
+class CpuMeter:
+    """CPU seconds of this process and of every process under it (the local Ray's GCS, raylet, agents
+    and workers), sampled every ``interval`` s so that processes which exit are counted up to their last
+    sample. ``totals()``: by kind, where "Ray Data actors" are Ray Data's own bookkeeping actors
+    (``_StatsActor``, ``_AutoscalingCoordinatorActor``), "task workers" the processes that ran tasks
+    (the stage work, its imports, parquet and serialization) and "Ray system" the rest (GCS, raylet,
+    dashboard and runtime-env agents, log monitor)."""
+
+    DATA_ACTORS = ("_StatsActor", "_AutoscalingCoordinatorActor")
+
+    def __init__(self, interval: float = 0.2):
+        import psutil
+        import threading
+
+        self.me, self.interval = psutil.Process(), interval
+        self.cpu: dict[int, float] = {}
+        self.base: dict[int, float] = {}
+        self.titles: dict[int, set[str]] = {}
+        self.stop = threading.Event()
+        self.sample(baseline=True)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def sample(self, baseline: bool = False) -> None:
+        for proc in [self.me, *self.me.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                title = " ".join(proc.cmdline())[:200]
+            except Exception:  # exited between the listing and the read
+                continue
+            used = t.user + t.system
+            self.cpu[proc.pid] = used
+            if baseline:
+                self.base[proc.pid] = used
+            self.titles.setdefault(proc.pid, set()).add(title)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.sample()
+
+    def totals(self) -> dict[str, float]:
+        self.stop.set()
+        self.thread.join()
+        self.sample()
+        out = {"driver": 0.0, "Ray Data actors": 0.0, "Ray system": 0.0, "task workers": 0.0}
+        for pid, used in self.cpu.items():
+            titles = " ".join(self.titles[pid])
+            kind = ("driver" if pid == self.me.pid else
+                    "Ray Data actors" if any(a in titles for a in self.DATA_ACTORS) else
+                    "task workers" if "ray::" in titles or "default_worker.py" in titles else "Ray system")
+            out[kind] += used - self.base.get(pid, 0.0)
+        return {k: round(v, 2) for k, v in out.items()}
+
+
 def run_ours(files: list[str], cores: int) -> dict:
     import ray
 
@@ -92,15 +147,17 @@ def run_ours(files: list[str], cores: int) -> dict:
     with tempfile.TemporaryDirectory() as root:
         cfg = build_run_config({"root": root, "pretrain": {"phases": [{"max_seq_length": 128}]},
                                 "data": {"inputs": files, "wordpiece": {"vocab_file": vocab_file()}}})
+        meter = CpuMeter()
         started = time.time()
         outputs = run_until(cfg, "nsp_pairs")
         seconds = time.time() - started
+        cpu = meter.totals()
         uris = {stage: outs.get("output") or outs["seq128"] for stage, outs in outputs.items()}
         tokens = stage_store.read_stats(uris["tokenize"])["tokens"]
         pairs = stage_store.read_stats(uris["nsp_pairs"])["pairs"]
         per_stage = {s: stage_store.read_stats(u)["seconds"] for s, u in uris.items()}
     ray.shutdown()
-    return {"tokens": tokens, "pairs": pairs, "seconds": seconds, "stage_seconds": per_stage}
+    return {"tokens": tokens, "pairs": pairs, "seconds": seconds, "stage_seconds": per_stage, "cpu_seconds": cpu}
 
 
 def run_cores(files: list[str]) -> dict:
@@ -264,6 +321,9 @@ def main(argv: list[str] | None = None) -> None:
                 print("          per stage: " + ", ".join(
                     f"{s} {t:.1f} s ({r['tokens'] / t / 1e3:,.0f}k tok/s)" for s, t in r["stage_seconds"].items()),
                     flush=True)
+            if r.get("cpu_seconds"):
+                print("          CPU seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_seconds"].items()),
+                      flush=True)
     by = {(r["which"], r["cores"]): r["tokens_per_s_per_core"] for r in results}
     for cores in args.cores:
         if ("ours", cores) in by and ("original", 1) in by:
@@ -275,6 +335,13 @@ def main(argv: list[str] | None = None) -> None:
     if ("ours", 1) in by and ("cores", 1) in by:
         print(f"ours at 1 core runs at {by[('ours', 1)] / by[('cores', 1)]:.2f}x the rate of its stage cores alone "
               "(the rest goes to Ray, parquet and the stage store)")
+        ours = next(r for r in results if (r["which"], r["cores"]) == ("ours", 1))
+        cores_s = next(r for r in results if r["which"] == "cores")["seconds"]
+        fixed = sum(v for k, v in ours["cpu_seconds"].items() if k != "task workers")
+        print(f"at 1 core, the driver, Ray Data's actors and Ray's own processes used {fixed:.1f} CPU s beside the "
+              f"workers' {ours['cpu_seconds']['task workers']:.1f}; with workers doing nothing but the stage cores "
+              f"({cores_s:.1f} s), 1 core would still take {fixed + cores_s:.1f} s: at most "
+              f"{ours['tokens'] / (fixed + cores_s):,.0f} tokens/s")
     for which in ("ours", "hf"):
         if (which, 1) in by and (which, 2) in by:
             print(f"{which}: 2 cores give {2 * by[(which, 2)] / by[(which, 1)]:.2f}x the throughput of 1")
