@@ -98,6 +98,10 @@ def write_parquet(tables: Iterable[pa.Table], schema: pa.Schema, sink) -> int:
     return rows
 
 
+ABORT_QUIET_S = 1.0
+"""How long a failed stage's temporary directory must stay empty before ``StageWriter.abort`` returns."""
+
+
 @dataclasses.dataclass
 class StageWriter:
     """Collects a stage's files under a temporary directory and commits them."""
@@ -147,8 +151,19 @@ class StageWriter:
         storage.write_json_atomic(storage.join(self.final, MANIFEST), manifest)
         return self.final
 
-    def abort(self) -> None:
+    def abort(self, quiet_s: float = ABORT_QUIET_S, max_s: float = 30.0) -> None:
+        """Remove the temporary directory, and again whenever a late file lands in it, until it has
+        stayed empty for ``quiet_s`` (at most ``max_s``). A failed stage's other tasks are cancelled,
+        but one in the middle of an upload finishes it: on S3 such a file appeared after the first
+        removal (``test_unreadable_s3_object_among_many_is_named``, once in a full suite run)."""
         storage.remove_tree(self.tmp)
+        started = quiet = time.time()
+        while time.time() - quiet < quiet_s and time.time() - started < max_s:
+            time.sleep(0.1)
+            if storage.list_files(self.tmp):
+                storage.remove_tree(self.tmp)
+                quiet = time.time()
+        storage.remove_tree(self.tmp)  # a directory a late writer made, with its file already removed
 
 
 def clean_stale(root: str, stage: str, key: str) -> None:

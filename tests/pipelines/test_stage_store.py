@@ -67,3 +67,18 @@ def test_key_changes_with_config_inputs_and_version():
 def test_incomplete_output_is_not_readable(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a completed stage output"):
         stage_store.read_manifest(str(tmp_path))
+
+
+def test_abort_removes_a_file_that_a_late_task_writes_after_it(tmp_path):
+    """A cancelled task finishing its upload after the first removal: abort removes that file too."""
+    import threading
+
+    from pipelines import storage
+
+    writer = stage_store.StageWriter(str(tmp_path), "s", "k", {}, ())
+    storage.write_bytes_atomic(storage.join(writer.tmp, "part-00000-0000.parquet"), b"early")
+    late = threading.Timer(0.4, storage.write_bytes_atomic, (storage.join(writer.tmp, "part-00001-0000.parquet"), b"late"))
+    late.start()
+    writer.abort(quiet_s=1.0)
+    late.join()
+    assert os.listdir(tmp_path / "s") == []
