@@ -451,8 +451,7 @@ def markdown(runs: list[dict], checks: list[dict]) -> str:
                   f"- driver peak RSS x{g['driver_rss_ratio']}, worker peak memory (RSS less shared pages, Ray's measure "
                   f"of a worker's heap) x{g['worker_private_ratio']} (goal <= 1.5): {'met' if g['met']['rss'] else 'NOT met'}",
                   f"- worker peak RSS counting the shared pages x{g['worker_rss_ratio']}; the object-store pages the "
-                  f"largest worker had mapped at its peak, {g.get('store_pages_mb', [None, None])[0]} -> "
-                  f"{g.get('store_pages_mb', [None, None])[1]} MB, are the node's store (capped per node), not the worker's",
+                  f"largest worker had mapped at its peak, {g['store_pages_mb'][0]} -> {g['store_pages_mb'][1]} MB, are the node's store (capped per node), not the worker's",
                   f"- tasks/objects: worst growth {g['worst_growth'][0]} x{g['worst_growth'][1]} "
                   f"(goal <= 1.1 x size = {1.1 * g['size_ratio']:.2f}): {'met' if g['met']['linear'] else 'NOT met'}",
                   f"- tokens/s per core x{g['throughput_ratio']} (goal >= 0.9): {'met' if g['met']['throughput'] else 'NOT met'}", ""]
