@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-from cluster.ray_settings import system_config
+from cluster.ray_settings import system_config, use_node_env
 
 BLOCKS, WORK_S, INIT_S = 40, 1.0, 1.0
 
@@ -60,6 +60,7 @@ def _run(mode: str, blocks: int, work_s: float, init_s: float) -> None:
             time.sleep(work_s)
             return table, {"rows": table.num_rows}
 
+    use_node_env()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
                                                              "_system_config": system_config()})
     workers = [cluster.add_node(num_cpus=1) for _ in range(3)]

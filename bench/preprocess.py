@@ -140,8 +140,9 @@ def run_ours(files: list[str], cores: int) -> dict:
     from pipelines.presets import build_run_config
     from pipelines.run_config import run_until
 
-    from cluster.ray_settings import system_config
+    from cluster.ray_settings import system_config, use_node_env
 
+    use_node_env()
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, _system_config=system_config())
     ray.data.DataContext.get_current().enable_progress_bars = False
     with tempfile.TemporaryDirectory() as root:

@@ -62,7 +62,7 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from cluster.ray_settings import system_config
+from cluster.ray_settings import system_config, use_node_env
 
 RUNS = ("0.2:4", "0.5:4", "2:4", "0.2:1")
 STAGES = ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs")
@@ -106,7 +106,7 @@ class Sampler:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.peaks: dict[str, float] = {}
-        self.peak_title, self.peak_store_pages = "", 0
+        self.peak_title, self.peak_store_pages, self.peak_private_title = "", 0, ""
         self.refs_seen: set[bytes] = set()
         self.errors = 0
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -124,6 +124,7 @@ class Sampler:
         alive = set(self._refs())
         with self.lock:
             self.peaks, self.refs_seen, self.peak_title, self.peak_store_pages = {}, set(alive), "", 0
+            self.peak_private_title = ""
         self.sample()
         return alive
 
@@ -166,6 +167,9 @@ class Sampler:
                     if top.rss > self.peaks.get("worker_rss", 0):
                         self.peak_title = title
                         self.peak_store_pages = shmem_bytes(pid)
+                    p_title, _, p_top = max(titled, key=lambda t: t[2].rss - t[2].shared)
+                    if p_top.rss - p_top.shared > self.peaks.get("worker_private", 0):
+                        self.peak_private_title = p_title
             values = {"driver_rss": self.me.memory_info().rss, **self._store(),
                       "worker_rss": max((m.rss for m in mem), default=0),
                       "worker_private": max((m.rss - m.shared for m in mem), default=0),
@@ -262,6 +266,7 @@ class StageMeter:
             "seconds": round(seconds, 2),
             "driver_peak_rss_mb": round(peaks["driver_rss"] / MB), "worker_peak_rss_mb": round(peaks["worker_rss"] / MB),
             "worker_peak_private_mb": round(peaks["worker_private"] / MB), "worker_peak_task": self.sampler.peak_title,
+            "worker_peak_private_task": self.sampler.peak_private_title,
             "worker_peak_store_pages_mb": round(self.sampler.peak_store_pages / MB),
             "workers_peak_rss_sum_mb": round(peaks["workers_rss_sum"] / MB), "peak_workers": peaks["num_workers"],
             "store_peak_mb": round(peaks["store_bytes"] / MB, 1), "store_peak_objects": peaks["store_objects"],
@@ -273,7 +278,9 @@ class StageMeter:
         print(f"  {stage:10s} {seconds:7.1f} s  driver {self.stages[stage]['driver_peak_rss_mb']:>5} MB  "
               f"worker {self.stages[stage]['worker_peak_rss_mb']:>5} MB  store {self.stages[stage]['store_peak_mb']:>7} MB  "
               f"tasks {self.stages[stage]['tasks']:>6}  objects {self.stages[stage]['objects']:>7}  "
-              f"largest worker: {self.stages[stage]['worker_peak_task'] or '-'}", flush=True)
+              f"largest worker: {self.stages[stage]['worker_peak_task'] or '-'}; largest heap "
+              f"{self.stages[stage]['worker_peak_private_mb']} MB: {self.stages[stage]['worker_peak_private_task'] or '-'}",
+              flush=True)
 
 
 def start_cluster(nodes: int, cpus_per_node: int, store_mb: int):
@@ -283,6 +290,7 @@ def start_cluster(nodes: int, cpus_per_node: int, store_mb: int):
     # the GCS keeps events of 100k tasks by default; a 2 GB chain stays far below 10^6
     os.environ.setdefault("RAY_task_events_max_num_task_in_gcs", "1000000")
     node_args = {"num_cpus": cpus_per_node, "object_store_memory": store_mb * MB}
+    use_node_env()
     cluster = Cluster(initialize_head=True, head_node_args={**node_args, "include_dashboard": False,
                                                              "_system_config": system_config()})
     for _ in range(nodes - 1):
@@ -445,7 +453,9 @@ def markdown(runs: list[dict], checks: list[dict]) -> str:
                   f"{nsp['stage_stats'].get('partitions')} partitions; tasks by function: "
                   + ", ".join(f"{k} {v}" for k, v in sorted(nsp["tasks_by_function"].items())), "",
                   "largest worker by stage (what it ran when it peaked): " + "; ".join(
-                      f"{stage} {row.get('worker_peak_task') or '-'}" for stage, row in r["stages"].items()), ""]
+                      f"{stage} {row.get('worker_peak_task') or '-'}" for stage, row in r["stages"].items()), "",
+                  "largest heap by stage (what that worker ran when it peaked): " + "; ".join(
+                      f"{stage} {row.get('worker_peak_private_task') or '-'}" for stage, row in r["stages"].items()), ""]
     for g in checks:
         lines += [f"### Goals, {g['nodes']} node(s), {g['from_gb']:g} -> {g['to_gb']:g} GB (size x{g['size_ratio']})", "",
                   f"- driver peak RSS x{g['driver_rss_ratio']}, worker peak memory (RSS less shared pages, Ray's measure "

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from cluster.ray_settings import system_config_flag
+from cluster.ray_settings import NODE_ENV, system_config_flag
 
 
 def free_port() -> int:
@@ -92,7 +92,7 @@ class LocalHead:
         # Ray's own rule for `ray start`: token auth is on when RAY_AUTH_MODE=token, or when it is unset
         # and a token exists (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN); the head and the
         # clients on this machine then share that token.
-        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", **(env or {}))
+        self.env = {**NODE_ENV, **os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
         self.token_auth = head_uses_token_auth(self.env)
         self.proc: subprocess.Popen | None = None
         self.log_path = os.path.join(self.tmp, "ray-start.log")

@@ -112,8 +112,9 @@ def init_ray(cfg) -> bool:
     # here; the runtime_env, which the dashboard shows, carries non-secret settings only.
     env = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TOKENIZERS_PARALLELISM", "AWS_ENDPOINT_URL") if k in os.environ}
     # address="local": a new Ray of our own, never another `ray start` cluster found on this machine
-    from cluster.ray_settings import system_config
+    from cluster.ray_settings import system_config, use_node_env
 
+    use_node_env()  # the raylet started here, and its workers, inherit it
     ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env={"env_vars": env},
              _system_config=system_config())
     return True

@@ -41,7 +41,9 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from pipelines import storage
+from pipelines import allocator, storage
+
+allocator.configure()  # every process that runs a stage imports this module
 
 TAGS = ("_unit", "_piece", "_rows", "_stats")
 

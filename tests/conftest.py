@@ -49,8 +49,9 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        from cluster.ray_settings import system_config
+        from cluster.ray_settings import system_config, use_node_env
 
+        use_node_env()
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, _system_config=system_config(),
                  runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false"}})
     yield ray

@@ -173,15 +173,21 @@ pairs are never all in memory, only their plans (52 bytes an instance)."""
 
 
 def partition_tables(table: pa.Table, cfg: NspConfig, partition: int,
-                     rows_per_table: int | None = ROWS_PER_TABLE) -> tuple[Iterator[pa.Table], dict[str, int]]:
+                     rows_per_table: int | None = ROWS_PER_TABLE,
+                     rows: np.ndarray | None = None) -> tuple[Iterator[pa.Table], dict[str, int]]:
     """A partition's OUTPUT rows as tables of ``rows_per_table`` rows (None: one table), assembled as
-    they are consumed, and its document-level counts.
+    they are consumed, and its document-level counts. ``rows``: the indices of the partition's rows
+    in ``table`` (ascending; None: every row), so a block of several partitions is never copied.
 
     Documents are taken in doc_id order, through an index: the table's tokens are never copied, only
     viewed (``token_view``) and gathered into the pairs."""
     _check_length(cfg)
     schemas.check_schema(table, schemas.TOKENIZED, "nsp_pairs")
-    by_id = pc.sort_indices(table, sort_keys=[("doc_id", "ascending")]).to_numpy()
+    if rows is None:
+        by_id = pc.sort_indices(table, sort_keys=[("doc_id", "ascending")]).to_numpy()
+    else:  # the partition's rows in doc_id order (stable: as the rows of a filtered table would sort)
+        rows = np.asarray(rows, dtype=np.int64)
+        by_id = rows[pc.sort_indices(table.column("doc_id").take(rows)).to_numpy()]
     flat, sent_off, doc_off = token_view(table.column("sentence_ids"))
     sent_len = np.diff(sent_off)
     docs = [sent_len[doc_off[r]:doc_off[r + 1]].tolist() for r in by_id.tolist()]  # in doc_id order
@@ -197,20 +203,34 @@ def partition_tables(table: pa.Table, cfg: NspConfig, partition: int,
         pool = np.asarray(order, dtype=np.int32)  # pool positions -> documents in doc_id order
         found[:, 0], found[:, 3] = pool[found[:, 0]], pool[found[:, 3]]
         parts.append(found)
-    plans = np.concatenate(parts)  # dupe_factor >= 1
-    shuffled = list(range(len(plans)))  # the permutation shuffling the plans list itself would apply
-    random.Random(_seed(cfg.seed, partition, "shuffle")).shuffle(shuffled)
-    plans = plans[np.asarray(shuffled, dtype=np.int64)]
     doc_stats = {"document_passes": len(docs_index) * cfg.dupe_factor, "short_target_document_passes": num_short,
                  "documents_without_tokens": len(docs) - len(docs_index)}
+    del docs, docs_index
+    plans = parts[0] if len(parts) == 1 else np.concatenate(parts)  # dupe_factor >= 1
+    del parts
+    # the permutation that shuffling the plans list itself would apply, taken a table at a time
+    shuffled = shuffled_range(len(plans), random.Random(_seed(cfg.seed, partition, "shuffle")))
     doc_first = doc_off[by_id]
+    del by_id, doc_off
     step = rows_per_table or max(len(plans), 1)
 
     def tables() -> Iterator[pa.Table]:
         for lo in range(0, max(len(plans), 1), step):
-            yield assemble(plans[lo:lo + step], flat, sent_off, doc_first, cfg, partition, first=lo)
+            yield assemble(plans[shuffled[lo:lo + step]], flat, sent_off, doc_first, cfg, partition, first=lo)
 
     return tables(), doc_stats
+
+
+def shuffled_range(n: int, rng: random.Random) -> np.ndarray:
+    """``rng.shuffle(x := list(range(n)))`` as an int64 array, with the same draws in the same order
+    (CPython's Fisher-Yates: for i from n-1 down to 1, swap x[i] with x[randbelow(i + 1)]), in 8
+    bytes an element instead of a list's 36."""
+    x = array.array("q", range(n))
+    randbelow = rng._randbelow  # what Random.shuffle draws with
+    for i in range(n - 1, 0, -1):
+        j = randbelow(i + 1)
+        x[i], x[j] = x[j], x[i]
+    return np.frombuffer(x, dtype=np.int64) if n else np.zeros(0, np.int64)
 
 
 def token_view(column: pa.ChunkedArray) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -330,15 +350,19 @@ def add_partition(block: pa.Table, seed: int, num_partitions: int) -> pa.Table:
 
 def write_partitions(block: pa.Table, cfg: NspConfig, tmp_uri: str, env: dict[str, str]) -> pa.Table:
     """Shuffle reduce side, on a block holding every row of its partitions: each partition's pairs
-    -> its parquet file in the stage's temp dir; -> a row per partition (``stage_exec.WRITTEN``)."""
+    -> its parquet file in the stage's temp dir; -> a row per partition (``stage_exec.WRITTEN``).
+    The shuffle's hash of the key may bring several partitions into one block; each is read through
+    its row indices, so the block (in the object store, mapped) is never copied into this worker."""
     storage.apply_env(env)
     out = stage_exec.written_rows()
     parts = block.column("partition").to_numpy()
-    partitions = np.unique(parts).tolist()
-    for partition in partitions:
-        rows = block if len(partitions) == 1 else block.filter(pc.equal(block.column("partition"), partition))
-        rows = rows.select(["doc_id", "sentence_ids"])  # no copy of the tokens when the block is one partition
-        tables, doc_stats = partition_tables(rows.cast(schemas.TOKENIZED), cfg, partition)
+    tokenized = block.select(["doc_id", "sentence_ids"]).cast(schemas.TOKENIZED)
+    order = np.argsort(parts, kind="stable")  # rows grouped by partition, ascending within each
+    partitions, starts = np.unique(parts[order], return_index=True)
+    bounds = np.append(starts, len(order))
+    for k, partition in enumerate(partitions.tolist()):
+        rows = None if len(partitions) == 1 else order[bounds[k]:bounds[k + 1]]
+        tables, doc_stats = partition_tables(tokenized, cfg, partition, ROWS_PER_TABLE, rows=rows)
         stage_exec.write_output_tables(out, tmp_uri, f"part-{partition:05d}-0000.parquet", tables, OUTPUT, partition,
                                        0, doc_stats, _stats)
     return pa.table(out, schema=stage_exec.WRITTEN)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from cluster.ray_settings import system_config
+from cluster.ray_settings import system_config, use_node_env
 from pipelines.finetune import features as F
 from pipelines.finetune import glue
 from pipelines.finetune import probe as P
@@ -146,6 +146,7 @@ def _cluster_main(checkpoint: str, out_dir: str) -> None:
 
     from pipelines import stage_store
 
+    use_node_env()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
                                                              "_system_config": system_config()})
     cluster.add_node(num_cpus=1)

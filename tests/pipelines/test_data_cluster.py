@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from cluster.ray_settings import system_config
+from cluster.ray_settings import system_config, use_node_env
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGES = ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs")
@@ -103,6 +103,7 @@ def _cluster_main(corpus: str, out_dir: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
+    use_node_env()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
                                                              "_system_config": system_config()})
     workers = [cluster.add_node(num_cpus=1) for _ in range(3)]

@@ -113,3 +113,40 @@ def test_bad_config_is_a_clear_error():
         nsp_pairs.NspConfig(max_seq_length=7)
     with pytest.raises(ValueError, match="short_seq_prob"):
         nsp_pairs.NspConfig(short_seq_prob=1.5)
+
+
+_POOLS: list = []
+
+
+def test_a_block_of_several_partitions_is_read_in_place(demo_tokenized, tmp_path, monkeypatch):
+    """Ray Data's hash of the partition key can bring several partitions into one reduce block. Each
+    partition's pairs are those of its rows alone, and the block's tokens are not copied: the Arrow
+    memory the reducer allocates stays far below the block (a filter per partition copied it)."""
+    table = demo_tokenized.slice(0, 600).combine_chunks()
+    parts = nsp_pairs.partition_of(table.column("doc_id").to_pylist(), 7, 3)
+    block = table.append_column("partition", pa.array(parts, pa.int32()))
+    expected = {p: nsp_pairs.core(table.filter(pa.array(parts == p)), CFG, p) for p in range(3)}
+    monkeypatch.setattr(nsp_pairs, "ROWS_PER_TABLE", 50)  # row groups far smaller than the block
+    pool = pa.proxy_memory_pool(pa.default_memory_pool())
+    _POOLS.append(pool)  # buffers made through it may outlive the test: it must outlive them
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pool)
+    try:
+        written = nsp_pairs.write_partitions(block, CFG, str(tmp_path), {})
+    finally:
+        pa.set_memory_pool(previous)
+    assert written.column("name").to_pylist() == [f"part-{p:05d}-0000.parquet" for p in range(3)]
+    for p in range(3):
+        assert pq.read_table(tmp_path / f"part-{p:05d}-0000.parquet").equals(expected[p].cast(nsp_pairs.OUTPUT))
+    tokens = table.column("sentence_ids").combine_chunks().flatten().flatten()
+    assert pool.max_memory() < tokens.nbytes / 4, (pool.max_memory(), tokens.nbytes)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 1000])
+def test_shuffled_range_draws_as_random_shuffle_does(n):
+    x = list(range(n))
+    rng = random.Random(n)
+    rng.shuffle(x)
+    other = random.Random(n)
+    assert nsp_pairs.shuffled_range(n, other).tolist() == x
+    assert other.random() == rng.random()  # the same draws were taken

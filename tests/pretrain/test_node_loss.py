@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pytest
 
-from cluster.ray_settings import system_config
+from cluster.ray_settings import system_config, use_node_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -64,6 +64,7 @@ def _cluster_main(instances: str, vocab: str, out: str) -> None:
     from faults import FaultInjection
 
     # Node death is noticed by the GCS health check: every 0.5 s, dead after 2 misses (default 5 x 3 s).
+    use_node_env()
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "include_dashboard": False, "object_store_memory": 100 * 2**20,
         "_system_config": {**system_config(), "health_check_period_ms": 500, "health_check_failure_threshold": 2}})
