@@ -5,8 +5,9 @@ made and written as parquet) on a synthetic TOKENIZED table.
     python -m bench.nsp_partition --tokens 2.5e6      # ... of the 0.2 GB run
 
 The table has ``--tokens`` tokens in sentences of 5-29 tokens and documents of 5-34 sentences (seeded),
-one chunk, as a shuffle reduce hands it over. The run is in a fresh process, so ``ru_maxrss`` minus the
-RSS just before the call is what the stage's reducer adds for one partition. The output file's digest
+one chunk, as a shuffle reduce hands it over. The run is in a fresh process, started with the environment
+of a Ray node the pipeline starts (``cluster.ray_settings.NODE_ENV``: the allocators of its workers), so
+``ru_maxrss`` minus the RSS just before the call is what the stage's reducer adds for one partition. The output file's digest
 is printed, so two commits can be checked for identical bytes as well as compared.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import json
 import os
 import resource
+import sys
 import tempfile
 import time
 
@@ -41,6 +43,11 @@ def synthetic_partition(tokens: int, seed: int = 0) -> pa.Table:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from cluster.ray_settings import NODE_ENV
+
+    if argv is None and any(k not in os.environ for k in NODE_ENV):  # as a worker starts: before pyarrow allocates
+        os.execve(sys.executable, [sys.executable, "-m", "bench.nsp_partition", *sys.argv[1:]],
+                  {**NODE_ENV, **os.environ})
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tokens", type=float, default=2.5e7)
     ap.add_argument("--max-seq-length", type=int, default=128)
