@@ -53,7 +53,7 @@ class NspConfig:
     num_partitions: int = 16
     """Partitions of the corpus: each is the pool "random next" segments are drawn from, and one
     unit of work: a reducer maps its partition's tokens (the tokenized corpus / num_partitions) from the
-    object store and adds ~6 bytes per token for its plan and the row group being written."""
+    object store and adds ~4 bytes per token for its plan and the row group being written."""
     cls_id: int | None = None
     """Id of [CLS]; None: taken from the vocabulary the tokenize stage used."""
     sep_id: int | None = None
