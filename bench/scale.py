@@ -29,7 +29,8 @@ Per stage (and end to end):
   agents excluded), also the peak of their sum, the peak of RSS minus shared pages (what Ray's
   "Memory Management" guide calls a worker's heap: the object-store pages a worker maps count in its
   RSS and as shared, and not subtracting them double-counts the store), and the object-store pages
-  (``RssShmem``) the largest worker had mapped when it peaked;
+  (``RssShmem``) the largest worker had mapped when it peaked; the tasks that the largest worker and
+  the worker with the largest heap were running at their peaks are named;
 - object store: peak bytes used and objects held over all nodes (the raylets' aggregate store stats,
   sampled every 0.5 s), plasma objects created (their cumulative counter) and bytes spilled;
 - tasks: Ray tasks created in the stage, from the GCS task events (normal tasks; the actor tasks of

@@ -8,12 +8,13 @@ until the process ended:
 - glibc raises its mmap threshold to the size of every large block freed (up to 32 MB), so later
   arrays of that size come from the heap, which is returned only from its top.
 
-On one nsp_pairs partition of 26M tokens (``/tmp``-only probe, the block memory-mapped as in the
-object store) the worker's anonymous memory rose 169 MB with the defaults, and stayed 99 MB up after
-the partition was written; with the system pool and a fixed 4 MB threshold it rose 104 MB and came
-back to where it started. ``bench.preprocess`` measured no change in throughput beyond its noise.
+On one nsp_pairs partition of 26M tokens (a ``/tmp``-only probe, the block memory-mapped as the
+object store maps it), the process's anonymous memory rose 173 MB with the defaults and stayed 100 MB
+up after the partition was written. With ``ENV`` it rose ~100 MB and stayed 24-36 MB up.
+``bench.preprocess`` measured no change in throughput beyond its noise.
 
-Both are set in the environment of every Ray node the pipeline starts (``ENV``, applied by
+The fix is pyarrow's system pool and a fixed 4 MB threshold (``ENV``). Both are set in the
+environment of every Ray node the pipeline starts (``ENV``, applied by
 ``cluster.ray_settings.use_node_env`` and on ``ray_cluster.yaml``'s ``ray start`` lines), so every
 worker process starts with them: pyarrow's C++ code (the parquet writer, casts) takes its pool from
 ``ARROW_DEFAULT_MEMORY_POOL`` when the process starts and cannot be switched later. On a Ray started
