@@ -27,8 +27,6 @@ from __future__ import annotations
 import ctypes
 import os
 
-import pyarrow as pa
-
 MMAP_THRESHOLD = 4 << 20
 """Allocations of at least this many bytes get pages of their own, returned to the system on free."""
 
@@ -36,18 +34,16 @@ ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_MMAP_THRESHOLD_": str(MMAP
 """The same settings as environment variables, for the processes of a Ray node (read when a process starts)."""
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
-_done = False
 
 
 def configure() -> dict[str, str]:
-    """Set the pool and the threshold once per process; -> what is in effect (for tests and logs)."""
-    global _done
-    if not _done:
-        _done = True
-        if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-            pa.set_memory_pool(pa.system_memory_pool())
-        if "MALLOC_MMAP_THRESHOLD_" not in os.environ and _glibc():
-            ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)  # fixing it ends the dynamic raise
+    """Set the pool and the threshold (idempotent); -> what is in effect (for tests and logs)."""
+    import pyarrow as pa  # here, so that ``ENV`` is read (cluster.ray_settings) without loading pyarrow
+
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        pa.set_memory_pool(pa.system_memory_pool())
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ and _glibc():
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)  # fixing it ends the dynamic raise
     return {"arrow_pool": pa.default_memory_pool().backend_name}
 
 

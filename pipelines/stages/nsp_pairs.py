@@ -174,10 +174,13 @@ pairs are never all in memory, only their plans (52 bytes an instance)."""
 
 def partition_tables(table: pa.Table, cfg: NspConfig, partition: int,
                      rows_per_table: int | None = ROWS_PER_TABLE,
-                     rows: np.ndarray | None = None) -> tuple[Iterator[pa.Table], dict[str, int]]:
+                     rows: np.ndarray | None = None,
+                     view: tuple[Any, np.ndarray, np.ndarray] | None = None,
+                     ) -> tuple[Iterator[pa.Table], dict[str, int]]:
     """A partition's OUTPUT rows as tables of ``rows_per_table`` rows (None: one table), assembled as
     they are consumed, and its document-level counts. ``rows``: the indices of the partition's rows
-    in ``table`` (ascending; None: every row), so a block of several partitions is never copied.
+    in ``table`` (ascending; None: every row), so a block of several partitions is never copied;
+    ``view``: ``token_view`` of the table's tokens, when the caller has it for all its partitions.
 
     Documents are taken in doc_id order, through an index: the table's tokens are never copied, only
     viewed (``token_view``) and gathered into the pairs."""
@@ -188,7 +191,7 @@ def partition_tables(table: pa.Table, cfg: NspConfig, partition: int,
     else:  # the partition's rows in doc_id order (stable: as the rows of a filtered table would sort)
         rows = np.asarray(rows, dtype=np.int64)
         by_id = rows[pc.sort_indices(table.column("doc_id").take(rows)).to_numpy()]
-    flat, sent_off, doc_off = token_view(table.column("sentence_ids"))
+    flat, sent_off, doc_off = view or token_view(table.column("sentence_ids"))
     sent_len = np.diff(sent_off)
     docs = [sent_len[doc_off[r]:doc_off[r + 1]].tolist() for r in by_id.tolist()]  # in doc_id order
     del sent_len
@@ -360,9 +363,10 @@ def write_partitions(block: pa.Table, cfg: NspConfig, tmp_uri: str, env: dict[st
     order = np.argsort(parts, kind="stable")  # rows grouped by partition, ascending within each
     partitions, starts = np.unique(parts[order], return_index=True)
     bounds = np.append(starts, len(order))
+    view = token_view(tokenized.column("sentence_ids"))  # once for the block, whatever its partitions
     for k, partition in enumerate(partitions.tolist()):
         rows = None if len(partitions) == 1 else order[bounds[k]:bounds[k + 1]]
-        tables, doc_stats = partition_tables(tokenized, cfg, partition, ROWS_PER_TABLE, rows=rows)
+        tables, doc_stats = partition_tables(tokenized, cfg, partition, ROWS_PER_TABLE, rows=rows, view=view)
         stage_exec.write_output_tables(out, tmp_uri, f"part-{partition:05d}-0000.parquet", tables, OUTPUT, partition,
                                        0, doc_stats, _stats)
     return pa.table(out, schema=stage_exec.WRITTEN)
