@@ -10,7 +10,8 @@ CoNLL: entity precision/recall/F1, micro and per type, by conlleval.pl's chunk r
 SQuAD: exact match and token F1 after the official answer normalisation (lower-case, drop
 punctuation, drop the articles a/an/the, collapse whitespace), taking the best over the gold
 answers; for v2.0 an unanswerable question has the single gold answer "" and a prediction scores
-only if it is "" too.
+only if it is "" too. ``squad_v2_scores`` is the whole official v2.0 output (HasAns/NoAns, the
+no-answer probability threshold, best_exact/best_f1 and their thresholds).
 """
 from __future__ import annotations
 
@@ -189,6 +190,72 @@ def squad_scores(predictions: Mapping[str, str], gold_answers: Mapping[str, Sequ
     if no_ans_n:
         out.update(HasAns_exact=100.0 * has_ans_em / max(has_ans_n, 1), NoAns_exact=100.0 * no_ans_em / no_ans_n)
     return out
+
+
+def squad_v2_scores(gold_answers: Mapping[str, Sequence[str]], predictions: Mapping[str, str],
+                    na_probs: Mapping[str, float] | None = None, na_prob_thresh: float = 1.0,
+                    all_null_thresh: float = 0.0) -> dict[str, float]:
+    """The official ``evaluate-v2.0.py`` output, same keys and arithmetic (percentages).
+
+    ``gold_answers``: qid -> its answer texts, in the dev file's order ([] for an unanswerable question).
+    ``na_probs``: qid -> no-answer probability (or any score where higher means "no answer"); a
+    question is answered "" when its score exceeds ``na_prob_thresh``. Without ``na_probs`` every
+    score is 0 and the best-threshold keys are left out, as the official script does without ``-n``.
+    ``best_exact``/``best_f1`` are the best scores over all thresholds and the thresholds reaching them;
+    when predicting "" everywhere is best the official script reports threshold 0.0 (``all_null_thresh``).
+    A question without a prediction is left out of the scores (the official script skips it too).
+    """
+    has_ans = {q: bool(golds) for q, golds in gold_answers.items()}
+    exact_raw, f1_raw = {}, {}
+    for qid, golds in gold_answers.items():
+        if qid not in predictions:
+            continue
+        golds = [g for g in golds if normalize_answer(g)] or [""]
+        exact_raw[qid] = max(squad_exact_match(predictions[qid], g) for g in golds)
+        f1_raw[qid] = max(squad_f1(predictions[qid], g) for g in golds)
+    probs = dict(na_probs) if na_probs is not None else {q: 0.0 for q in predictions}
+    exact = _null_when_above(exact_raw, probs, has_ans, na_prob_thresh)
+    f1 = _null_when_above(f1_raw, probs, has_ans, na_prob_thresh)
+    out = _percentages(exact, f1, list(exact))
+    for prefix, wanted in (("HasAns", True), ("NoAns", False)):
+        qids = [q for q, h in has_ans.items() if h is wanted and q in exact]
+        if qids:
+            out.update({f"{prefix}_{k}": v for k, v in _percentages(exact, f1, qids).items()})
+    if na_probs is not None:
+        for name, raw in (("exact", exact_raw), ("f1", f1_raw)):
+            best, thresh = _best_threshold(predictions, raw, probs, has_ans, all_null_thresh)
+            out[f"best_{name}"], out[f"best_{name}_thresh"] = best, thresh
+    return out
+
+
+def _null_when_above(scores: Mapping[str, float], na_probs: Mapping[str, float], has_ans: Mapping[str, bool],
+                     thresh: float) -> dict[str, float]:
+    """A question whose no-answer score exceeds ``thresh`` is answered "": right exactly when it has no answer."""
+    return {q: float(not has_ans[q]) if na_probs[q] > thresh else s for q, s in scores.items()}
+
+
+def _percentages(exact: Mapping[str, float], f1: Mapping[str, float], qids: list[str]) -> dict[str, float]:
+    n = len(qids)
+    return {"exact": 100.0 * sum(exact[q] for q in qids) / n if n else 0.0,
+            "f1": 100.0 * sum(f1[q] for q in qids) / n if n else 0.0, "total": n}
+
+
+def _best_threshold(predictions: Mapping[str, str], scores: Mapping[str, float], na_probs: Mapping[str, float],
+                    has_ans: Mapping[str, bool], all_null_thresh: float) -> tuple[float, float]:
+    """Start from "" everywhere, then answer the questions in order of rising no-answer score; the
+    best running total and the score at which it was reached (ties: the first, as the official script)."""
+    current = best = float(sum(not has_ans[q] for q in scores))
+    thresh = all_null_thresh
+    for qid in sorted(na_probs, key=lambda q: na_probs[q]):
+        if qid not in scores:
+            continue
+        if has_ans[qid]:
+            current += scores[qid]
+        elif predictions[qid]:  # the raw text: a blank but non-empty answer counts as an answer here
+            current -= 1
+        if current > best:
+            best, thresh = current, na_probs[qid]
+    return (100.0 * best / len(scores) if scores else 0.0), thresh
 
 
 # --- CoNLL entity scores (conlleval.pl) ---------------------------------------------------------

@@ -1,7 +1,9 @@
 """Span logits -> answers -> EM/F1: the ``n_best_size`` best starts and ends per window, spans of at
 most ``max_answer_length`` tokens starting where the window gives the most context, the answer text
 cut from the original context through the offsets; for v2.0 the null answer wins when
-``null_score - best_span_score`` exceeds a threshold tuned on dev (the official script's ``best_f1_thresh``).
+``s_null - best_span_score`` exceeds a threshold tuned on dev (the official script's ``best_f1_thresh``),
+where ``s_null = start[CLS] + end[CLS]``, the lowest over the question's windows (the reference
+implementation's choice), and the span score is the best over all windows.
 """
 from __future__ import annotations
 
@@ -45,40 +47,38 @@ def apply_null_threshold(texts: dict[str, str], null_diffs: dict[str, float], th
     return {q: ("" if null_diffs[q] > threshold else t) for q, t in texts.items()}
 
 
+def _all_null_threshold(null_diffs: dict[str, float]) -> float:
+    """A threshold below every finite diff: "no answer" everywhere (the official script says 0.0 there)."""
+    finite = [d for d in null_diffs.values() if np.isfinite(d)]
+    return min(finite) - 1.0 if finite else 0.0
+
+
 def best_null_threshold(texts: dict[str, str], null_diffs: dict[str, float], golds: dict[str, list[str]],
                         ) -> tuple[float, float]:
-    """Threshold maximising dev F1 (the official script's best_f1_thresh) and that F1 in percent.
-
-    Predicting null for every question with diff > t: sweep t over the observed diffs from high to low.
-    """
-    gold_norm = {q: [g for g in gs if metrics.normalize_answer(g)] or [""] for q, gs in golds.items()}
-    span_f1 = {q: max(metrics.squad_f1(texts[q], g) for g in gold_norm[q]) for q in golds}
-    null_f1 = {q: float(gold_norm[q] == [""]) for q in golds}
-    order = sorted(golds, key=lambda q: null_diffs[q])
-    # Start with everything predicted null (threshold below every diff), then un-null from the lowest diff up.
-    current = sum(null_f1.values())
-    best, best_t = current, (null_diffs[order[0]] - 1.0) if order else 0.0
-    for q in order:
-        current += span_f1[q] - null_f1[q]
-        if current > best:
-            best, best_t = current, null_diffs[q]
-    return float(best_t), 100.0 * best / max(len(golds), 1)
+    """Threshold maximising dev F1 (the official script's best_f1_thresh, with null_score -
+    best_span_score as the no-answer probability) and that F1 in percent."""
+    scores = metrics.squad_v2_scores(golds, texts, null_diffs, all_null_thresh=_all_null_threshold(null_diffs))
+    return float(scores["best_f1_thresh"]), scores["best_f1"]
 
 
 def evaluate_squad(examples, feats, start_logits, end_logits, params: SquadParams) -> tuple[dict, dict[str, str], dict]:
-    """Metrics, final predictions (qid -> text) and null-odds; v2.0 tunes the null threshold here."""
+    """Metrics, final predictions (qid -> text) and null-odds; v2.0 tunes the null threshold here.
+
+    v2.0's metrics are the official script's (``metrics.squad_v2_scores``, its ``exact`` named
+    ``exact_match`` as in v1.1) at the threshold used, with ``null_score - best_span_score`` as the
+    no-answer probability: HasAns/NoAns, best_exact/best_f1 and their thresholds, and the scores at 0."""
     texts, diffs = decode_predictions(examples, feats, start_logits, end_logits, params)
     golds = {ex.qid: [t for t, _ in ex.answers] if not ex.is_impossible else [] for ex in examples}
-    result: dict = {}
-    if params.version == "v2.0":
-        threshold, best_f1 = best_null_threshold(texts, diffs, golds)
-        if params.null_threshold is not None:
-            threshold = params.null_threshold
-        # A threshold tuned on the dev set it is scored on flatters that score: threshold 0 is reported too.
-        at_zero = metrics.squad_scores(apply_null_threshold(texts, diffs, 0.0), golds)
-        texts = apply_null_threshold(texts, diffs, threshold)
-        result.update(null_threshold=threshold, best_f1=best_f1,
-                      null_threshold_tuned_on_dev=float(params.null_threshold is None),
-                      exact_match_at_threshold_0=at_zero["exact_match"], f1_at_threshold_0=at_zero["f1"])
-    result.update(metrics.squad_scores(texts, golds))
-    return result, texts, {q: float(d) if np.isfinite(d) else 1e9 for q, d in diffs.items()}
+    if params.version != "v2.0":
+        return metrics.squad_scores(texts, golds), texts, {}
+    all_null = _all_null_threshold(diffs)
+    tuned = metrics.squad_v2_scores(golds, texts, diffs, all_null_thresh=all_null)
+    threshold = tuned["best_f1_thresh"] if params.null_threshold is None else params.null_threshold
+    scores = metrics.squad_v2_scores(golds, texts, diffs, na_prob_thresh=threshold, all_null_thresh=all_null)
+    # A threshold tuned on the dev set it is scored on flatters that score: threshold 0 is reported too.
+    at_zero = metrics.squad_v2_scores(golds, texts, diffs, na_prob_thresh=0.0, all_null_thresh=all_null)
+    result = {"exact_match": scores.pop("exact"), **scores, "null_threshold": float(threshold),
+              "null_threshold_tuned_on_dev": float(params.null_threshold is None),
+              "exact_match_at_threshold_0": at_zero["exact"], "f1_at_threshold_0": at_zero["f1"]}
+    odds = {q: float(d) if np.isfinite(d) else 1e9 for q, d in diffs.items()}
+    return result, apply_null_threshold(texts, diffs, threshold), odds

@@ -56,8 +56,8 @@ def finetune_squad(params: SquadParams, data_uri: str, checkpoint_dir: str, hp, 
 
     train_uri = storage.join(data_uri, params.train_file or f"train-{params.version}.json")
     dev_uri = storage.join(data_uri, params.dev_file or f"dev-{params.version}.json")
-    train_ex, train_rep = read_squad(train_uri, on_bad_row)
-    dev_ex, dev_rep = read_squad(dev_uri, on_bad_row)
+    train_ex, train_rep = read_squad(train_uri, on_bad_row, params.version)
+    dev_ex, dev_rep = read_squad(dev_uri, on_bad_row, params.version)
     if hp.max_train_examples:
         train_ex = train_ex[:hp.max_train_examples]
     if hp.max_eval_examples:
