@@ -26,6 +26,7 @@ from pipelines import storage
 from pipelines.finetune import glue
 from pipelines.finetune.jobs import SQUAD_TASKS, FinetuneConfig, TaskJob, run_finetune_jobs, task_data_uri
 from pipelines.finetune.squad import SquadParams
+from pipelines.finetune.squad.read import SquadVersionError, check_version
 
 OUTPUT_DIR = "finetune_checkpoint"
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -163,6 +164,10 @@ def _check_squad_files(job: TaskJob, data_uri: str) -> None:
             raise BadInputError(f"{uri}: not JSON ({e})") from e
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
             raise BadInputError(f"{uri}: not a SQuAD file (no top-level 'data' list)")
+        try:
+            check_version(data, uri, params.version)
+        except SquadVersionError as e:
+            raise BadInputError(str(e)) from e
 
 
 def _check_conll_files(job: TaskJob, data_uri: str, on_bad_row: str) -> None:
