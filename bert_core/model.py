@@ -306,6 +306,28 @@ class BertForQuestionAnswering(nn.Module):
         return loss, start_logits, end_logits
 
 
+class BertForMultipleChoice(nn.Module):
+    """SWAG's recipe: each (context, choice) pair is one ``[CLS] context [SEP] choice [SEP]`` row; a
+    vector scores each row's pooled [CLS] and a softmax runs across a question's choices."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        init_weights(self, config.initializer_range)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
+        """``input_ids`` (B, C, T): C choices per question; ``labels`` (B,): the right choice's index."""
+        B, C, T = input_ids.shape
+        flat = [None if t is None else t.reshape(B * C, T) for t in (token_type_ids, attention_mask)]
+        _, pooled = self.bert(input_ids.reshape(B * C, T), *flat)  # (B*C, H)
+        logits = self.classifier(self.dropout(pooled)).view(B, C)  # (B, C)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return loss, logits
+
+
 def count_parameters(model: nn.Module) -> int:
     """Unique parameters (the tied decoder counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
