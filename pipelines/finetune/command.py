@@ -128,6 +128,8 @@ def check_task_files(cfg: FinetuneConfig) -> None:
             _check_squad_files(job, data_uri)
         elif job.is_ner:
             _check_conll_files(job, data_uri, cfg.on_bad_row)
+        elif job.is_multiple_choice:
+            _check_choice_files(job, data_uri, cfg.on_bad_row)
         else:
             _check_glue_files(job.spec or glue.GLUE_TASKS[job.name], data_uri)
 
@@ -184,6 +186,17 @@ def _check_conll_files(job: TaskJob, data_uri: str, on_bad_row: str) -> None:
             conll.read_conll(uri, params, on_bad_row)
         except ValueError as e:  # SchemeError, BadRowError: both name the file (and line)
             raise BadInputError(str(e)) from e
+
+
+def _check_choice_files(job: TaskJob, data_uri: str, on_bad_row: str) -> None:
+    """Both files read in full: a row with another number of choices (and with on_bad_row=raise every bad row)
+    fails here, naming the file and line, before any training."""
+    from pipelines.finetune.multiple_choice.read import read_choice_data
+
+    try:
+        read_choice_data(job.choice_spec, data_uri, on_bad_row)
+    except (ValueError, FileNotFoundError) as e:  # ChoiceCountError, BadRowError: both name the file and line
+        raise BadInputError(str(e)) from e
 
 
 # --- the command ---------------------------------------------------------------------------------

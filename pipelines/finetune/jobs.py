@@ -27,6 +27,7 @@ from typing import Callable, Literal
 from pipelines import console, storage
 from pipelines.finetune import glue, metrics
 from pipelines.finetune.conll import ConllParams
+from pipelines.finetune.multiple_choice.spec import MC_TASKS, ChoiceSpec
 from pipelines.finetune.squad import SquadParams
 from pipelines.finetune.train import HyperParams
 from pipelines.report import results_markdown
@@ -43,9 +44,11 @@ class TaskJob:
 
     name: str
     """A GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli), squad_v1, squad_v2, conll2003 (NER),
-    or a custom name together with ``spec`` (GLUE format) or ``ner`` (CoNLL format)."""
+    swag, commonsenseqa, copa (multiple choice), or a custom name together with ``spec`` (GLUE format),
+    ``ner`` (CoNLL format) or ``multiple_choice``."""
     data_uri: str = ""
-    """Folder of the task's files; default ``{glue_root}/{GLUE dir}``, ``squad_root`` or ``conll_root``."""
+    """Folder of the task's files; default ``{glue_root}/{GLUE dir}``, ``squad_root``, ``conll_root`` or
+    ``{name}_root`` (swag, commonsenseqa, copa)."""
     spec: glue.TaskSpec | None = None
     """Reading/scoring rules of a custom GLUE-format task (the GLUE tasks have theirs built in)."""
     hyper_params: HyperParams = field(default_factory=HyperParams)
@@ -56,6 +59,9 @@ class TaskJob:
     """SQuAD windowing/decoding; defaults follow the task name when it is squad_v1/squad_v2."""
     ner: ConllParams | None = None
     """Token classification on CoNLL-format files (scheme, entity types, file names); conll2003 defaults to IOB2."""
+    multiple_choice: ChoiceSpec | None = None
+    """Multiple choice (``pipelines.finetune.multiple_choice``): how a custom task's files read; swag,
+    commonsenseqa and copa have theirs built in."""
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     """Fraction of a GPU (e.g. 0.25 puts four tasks on one card)."""
@@ -64,16 +70,20 @@ class TaskJob:
     (GLUE-format tasks): the results table's from-scratch row, which shows what pretraining bought."""
 
     def __post_init__(self) -> None:
-        if self.scratch_baseline and (self.is_squad or self.is_ner):
-            raise ValueError(f"task {self.name!r}: scratch_baseline is for GLUE-format tasks, not SQuAD or NER")
-        if (self.spec is None and self.ner is None and self.name not in glue.GLUE_TASKS
-                and self.name not in SQUAD_TASKS and self.name not in NER_TASKS):
+        if self.scratch_baseline and (self.is_squad or self.is_ner or self.is_multiple_choice):
+            raise ValueError(f"task {self.name!r}: scratch_baseline is for GLUE-format tasks, not SQuAD, NER or "
+                             f"multiple choice")
+        if (self.spec is None and self.ner is None and self.multiple_choice is None and self.name not in glue.GLUE_TASKS
+                and self.name not in SQUAD_TASKS and self.name not in NER_TASKS and self.name not in MC_TASKS):
             raise ValueError(f"task {self.name!r} is neither a GLUE task ({', '.join(glue.GLUE_TASKS)}), "
-                             f"squad_v1/squad_v2, conll2003, nor a custom task with a spec or ner")
-        if sum((self.spec is not None, self.squad is not None, self.ner is not None)) > 1:
-            raise ValueError(f"task {self.name!r}: set at most one of spec, squad and ner")
-        if self.spec is not None and self.spec.name != self.name:
-            raise ValueError(f"task {self.name!r}: spec.name is {self.spec.name!r}")
+                             f"squad_v1/squad_v2, conll2003, {'/'.join(MC_TASKS)}, nor a custom task with a spec, "
+                             f"ner or multiple_choice")
+        if sum((self.spec is not None, self.squad is not None, self.ner is not None,
+                self.multiple_choice is not None)) > 1:
+            raise ValueError(f"task {self.name!r}: set at most one of spec, squad, ner and multiple_choice")
+        for given in (self.spec, self.multiple_choice):
+            if given is not None and given.name != self.name:
+                raise ValueError(f"task {self.name!r}: the spec's name is {given.name!r}")
 
     @property
     def is_squad(self) -> bool:
@@ -82,6 +92,14 @@ class TaskJob:
     @property
     def is_ner(self) -> bool:
         return self.name in NER_TASKS or self.ner is not None
+
+    @property
+    def is_multiple_choice(self) -> bool:
+        return self.name in MC_TASKS or self.multiple_choice is not None
+
+    @property
+    def choice_spec(self) -> ChoiceSpec:
+        return self.multiple_choice or MC_TASKS[self.name]
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,12 @@ class FinetuneConfig:
     """Folder holding train-v1.1.json, dev-v1.1.json, train-v2.0.json, dev-v2.0.json."""
     conll_root: str = ""
     """Folder holding the CoNLL files of the NER tasks (e.g. ``conll2003/iob2`` with train.txt, valid.txt)."""
+    swag_root: str = ""
+    """Folder holding SWAG's official train.csv and val.csv."""
+    commonsenseqa_root: str = ""
+    """Folder holding CommonsenseQA's train_rand_split.jsonl and dev_rand_split.jsonl."""
+    copa_root: str = ""
+    """Folder holding SuperGLUE COPA's train.jsonl and val.jsonl."""
     on_bad_row: Literal["count", "raise"] = "count"
     """Malformed input rows: skip and count them in the results, or fail the task naming file and line."""
     parallel_trials: bool = False
@@ -118,18 +142,25 @@ def task_data_uri(cfg: FinetuneConfig, job: TaskJob) -> str:
         if not cfg.conll_root:
             raise ValueError(f"task {job.name}: set data_uri or conll_root")
         return cfg.conll_root
+    if job.is_multiple_choice:
+        root = getattr(cfg, f"{job.name}_root") if job.name in MC_TASKS else ""
+        if not root:
+            raise ValueError(f"task {job.name}: set data_uri" + (f" or {job.name}_root" if job.name in MC_TASKS else ""))
+        return root
     if not cfg.glue_root:
         raise ValueError(f"task {job.name}: set data_uri or glue_root")
     return glue.task_uri(cfg.glue_root, job.spec or glue.GLUE_TASKS[job.name], "")
 
 
 def task_output_uri(output_root: str, job: TaskJob, checkpoint_uri: str) -> str:
-    return storage.join(output_root, job.name, config_hash(job, checkpoint_uri))
+    # Without multiple_choice the identity is what it was before that field existed: finished tasks are found.
+    identity = {k: v for k, v in to_dict(job).items() if not (k == "multiple_choice" and v is None)}
+    return storage.join(output_root, job.name, config_hash(identity, checkpoint_uri))
 
 
 def run_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: str) -> dict:
     """Fine-tune one task for every learning rate of its sweep (each resumable); returns the best."""
-    from pipelines.finetune import ner, squad, train
+    from pipelines.finetune import multiple_choice, ner, squad, train
 
     data_uri = task_data_uri(cfg, job)
     with tempfile.TemporaryDirectory(prefix="ckpt-") as cache:
@@ -148,6 +179,9 @@ def run_task(cfg: FinetuneConfig, job: TaskJob, checkpoint_uri: str, out_uri: st
             elif job.is_ner:
                 params = job.ner or NER_TASKS[job.name]
                 runs.append(ner.finetune_ner(job.name, params, data_uri, checkpoint_dir, hp, lr_uri, cfg.on_bad_row))
+            elif job.is_multiple_choice:
+                runs.append(multiple_choice.finetune_multiple_choice(job.choice_spec, data_uri, checkpoint_dir, hp,
+                                                                     lr_uri, cfg.on_bad_row))
             else:
                 spec = job.spec or glue.GLUE_TASKS[job.name]
                 data = data or train.read_task_data(spec, data_uri, cfg.on_bad_row)

@@ -139,3 +139,19 @@ def read_choices(uri: str, spec: ChoiceSpec, on_bad_row: Literal["count", "raise
         examples.append(ChoiceExample(where, context, choices, label))
     report.num_kept = len(examples)
     return examples, report
+
+
+def read_choice_data(spec: ChoiceSpec, data_uri: str, on_bad_row: Literal["count", "raise"] = "count",
+                     ) -> tuple[list[ChoiceExample], list[ChoiceExample], list[dict]]:
+    """Train and dev questions with their read reports; both files read in full (``bert-pipeline finetune``
+    does it before any training)."""
+    out = []
+    for name in (spec.train_file, spec.dev_file):
+        uri = storage.join(data_uri, name)
+        if not storage.exists(uri):
+            raise FileNotFoundError(f"{uri}: missing (task {spec.name} reads {name} from {data_uri})")
+        out.append(read_choices(uri, spec, on_bad_row))
+    (train_rows, train_rep), (dev_rows, dev_rep) = out
+    if not train_rows:
+        raise ValueError(f"{train_rep.uri}: no usable training questions ({train_rep.num_bad} bad rows)")
+    return train_rows, dev_rows, [train_rep.to_dict(), dev_rep.to_dict()]

@@ -19,7 +19,7 @@ from bert_core.checkpoint import load_hf_state_dict, read_hf_config, read_hf_wei
 from bert_core.model import BertForMultipleChoice
 from pipelines import storage
 from pipelines.finetune import metrics, train
-from pipelines.finetune.multiple_choice.read import ChoiceExample, read_choices
+from pipelines.finetune.multiple_choice.read import ChoiceExample, read_choice_data
 from pipelines.finetune.multiple_choice.spec import ChoiceSpec
 from pipelines.finetune.train import Encoded, HyperParams
 
@@ -76,16 +76,6 @@ def multiple_choice_model(checkpoint_dir: str) -> BertForMultipleChoice:
     model = BertForMultipleChoice(read_hf_config(checkpoint_dir))
     load_hf_state_dict(model, read_hf_weights(checkpoint_dir))
     return model
-
-
-def read_choice_data(spec: ChoiceSpec, data_uri: str, on_bad_row: Literal["count", "raise"] = "count",
-                     ) -> tuple[list[ChoiceExample], list[ChoiceExample], list[dict]]:
-    """Train and dev questions with their read reports; both files are read before any training."""
-    train_rows, train_rep = read_choices(storage.join(data_uri, spec.train_file), spec, on_bad_row)
-    dev_rows, dev_rep = read_choices(storage.join(data_uri, spec.dev_file), spec, on_bad_row)
-    if not train_rows:
-        raise ValueError(f"{storage.join(data_uri, spec.train_file)}: no usable training questions")
-    return train_rows, dev_rows, [train_rep.to_dict(), dev_rep.to_dict()]
 
 
 def finetune_multiple_choice(spec: ChoiceSpec, data_uri: str, checkpoint_dir: str, hp: HyperParams,
