@@ -1,0 +1,146 @@
+"""near_dedup's benchmark: the MinHash signature core against the PyPI libraries, and the stage's
+cost on the demo corpus.
+
+    python -m bench.near_dedup                      # both parts, on the shipped demo corpus
+    python -m bench.near_dedup --only signatures    # the cores alone, one thread, in this process
+    python -m bench.near_dedup --only stage         # read -> clean, then near_dedup on a local Ray
+
+Signatures: the demo corpus' cleaned documents, word 5-grams, 112 permutations (14 x 8), each
+contestant in this process on one thread (``RAYON_NUM_THREADS=1`` for rensa), best of ``--repeat``
+CPU times (``time.process_time``, less sensitive to a loaded box than wall time):
+
+- ``ours``: ``near_dedup.signatures`` (words, shingles, MinHash and band keys, numpy);
+- ``ours_shingles+rensa``: our shingle hashes, then rensa's ``RMinHash`` from the flat uint64 buffer
+  (``digest_matrix_from_flat_token_hashes``), the fastest entry rensa offers; band keys not included;
+- ``rensa_token_sets``: Python 5-gram strings, then ``RMinHash.digest_matrix_from_token_sets``;
+- ``datasketch``: Python 5-gram bytes, then ``MinHash.bulk`` (on a slice: it is slow).
+
+Throughput is words (whitespace tokens) per CPU second. ``--only stage`` times the Ray stage on the
+demo's clean output (a fresh root each run) and prints its stats.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+os.environ.setdefault("RAYON_NUM_THREADS", "1")
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import pipelines
+
+DEMO_DIR = os.path.join(os.path.dirname(pipelines.__file__), "demo")
+
+
+def demo_documents() -> pa.Table:
+    """The demo corpus through the read and clean cores (kept documents, DOCUMENTS)."""
+    import glob
+
+    from pipelines.stages import clean, read
+
+    files = sorted(glob.glob(os.path.join(DEMO_DIR, "corpus", "*.txt.gz")))
+    docs = pa.concat_tables([t for f in files for t in read.read_file(f, read.ReadConfig())])
+    work = clean.core(docs, clean.CleanConfig())
+    return work.filter(pc.equal(work.column("drop_reason"), "")).select(["doc_id", "text"])
+
+
+def python_shingles(texts: list[str], n: int) -> list[list[str]]:
+    out = []
+    for text in texts:
+        w = text.split()
+        out.append([" ".join(w[i:i + n]) for i in range(len(w) - n + 1)] if len(w) >= n else [" ".join(w)])
+    return out
+
+
+def best_cpu(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return min(times)
+
+
+def bench_signatures(table: pa.Table, repeat: int, datasketch_docs: int) -> dict:
+    from pipelines.stages import near_dedup as nd
+
+    cfg = nd.NearDedupConfig()
+    texts = table.column("text").to_pylist()
+    words = sum(len(t.split()) for t in texts)
+    results: dict = {"documents": table.num_rows, "words": words, "mb": round(sum(map(len, texts)) / 1e6, 2)}
+
+    def ours():
+        nd.signatures(table, cfg)
+
+    results["ours"] = best_cpu(ours, repeat)
+    import rensa
+
+    def ours_then_rensa():
+        w, per = nd.word_hashes(table.column("text"), cfg.seed)
+        h, d = nd.shingle_hashes(w, per, cfg.ngram, cfg.seed)
+        offsets = np.searchsorted(d, np.arange(table.num_rows + 1)).astype(np.uint64)
+        rensa.RMinHash.digest_matrix_from_flat_token_hashes(h, offsets, cfg.num_perm, cfg.seed)
+
+    results["ours_shingles+rensa"] = best_cpu(ours_then_rensa, repeat)
+
+    def rensa_sets():
+        rensa.RMinHash.digest_matrix_from_token_sets(python_shingles(texts, cfg.ngram), cfg.num_perm, cfg.seed)
+
+    results["rensa_token_sets"] = best_cpu(rensa_sets, repeat)
+    from datasketch import MinHash
+
+    part = texts[:datasketch_docs]
+    part_words = sum(len(t.split()) for t in part)
+
+    def datasketch_bulk():
+        MinHash.bulk([[s.encode() for s in doc] for doc in python_shingles(part, cfg.ngram)], num_perm=cfg.num_perm,
+                     seed=cfg.seed)
+
+    results["datasketch"] = best_cpu(datasketch_bulk, 1) * words / part_words  # scaled to the whole corpus
+    rates = {k: round(words / results[k]) for k in ("ours", "ours_shingles+rensa", "rensa_token_sets", "datasketch")}
+    return {**results, "words_per_cpu_s": rates}
+
+
+def bench_stage(repeat: int) -> dict:
+    import ray
+
+    from pipelines import stage_store
+    from pipelines.stages import clean, near_dedup as nd, read
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    root = tempfile.mkdtemp(prefix="bench_near_dedup_")
+    docs = read.run_read(read.ReadConfig(), [os.path.join(DEMO_DIR, "corpus")], root)
+    cleaned = clean.run_clean(clean.CleanConfig(), docs, root)
+    seconds = []
+    for i in range(repeat):
+        start = time.perf_counter()
+        out = nd.run_near_dedup(nd.NearDedupConfig(seed=i), cleaned, root)
+        seconds.append(round(time.perf_counter() - start, 2))
+    stats = stage_store.read_stats(out)
+    ray.shutdown()
+    return {"seconds": seconds, "stats": stats}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=("signatures", "stage"))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--datasketch-docs", type=int, default=300)
+    args = parser.parse_args(argv)
+    report = {"load_average": os.getloadavg()[0]}
+    if args.only in (None, "signatures"):
+        report["signatures"] = bench_signatures(demo_documents(), args.repeat, args.datasketch_docs)
+    if args.only in (None, "stage"):
+        report["stage"] = bench_stage(args.repeat)
+    report["load_average_after"] = os.getloadavg()[0]
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
