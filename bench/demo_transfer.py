@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from pipelines.finetune import train
     from pipelines.presets import load_run_config
-    from pipelines.run_config import resolve_path
+    from pipelines.storage import resolve_path
 
     torch.set_num_threads(args.threads)
     job = load_run_config("demo", []).finetune.tasks[0]

@@ -11,12 +11,14 @@ project itself travels as the job's ``runtime_env`` working directory (runs, cac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shlex
 import sys
 import time
-from typing import Any, Callable
+import warnings
+from typing import Any, Callable, Iterator
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -36,6 +38,53 @@ def resolve_address(address: str | None) -> str:
     return address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS
 
 
+def is_loopback(address: str) -> bool:
+    """A dashboard URL on this machine (a local job server, or `ray dashboard`'s tunnel to a cluster)."""
+    from urllib.parse import urlparse
+
+    host = urlparse(address if "://" in address else f"http://{address}").hostname or ""
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+START_HINT = ("start a job server on this machine with `python -m cluster.local` (in another terminal), or forward "
+              "a cluster's with `ray dashboard ray_cluster.yaml`")
+
+
+@contextlib.contextmanager
+def quiet_ray(log_path: str | None = None) -> Iterator[str]:
+    """Ray's client-side logging (package uploads, token-auth notices, closed log streams) to a log file
+    instead of the terminal; yields the file's path."""
+    import logging
+    import tempfile
+
+    path = log_path or os.path.join(tempfile.gettempdir(), "bert-pipeline", f"jobs-{os.getpid()}.log")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger(n) for n in ("ray", "ray.dashboard", "ray.dashboard.modules.job.sdk",
+                                                "ray._private.runtime_env", "aiohttp", "asyncio")]
+    saved = [(lg, lg.handlers[:], lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.handlers = [handler]
+        lg.propagate = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield path
+        finally:
+            for lg, handlers, propagate in saved:
+                lg.handlers, lg.propagate = handlers, propagate
+            handler.close()
+
+
+def _job_error(address: str | None, job_id: str, e: Exception) -> ClusterError:
+    text = str(e)
+    if "404" in text or "does not exist" in text or "not found" in text.lower():
+        return ClusterError(f"no job {job_id!r} at {resolve_address(address)} (`ray job list --address "
+                            f"{resolve_address(address)}` lists the jobs there)")
+    return ClusterError(f"{resolve_address(address)}: job {job_id}: {type(e).__name__}: {text.splitlines()[0] if text else ''}")
+
+
 def connect(address: str | None):
     """A JobSubmissionClient for ``address``; a clear error when nothing answers there."""
     from ray.job_submission import JobSubmissionClient
@@ -51,6 +100,8 @@ def connect(address: str | None):
         if "Authentication" in type(e).__name__:
             hint = (" (the cluster uses token auth: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN, or put the "
                     "cluster's token in ~/.ray/auth_token)")
+        elif is_loopback(address):
+            hint = f" (nothing answers there: {START_HINT})"
         raise ClusterError(f"cannot reach a Ray cluster at {address}{hint}: {type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''}") from e
 
@@ -117,16 +168,25 @@ def submit(address: str | None, entrypoint: str, extra_env: dict[str, str] | Non
 
 
 def status(address: str | None, job_id: str) -> str:
-    return str(connect(address).get_job_status(job_id).value)
+    client = connect(address)
+    try:
+        return str(client.get_job_status(job_id).value)
+    except Exception as e:
+        raise _job_error(address, job_id, e) from e
 
 
 def logs(address: str | None, job_id: str) -> str:
-    return connect(address).get_job_logs(job_id)
+    client = connect(address)
+    try:
+        return client.get_job_logs(job_id)
+    except Exception as e:
+        raise _job_error(address, job_id, e) from e
 
 
 def follow(address: str | None, job_id: str, write: Callable[[str], Any] = sys.stdout.write) -> str:
     """Stream the job's logs until it ends; returns its final status."""
     client = connect(address)
+    status(address, job_id)  # an unknown job is a clear error, not a log stream that never starts
 
     async def _tail() -> None:
         async for chunk in client.tail_job_logs(job_id):
@@ -135,19 +195,24 @@ def follow(address: str | None, job_id: str, write: Callable[[str], Any] = sys.s
     try:
         asyncio.run(_tail())
     except Exception as e:  # the log stream can drop (e.g. head restarts); the status poll below still ends it
-        write(f"[log stream ended: {type(e).__name__}: {e}]\n")
+        import logging
+
+        logging.getLogger("ray").info("log stream of job %s ended: %s: %s", job_id, type(e).__name__, e)
     return wait(address, job_id)
 
 
 def wait(address: str | None, job_id: str, timeout_s: float = 3600.0) -> str:
-    client = connect(address)
     deadline = time.time() + timeout_s
     while True:
-        state = str(client.get_job_status(job_id).value)
+        state = status(address, job_id)
         if state in TERMINAL or time.time() > deadline:
             return state
         time.sleep(0.5)
 
 
 def stop(address: str | None, job_id: str) -> bool:
-    return connect(address).stop_job(job_id)
+    client = connect(address)
+    try:
+        return client.stop_job(job_id)
+    except Exception as e:
+        raise _job_error(address, job_id, e) from e

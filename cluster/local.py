@@ -1,5 +1,8 @@
 """Local Ray heads for tests and laptops: a plain head with the Jobs API, or an autoscaling fake cluster.
 
+    python -m cluster.local            # a job server for `bert-pipeline submit` on http://127.0.0.1:8265;
+                                       # Ctrl-C stops it (and only it)
+
 ``LocalHead`` runs ``ray start --head --block`` in its own process group on 127.0.0.1 with its own
 ports and temp dir, and stops by signalling that group only, so other Ray instances on the machine
 (a test session's ``ray.init``, another engineer's cluster) are left alone. ``ray stop`` and
@@ -80,9 +83,9 @@ class LocalHead:
     """A Ray head on 127.0.0.1 owned by this object (see module docstring)."""
 
     def __init__(self, num_cpus: int = 1, autoscaling_config: dict[str, Any] | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, dashboard_port: int | None = None):
         self.port = free_port()
-        self.dashboard_port = free_port()
+        self.dashboard_port = dashboard_port or free_port()
         # The job agent's HTTP port defaults to 52365 for every Ray on the machine; when another Ray
         # holds it the agent runs without HTTP, never registers, and every job submission times out.
         self.agent_port = free_port()
@@ -192,3 +195,44 @@ def _group_alive(pgid: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A job server on this machine, in the foreground, until Ctrl-C (or SIGTERM)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m cluster.local",
+                                description="A local Ray head with the Jobs API, for `bert-pipeline submit`.")
+    p.add_argument("--port", type=int, default=8265, help="the dashboard / Jobs API port on 127.0.0.1")
+    p.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1)
+    args = p.parse_args(argv)
+    with socket.socket() as probe:  # another server there would answer the readiness check in its place
+        try:
+            probe.bind(("127.0.0.1", args.port))
+        except OSError:
+            print(f"python -m cluster.local: error: port {args.port} on 127.0.0.1 is in use (a job server may be "
+                  "running already: `bert-pipeline submit` will use it); choose another with --port",
+                  file=sys.stderr)
+            return 2
+    head = LocalHead(num_cpus=args.num_cpus, dashboard_port=args.port)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        head.start()
+        print(f"Ray job server at {head.dashboard_url} ({args.num_cpus} CPUs; Ray's logs under {head.tmp}); "
+              "Ctrl-C stops it", flush=True)
+        while head.proc is not None and head.proc.poll() is None:
+            time.sleep(0.5)
+        print(f"the Ray head exited:\n{head.tail_log()}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:
+        print(f"python -m cluster.local: error: {e}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, SystemExit):
+        print("stopping the job server", flush=True)
+        return 0
+    finally:
+        head.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -37,11 +37,27 @@ class UsageError(Exception):
     """Reported as one line and exit status 2: nothing has been run."""
 
 
+def _stages_text() -> str:
+    from pipelines.bert_dag import bert_pipeline
+    from pipelines.presets import PRESETS
+
+    stages = bert_pipeline().stages.values()
+    return ("presets: " + ", ".join(PRESETS) + " (pipelines/presets/*.yaml), or your own YAML file "
+            "(`preset: demo` to start from one)\n\nstages, in order:\n"
+            + "\n".join(f"  {s.name:<10} {s.description}" for s in stages))
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bert-pipeline", description="BERT pretraining pipeline: raw text -> GLUE table.")
+    p = argparse.ArgumentParser(
+        prog="bert-pipeline", description="BERT pretraining pipeline: raw text -> GLUE table.",
+        epilog="A bare `bert-pipeline` runs the embedded demo (= `bert-pipeline run demo`): the shipped corpus and "
+               "task, a tiny BERT on a local Ray, about 4 minutes on a 2-core CPU, into ./runs/demo. Run it again "
+               "and every finished stage is skipped.")
     sub = p.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run what is not done yet, skip what is")
-    submit = sub.add_parser("submit", help="run as a Ray job on a cluster and follow its logs")
+    raw = argparse.RawDescriptionHelpFormatter
+    run = sub.add_parser("run", help="run what is not done yet, skip what is", epilog=_stages_text(), formatter_class=raw)
+    submit = sub.add_parser("submit", help="run as a Ray job on a cluster and follow its logs", epilog=_stages_text(),
+                            formatter_class=raw)
     for sp in (run, submit):
         sp.add_argument("config", nargs="?", default=None, help="preset (demo, base, large) or YAML file")
         sp.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. pretrain.phases.0.num_steps=50")
@@ -62,14 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     finetune.add_argument("--verbose", action="store_true",
                           help="show Ray's own logs and warnings here instead of in the run's log file")
     status = sub.add_parser("status", help="show a run's stages")
-    status.add_argument("run", help="run root (local path or s3://), or a config whose root to show")
+    status.add_argument("run", help="run root (local path or s3://), or a preset or YAML file whose root to show "
+                        "(an existing folder of that name wins)")
+    address_help = "Ray dashboard URL (default: $RAY_ADDRESS, else http://127.0.0.1:8265)"
     logs = sub.add_parser("logs", help="print a job's logs")
-    logs.add_argument("job")
-    logs.add_argument("--address")
-    logs.add_argument("--follow", action="store_true")
-    stop = sub.add_parser("stop", help="stop a job")
-    stop.add_argument("job")
-    stop.add_argument("--address")
+    logs.add_argument("job", help="the job id `submit` printed (raysubmit_...)")
+    logs.add_argument("--address", help=address_help)
+    logs.add_argument("--follow", action="store_true", help="stream the logs until the job ends")
+    stop = sub.add_parser("stop", help="stop a job (its run resumes when submitted again)")
+    stop.add_argument("job", help="the job id `submit` printed (raysubmit_...)")
+    stop.add_argument("--address", help=address_help)
     return p
 
 
@@ -252,8 +270,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from pipelines.presets import PRESETS, load_run_config
 
     root = args.run
-    if root in PRESETS or (root.endswith((".yaml", ".yml")) and storage.exists(root)):
+    is_config = root.endswith((".yaml", ".yml")) and storage.exists(root) and not storage.is_dir(root)
+    if is_config or (root in PRESETS and not storage.exists(root)):  # a folder named `demo` is a run root
         root = load_run_config(root).root
+    root = storage.absolute(root)
     manifest = read_manifest(root)
     if manifest is None:
         raise UsageError(f"{root} holds no run (no manifest.json)")
@@ -267,7 +287,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 # --- cluster jobs ---------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace) -> int:
     from cluster import jobs
-    from pipelines import storage
     from pipelines.bert_dag import bert_pipeline
     from pipelines.run_config import check_inputs
     from pipelines.typed_config import to_dict
@@ -281,9 +300,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} {stage!r}: no such stage; stages are {', '.join(names)}")
     if not any(u.startswith("demo:") for u in cfg.data.inputs):
         check_inputs(cfg)  # a local path here is not the cluster's; still, catch typos in s3:// globs
-    address = jobs.resolve_address(args.address)
-    if storage.is_local(cfg.root) and not any(h in address for h in ("127.0.0.1", "localhost")):
-        print(f"warning: run root {cfg.root!r} is a local path; on a multi-node cluster use s3://", file=sys.stderr)
+    address = _check_root_visible(cfg.root, args.address)
     entrypoint = jobs.run_entrypoint(to_dict(cfg), args.from_stage, args.until, args.verbose)
     job = jobs.submit(args.address, entrypoint, metadata={"run_root": cfg.root, "name": cfg.name})
     print(f"submitted job {job} to {address} (run root {cfg.root})", flush=True)
@@ -298,7 +315,6 @@ def submit_finetune(args: argparse.Namespace) -> int:
     """``finetune`` as a Ray job: config, checkpoint and task files are checked here (the job checks them
     again where it runs), then the resolved config travels as JSON, as for ``run``."""
     from cluster import jobs
-    from pipelines import storage
     from pipelines.finetune import command
     from pipelines.finetune.glue import BadRowError
     from pipelines.typed_config import to_dict
@@ -310,9 +326,7 @@ def submit_finetune(args: argparse.Namespace) -> int:
         checkpoint, _ = command.prepare(args.finetune, cfg.finetune)
     except (command.BadInputError, BadRowError) as e:
         raise UsageError(str(e)) from e
-    address = jobs.resolve_address(args.address)
-    if storage.is_local(cfg.root) and not any(h in address for h in ("127.0.0.1", "localhost")):
-        print(f"warning: run root {cfg.root!r} is a local path; on a multi-node cluster use s3://", file=sys.stderr)
+    address = _check_root_visible(cfg.root, args.address)
     job = jobs.submit(args.address, jobs.finetune_entrypoint(checkpoint, to_dict(cfg), args.verbose),
                       metadata={"run_root": cfg.root, "name": cfg.name, "checkpoint": checkpoint})
     print(f"submitted job {job} to {address}: finetune {checkpoint} (results under "
@@ -322,6 +336,20 @@ def submit_finetune(args: argparse.Namespace) -> int:
     state = follow_console(args.address, job)
     print(f"job {job}: {state}")
     return 0 if state == "SUCCEEDED" else 1
+
+
+def _check_root_visible(root: str, address: str | None) -> str:
+    """The job's address; refuses a local run root that the cluster's nodes cannot see. A cluster on this
+    machine (a loopback address) sees this machine's absolute paths (the config made the root absolute
+    here, not in the job's working directory); any other cluster needs shared storage."""
+    from cluster import jobs
+    from pipelines import storage
+
+    address = jobs.resolve_address(address)
+    if storage.is_local(root) and not jobs.is_loopback(address):
+        raise UsageError(f"run root {root} is a path on this machine, which the cluster at {address} cannot see; "
+                         "give root=s3://BUCKET/PREFIX (or submit to a cluster on this machine)")
+    return address
 
 
 def follow_console(address: str | None, job: str) -> str:
@@ -385,20 +413,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().print_help()
         return 2
     from cluster.jobs import ClusterError
-    from pipelines.dag import PipelineError, StageFailed
+    from pipelines.dag import Interrupted, PipelineError, StageFailed
     from pipelines.run_root import StorageError
 
     try:
+        if args.command in ("submit", "logs", "stop"):  # Ray's client-side chatter to a log file
+            from cluster.jobs import quiet_ray
+
+            with quiet_ray():
+                return COMMANDS[args.command](args)
         return COMMANDS[args.command](args)
     except (ConfigError, UsageError, ClusterError, StorageError) as e:
         print(f"bert-pipeline {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except (Interrupted, KeyboardInterrupt) as e:
+        where = f" {e}" if isinstance(e, Interrupted) else ""
+        print(f"bert-pipeline {args.command}: interrupted{where}", file=sys.stderr)
+        return 130
     except StageFailed as e:
         print(f"bert-pipeline {args.command}: {e}", file=sys.stderr)
         return 1
     except PipelineError as e:
         print(f"bert-pipeline {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `bert-pipeline status ROOT | head`: the reader has gone, nothing to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

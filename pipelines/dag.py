@@ -33,7 +33,7 @@ from pipelines.typed_config import config_hash, to_dict
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
-STATES = ("pending", "running", "done", "failed")
+STATES = ("pending", "running", "done", "failed", "interrupted")
 
 
 class PipelineError(RuntimeError):
@@ -42,6 +42,11 @@ class PipelineError(RuntimeError):
 
 class StageFailed(PipelineError):
     """A stage raised; the manifest records it as failed and a re-run retries it."""
+
+
+class Interrupted(PipelineError):
+    """Ctrl-C, SIGTERM or a stopped job ended a stage; the manifest records it as interrupted and the
+    message says where the next run resumes."""
 
 
 @dataclass
@@ -72,6 +77,9 @@ class Stage:
     config: Callable[[Any], Any] = lambda cfg: None
     """The slice of the run config this stage depends on (hashed into the stage hash)."""
     description: str = ""
+    resume_point: Callable[[str], str | None] | None = None
+    """Where an unfinished run of this stage picks up, given the run root (e.g. "phase 0 step 150"), for
+    the console; None: the stage starts over (its finished shards are still reused)."""
 
 
 @dataclass
@@ -179,6 +187,12 @@ class Pipeline:
                                     "refusing to write into it (choose a new run root)")
             return {"version": MANIFEST_VERSION, "config_hash": run_hash, "config": run_identity,
                     "created": time.time(), "stages": {}}
+        if manifest.get("config_hash") != run_hash and not any(
+                rec.get("state") == "done" for rec in manifest.get("stages", {}).values()):
+            # nothing was ever finished here (e.g. a first run that failed on a bad input): the
+            # corrected config takes the root over; stage outputs are keyed by their own identity
+            return {"version": MANIFEST_VERSION, "config_hash": run_hash, "config": run_identity,
+                    "created": time.time(), "stages": {}}
         if manifest.get("config_hash") != run_hash:
             changed = diff_configs(manifest.get("config", {}), run_identity)
             raise PipelineError(
@@ -264,22 +278,34 @@ class Pipeline:
                                   inputs={f"{u}.{k}": v for u in stage.after for k, v in inputs[u].items()})
         manifest["stages"][name] = dataclasses.asdict(rec)
         self._save(root, manifest)
-        log.begin(name, prefix + (f" (attempt {rec.attempts})" if rec.attempts > 1 else ""))
+        resumed = stage.resume_point(root) if stage.resume_point and rec.attempts > 1 else None
+        log.begin(name, prefix + (f" (attempt {rec.attempts}" + (f", resuming from {resumed})" if resumed else ")")
+                                  if rec.attempts > 1 else ""))
+        if resumed:
+            log.note(f"{name}: resuming from {resumed}")
         ctx = StageContext(cfg=cfg, root=root, stage=name, stage_hash=stage_hash, inputs=inputs)
         try:
             outputs = stage.run(ctx)
             if not isinstance(outputs, dict) or not all(isinstance(v, str) for v in outputs.values()):
                 raise PipelineError(f"stage {name!r} returned {outputs!r}; expected a dict of output URIs")
-        except BaseException as e:
+        except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C; SIGTERM (Ray's handler exits); a stopped job
+            rec.state, rec.finished = "interrupted", time.time()
+            rec.seconds = rec.finished - rec.started
+            rec.error = f"interrupted ({type(e).__name__})"
+            manifest["stages"][name] = dataclasses.asdict(rec)
+            self._save(root, manifest)
+            where = stage.resume_point(root) if stage.resume_point else None
+            resume = f"from {where}" if where else "it (its finished work is kept)"
+            log.end(name, f"{prefix}: interrupted after {rec.seconds:.1f}s")
+            raise Interrupted(f"in stage {name}; run the same command again to resume {resume}") from e
+        except Exception as e:
             rec.state, rec.finished = "failed", time.time()
             rec.seconds = rec.finished - rec.started
             rec.error = f"{type(e).__name__}: {e}\n" + traceback.format_exc(limit=-6)
             manifest["stages"][name] = dataclasses.asdict(rec)
             self._save(root, manifest)
             log.end(name, f"{prefix}: FAILED after {rec.seconds:.1f}s: {type(e).__name__}: {e}")
-            if isinstance(e, Exception):
-                raise StageFailed(f"stage {name!r} failed: {type(e).__name__}: {e}") from e
-            raise
+            raise StageFailed(f"stage {name!r} failed: {type(e).__name__}: {e}") from e
         rec.state, rec.outputs, rec.finished = "done", outputs, time.time()
         rec.seconds = rec.finished - rec.started
         manifest["stages"][name] = dataclasses.asdict(rec)
@@ -298,6 +324,9 @@ class _Lines:
 
     def begin(self, name: str, prefix: str) -> None:
         self.log(f"{prefix}: running")
+
+    def note(self, line: str) -> None:
+        self.log(line)
 
     def end(self, name: str, line: str, outputs: dict[str, str] | None = None) -> None:
         self.log(line + (f" -> {', '.join(outputs.values())}" if outputs else ""))

@@ -5,15 +5,18 @@ schema). Loading it from a preset or YAML file: ``pipelines.presets``; the DAG i
     cfg = load_run_config("demo", ["root=/tmp/run", "data.inputs=[corpus/*.txt.gz]"])
     run_until(cfg, "nsp_pairs")["nsp_pairs"]["seq64"]   # the data stages alone: NSP instances of length 64
 
-Paths starting with ``demo:`` name files shipped in ``pipelines/demo/`` (the demo corpus and task),
-resolved where the package is installed (``resolve_path``).
+Paths starting with ``demo:`` name files shipped in ``pipelines/demo/`` (the demo corpus and task); storage
+opens them where the package is installed, and stage identities hold the ``demo:`` name. Relative local
+paths (the root, the corpus, the fine-tuning folders) are made absolute when the config is built, against
+the directory the command was typed in: a config means the same files wherever it is then run or sent.
 """
 from __future__ import annotations
 
-import os
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from pipelines import storage
 from pipelines.finetune.jobs import FinetuneConfig
 from pipelines.identity import PRETRAIN_EXECUTION_FIELDS  # one list for the DAG and pretraining
 from pipelines.pretrain.config import PretrainConfig
@@ -25,7 +28,6 @@ from pipelines.stages.tokenize import TokenizeConfig
 from pipelines.stages.wordpiece import WordPieceConfig
 from pipelines.typed_config import ConfigError, to_dict
 
-DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo")
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not self.root:
             raise ConfigError("root: the run root must be set")
+        _set_absolute_paths(self)
         if not self.data.inputs:
             raise ConfigError("data.inputs: at least one corpus path is needed")
         fixed = self.data.nsp_pairs.max_seq_length
@@ -91,6 +94,17 @@ class RunConfig:
             raise ConfigError(f"data.tokenize.lowercase {casing} contradicts data.wordpiece.lowercase "
                               f"{self.data.wordpiece.lowercase}: tokenizing uses the vocabulary's casing; set "
                               "data.wordpiece.lowercase (and leave data.tokenize.lowercase unset or equal)")
+
+
+def _set_absolute_paths(cfg: RunConfig) -> None:
+    """Relative local paths made absolute, once, where the config is built (``storage.absolute``)."""
+    ft = cfg.finetune
+    tasks = tuple(dataclasses.replace(t, data_uri=storage.absolute(t.data_uri)) if t.data_uri else t
+                  for t in ft.tasks)
+    roots = {k: storage.absolute(getattr(ft, k)) for k in ("glue_root", "squad_root", "conll_root") if getattr(ft, k)}
+    object.__setattr__(cfg, "root", storage.absolute(cfg.root))
+    object.__setattr__(cfg, "data", dataclasses.replace(cfg.data, inputs=tuple(storage.absolute(u) for u in cfg.data.inputs)))
+    object.__setattr__(cfg, "finetune", dataclasses.replace(ft, tasks=tasks, **roots))
 
 
 def nsp_lengths(cfg: RunConfig) -> tuple[int, ...]:
@@ -106,22 +120,13 @@ def run_identity(cfg: RunConfig) -> dict[str, Any]:
     return {"data": to_dict(cfg.data), "pretrain": pretrain, "finetune": {**to_dict(cfg.finetune), "tasks": tasks}}
 
 
-def resolve_path(uri: str) -> str:
-    """``demo:corpus`` -> the installed ``pipelines/demo/corpus``; other URIs unchanged."""
-    if uri.startswith("demo:"):
-        return os.path.join(DEMO_DIR, uri[len("demo:"):].lstrip("/"))
-    return uri
-
-
 def check_inputs(cfg: RunConfig) -> list[str]:
     """The corpus files: ``data.inputs`` expanded now, so a missing input fails before any Ray work
     (naming the path)."""
-    from pipelines import storage
-
     files: list[str] = []
     for uri in cfg.data.inputs:
         try:
-            files += storage.expand(resolve_path(uri))
+            files += storage.expand(uri)
         except FileNotFoundError as e:
             raise ConfigError(f"data.inputs: {e}") from e
     return files

@@ -1,7 +1,10 @@
 """Every byte the pipeline reads or writes goes through here.
 
 Paths are URIs: a plain path or ``file://`` for local disk, ``s3://bucket/key`` (an S3-compatible
-endpoint is taken from ``AWS_ENDPOINT_URL``), ``gs://``, ``http(s)://`` for reads. Streams go
+endpoint is taken from ``AWS_ENDPOINT_URL``), ``gs://``, ``http(s)://`` for reads, and ``demo:NAME`` for
+the files shipped in ``pipelines/demo/`` (read-only; the name, never the install location, is what
+listings return, so a stage's identity and rows do not depend on where the package is installed).
+A listing returns paths in the form it was given (relative, absolute, ``file://``, ``demo:``). Streams go
 through smart-open (transparent ``.gz``/``.bz2``/``.zst``); listings, globbing and renames go through
 pyarrow's filesystems so Ray Data can be handed the same ``(filesystem, path)`` pair.
 
@@ -26,11 +29,38 @@ COPY_THREADS = 32
 """Object-store calls in flight at once when a commit copies many files."""
 
 
+DEMO_SCHEME = "demo:"
+DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo")
+"""Where ``demo:NAME`` points: the demo corpus and task shipped inside the package."""
+
+
 def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
+def is_demo(uri: str) -> bool:
+    return uri.startswith(DEMO_SCHEME)
+
+
+def resolve_path(uri: str) -> str:
+    """A URI as this machine opens it: ``demo:corpus`` -> the installed ``pipelines/demo/corpus``;
+    other URIs unchanged. Only for code that hands a path to a library; storage's own calls take
+    ``demo:`` URIs as they are."""
+    if is_demo(uri):
+        return os.path.join(DEMO_DIR, uri[len(DEMO_SCHEME):].lstrip("/"))
+    return uri
+
+
+def absolute(uri: str) -> str:
+    """A relative local path made absolute against the current directory (what a user means by
+    ``runs/demo`` where they typed it); every other URI unchanged."""
+    if is_local(uri) and not is_demo(uri) and not uri.startswith("file://") and not os.path.isabs(uri):
+        return os.path.abspath(uri)
+    return uri
+
+
 def _strip_file_scheme(uri: str) -> str:
+    uri = resolve_path(uri)
     return uri[len("file://"):] if uri.startswith("file://") else uri
 
 
@@ -156,18 +186,13 @@ def size(uri: str) -> int:
     return int(info.size or 0)
 
 
-def _with_scheme(uri: str, path: str) -> str:
-    if is_local(uri):
-        return path
-    scheme = uri.split("://", 1)[0]
-    return f"{scheme}://{path}"
-
-
 def list_files(uri: str, recursive: bool = True) -> list[str]:
-    """All files under a directory URI, sorted (deterministic order for every caller)."""
+    """All files under a directory URI, sorted (deterministic order for every caller), in the form
+    ``uri`` was given: ``runs/x`` lists ``runs/x/...``, ``demo:corpus`` lists ``demo:corpus/...``."""
     fs, path = filesystem(uri)
+    base, given = path.rstrip("/"), uri.rstrip("/")
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=recursive, allow_not_found=True))
-    return sorted(_with_scheme(uri, i.path) for i in infos if i.type == pafs.FileType.File)
+    return sorted(given + i.path[len(base):] for i in infos if i.type == pafs.FileType.File)
 
 
 def expand(pattern: str) -> list[str]:
@@ -186,13 +211,12 @@ def expand(pattern: str) -> list[str]:
         if not exists(pattern):
             raise FileNotFoundError(f"input {pattern!r} does not exist")
         return [pattern]
-    if is_local(pattern):  # listings give absolute paths: match against an absolute pattern
-        pattern = os.path.abspath(_strip_file_scheme(pattern))
-    # Walk from the longest prefix with no wildcard.
+    # Walk from the longest prefix with no wildcard; listings keep the pattern's form.
     head = pattern
     while any(ch in head for ch in "*?["):
         head = posixpath.dirname(head)
-    matches = [f for f in list_files(head or ".") if fnmatch.fnmatchcase(f, pattern)]
+    listed = list_files(head) if head else [f[2:] for f in list_files(".")]
+    matches = [f for f in listed if fnmatch.fnmatchcase(f, pattern)]
     if not matches:
         raise FileNotFoundError(f"no file matches {pattern!r}")
     return matches

@@ -15,7 +15,6 @@ written last, so a re-run skips a finished task and redoes only the rest. ``resu
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import struct
@@ -47,18 +46,12 @@ def normalize_checkpoint_uri(uri: str) -> str:
     return os.path.abspath(storage.filesystem(uri)[1]) if storage.is_local(uri) else uri.rstrip("/")
 
 
-def resolve_tasks(cfg: FinetuneConfig) -> FinetuneConfig:
-    """``demo:`` paths resolved to the installed package, as the DAG's finetune stage does."""
-    from pipelines.run_config import resolve_path
-
-    tasks = tuple(dataclasses.replace(t, data_uri=resolve_path(t.data_uri)) for t in cfg.tasks)
-    return dataclasses.replace(cfg, tasks=tasks, glue_root=resolve_path(cfg.glue_root),
-                               squad_root=resolve_path(cfg.squad_root))
-
-
 # --- checks before any training ------------------------------------------------------------------
 def check_checkpoint(uri: str) -> None:
     """config.json, weights and a vocabulary present; the vocabulary fits the word embeddings."""
+    if not storage.is_dir(uri):
+        raise BadInputError(f"checkpoint {uri}: no such folder" if not storage.exists(uri) else
+                            f"checkpoint {uri}: a file, not a folder; give the folder holding config.json and the weights")
     names = {n for n in ("config.json", *_WEIGHTS, *_VOCABS, "tokenizer_config.json")
              if storage.exists(storage.join(uri, n))}
     if "config.json" not in names:
@@ -201,12 +194,11 @@ def _check_choice_files(job: TaskJob, data_uri: str, on_bad_row: str) -> None:
 
 # --- the command ---------------------------------------------------------------------------------
 def prepare(checkpoint_uri: str, cfg: FinetuneConfig) -> tuple[str, FinetuneConfig]:
-    """The normalised checkpoint URI and the resolved tasks, every input checked."""
+    """The normalised checkpoint URI and the tasks, every input checked."""
     checkpoint_uri = normalize_checkpoint_uri(checkpoint_uri)
     check_checkpoint(checkpoint_uri)
-    tasks = resolve_tasks(cfg)
-    check_task_files(tasks)
-    return checkpoint_uri, tasks
+    check_task_files(cfg)
+    return checkpoint_uri, cfg
 
 
 def finetune_checkpoint(checkpoint_uri: str, tasks: FinetuneConfig, root: str,

@@ -376,15 +376,8 @@ def demo_config(num_cpus: float = 1.0, num_gpus: float = 0.0, **hyper_params) ->
 def dag_adapter(ctx) -> dict[str, str]:
     """Every task on the pretrained export, under ``{root}/finetune/{stage hash}``; a task that failed
     fails the stage once the others have finished (they are kept: a re-run retries only the failed)."""
-    import dataclasses
-
-    from pipelines.run_config import resolve_path
-
     out_root = storage.join(ctx.root, "finetune", ctx.stage_hash)
-    cfg = ctx.cfg.finetune
-    tasks = tuple(dataclasses.replace(t, data_uri=resolve_path(t.data_uri)) for t in cfg.tasks)
-    cfg = dataclasses.replace(cfg, tasks=tasks, glue_root=resolve_path(cfg.glue_root), squad_root=resolve_path(cfg.squad_root))
-    summary = run_finetune_jobs(cfg, ctx.input("pretrain"), out_root)
+    summary = run_finetune_jobs(ctx.cfg.finetune, ctx.input("pretrain"), out_root)
     failed = [name for name, r in summary["tasks"].items() if r.get("status") == "failed"]
     if failed:
         errors = "; ".join(f"{n}: {summary['tasks'][n]['error'].splitlines()[-1]}" for n in failed)

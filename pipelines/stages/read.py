@@ -21,6 +21,7 @@ in corpus order whatever the ranges.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import posixpath
@@ -232,8 +233,13 @@ def read_file(uri: str, cfg: ReadConfig) -> Iterator[pa.Table]:
 
 
 def input_identity(files: list[str]) -> list[list]:
-    """Names and sizes of the input files (what the stage key hashes); sizes looked up in parallel."""
+    """Names and sizes of the input files (what the stage key hashes); sizes looked up in parallel. A
+    shipped ``demo:`` file is named by its ``demo:`` URI and identified by its content hash too, so the
+    key is the same wherever the package is installed (a laptop, a job's working directory)."""
     def entry(f: str) -> list:
+        if storage.is_demo(f):
+            data = storage.read_bytes(f)
+            return [f, len(data), hashlib.sha256(data).hexdigest()]
         try:
             return [f, storage.size(f)]
         except Exception:
@@ -246,7 +252,7 @@ def plan_units(identity: list[list], cfg: ReadConfig) -> list[Unit]:
     """The read tasks: byte ranges of ``block_bytes`` for uncompressed text of known size, runs of
     row groups of about ``block_bytes`` for parquet, else the whole file."""
     units: list[Unit] = []
-    for uri, size in identity:
+    for uri, size, *_ in identity:
         fmt = file_format(uri)
         compressed = posixpath.basename(uri).lower().endswith(COMPRESSED)
         if fmt == "parquet" and size and size > cfg.block_bytes:
@@ -333,7 +339,7 @@ def run_read(cfg: ReadConfig, inputs: str | list[str], root: str, *, concurrency
         if not counts.get("documents"):
             raise ValueError(f"read: the corpus is empty: {len(files)} file(s) from {patterns} hold no document")
         writer.stats.update(counts, files=len(files), units=len(units),
-                            input_bytes=sum(s or 0 for _, s in identity), read_seconds=round(time.time() - started, 3))
+                            input_bytes=sum(e[1] or 0 for e in identity), read_seconds=round(time.time() - started, 3))
 
     return stage_store.run_stage(root, STAGE, cfg, (identity,), produce, version=2)
 
