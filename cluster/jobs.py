@@ -57,6 +57,8 @@ def quiet_ray(log_path: str | None = None) -> Iterator[str]:
     import logging
     import tempfile
 
+    import ray.job_submission  # noqa: F401  (importing Ray sets up its handlers: replace them after)
+
     path = log_path or os.path.join(tempfile.gettempdir(), "bert-pipeline", f"jobs-{os.getpid()}.log")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     handler = logging.FileHandler(path)

@@ -421,8 +421,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from cluster.jobs import quiet_ray
 
             with quiet_ray():
-                return COMMANDS[args.command](args)
-        return COMMANDS[args.command](args)
+                code = COMMANDS[args.command](args)
+        else:
+            code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
     except (ConfigError, UsageError, ClusterError, StorageError) as e:
         print(f"bert-pipeline {args.command}: error: {e}", file=sys.stderr)
         return 2

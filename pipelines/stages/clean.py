@@ -221,6 +221,21 @@ def _runs(values: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.r_[0, bounds].tolist(), np.r_[bounds, len(values)].tolist()))
 
 
+def all_dropped_message(dropped: dict[str, int], cfg: CleanConfig) -> str:
+    """Why a corpus lost every document, with the one change that could help (if any)."""
+    hints = {
+        "binary": "most documents are not text (invalid UTF-8, control bytes or markup): check that data.inputs "
+                  "names text files (.txt, .jsonl, .parquet, optionally compressed)",
+        "too_short": f"most documents are shorter than data.clean.min_chars={cfg.min_chars}: lower it if they are "
+                     "prose, or check that documents are separated by blank lines",
+        "too_long": f"most documents are longer than data.clean.max_chars={cfg.max_chars}",
+        "duplicate": "the documents are copies of one another",
+    }
+    main = max(REASONS, key=lambda r: dropped.get(r, 0))
+    counts = ", ".join(f"{r} {n}" for r, n in dropped.items() if n)
+    return f"clean: every document was dropped ({counts}); {hints[main]}"
+
+
 def run_clean(cfg: CleanConfig, documents_uri: str, root: str, *, concurrency: int | None = None) -> str:
     """Clean the DOCUMENTS at ``documents_uri`` into ``{root}/clean/{key}/``; returns its URI.
 
@@ -245,8 +260,7 @@ def run_clean(cfg: CleanConfig, documents_uri: str, root: str, *, concurrency: i
         stats = {k: v for k, v in totals.items() if not k.startswith("dropped.")}
         stats["dropped"] = {r: totals.get(f"dropped.{r}", 0) for r in REASONS}
         if not stats.get("documents"):
-            raise ValueError(f"clean: every document was dropped ({stats['dropped']}); "
-                             f"check the input or lower min_chars={cfg.min_chars}")
+            raise ValueError(all_dropped_message(stats["dropped"], cfg))
         writer.stats.update(stats)
 
     return stage_store.run_stage(root, STAGE, cfg, (stage_store.input_identity(documents_uri),), produce, version=3)
