@@ -11,7 +11,7 @@ from typing import Any
 
 _EXPORTS = {
     "PretrainConfig": "config", "PhaseConfig": "config", "OptimizerConfig": "config",
-    "DeepSpeedSettings": "config", "MaskingConfig": "config",
+    "DeepSpeedSettings": "config", "MaskingConfig": "config", "HeldoutConfig": "config",
     "run_pretraining": "trainer", "PretrainInputError": "preflight",
 }
 __all__ = list(_EXPORTS)

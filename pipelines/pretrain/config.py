@@ -85,6 +85,30 @@ class MaskingConfig:
 
 
 @dataclass(frozen=True)
+class HeldoutConfig:
+    """Instances kept out of training, and what the model is scored on there (``pipelines.pretrain.heldout``)."""
+
+    files: int = 0
+    """Shards of each phase's instances never trained on: the last ``files`` in the order the trainer lists
+    them. 0: no held-out check. ``nsp_pairs`` draws a random next segment from the document's own partition
+    and writes one shard per partition, so a held-out shard shares no document with the trained ones."""
+    rows: int = 256
+    """Rows scored: the first ``rows`` of the held-out shards, in order (a stage shard's rows are shuffled)."""
+    every: int = 50
+    """Score every N optimizer steps and at the end of the phase; a multiple of ``metrics_every`` (the
+    scores ride on that step's metrics line)."""
+    seed: int = 0
+    """Seeds the held-out rows' masks, once (not the run's seed: runs of different seeds are scored on
+    the same masked positions)."""
+
+    def __post_init__(self) -> None:
+        for name in ("files", "rows", "every"):
+            if getattr(self, name) < (0 if name == "files" else 1):
+                raise ConfigError(f"heldout.{name} must be {'>= 0' if name == 'files' else 'positive'}, "
+                                  f"got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class PretrainConfig:
     model_preset: str = "base"
     """BERT size: tiny, mini, small, medium, base or large (bert_core.PRESETS)."""
@@ -102,6 +126,8 @@ class PretrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     deepspeed: DeepSpeedSettings = field(default_factory=DeepSpeedSettings)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
+    """Held-out MLM loss/accuracy and NSP accuracy during training, beside their baselines (off by default)."""
     checkpoint_every: int = 100
     """Checkpoint every N optimizer steps (and always at the end of a phase)."""
     keep_checkpoints: int = 2
@@ -142,6 +168,9 @@ class PretrainConfig:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
         for phase in self.phases:
             self.gradient_accumulation_steps(phase)
+        if self.heldout.files and self.heldout.every % self.metrics_every:
+            raise ConfigError(f"heldout.every {self.heldout.every} must be a multiple of metrics_every "
+                              f"{self.metrics_every} (held-out scores ride on a metrics line)")
         if self.optimizer.name == "lamb" and self.deepspeed.zero_stage != 0:
             # ZeRO flattens and partitions the weights, so a per-layer trust ratio is no longer per
             # layer; DeepSpeed lists LAMB as unsupported with ZeRO.

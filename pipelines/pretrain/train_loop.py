@@ -26,6 +26,7 @@ from bert_core import BertForPreTraining
 from pipelines.pretrain import checkpointing as ckpt
 from pipelines.pretrain.config import PretrainConfig
 from pipelines.pretrain.engine import Window, build_engine, static_predictions, summarise, train_micro_batch
+from pipelines.pretrain.heldout import evaluate
 from pipelines.pretrain.inputs import Stream, rank_batches, steps_per_epoch
 from pipelines.pretrain.metrics import MetricsWriter, gpu_peak
 from pipelines.pretrain.restore import finish_restore, restore_metrics_log, restore_or_init
@@ -115,12 +116,25 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
                                     zero_stage=cfg.deepspeed.zero_stage)
         if step % cfg.metrics_every == 0 or step == phase.num_steps:
             latest = summarise(window, engine, step, epoch, world, peak)
-            window = Window()
+            latest.update(_score_heldout(engine, job, step, rank, device, num_predictions))
+            window = Window()  # after the held-out pass: the next window times training only
             if writer is not None:
                 writer.write(step, latest)
         if step % cfg.checkpoint_every == 0 or step == phase.num_steps:
             # Only checkpoints go through ray.train.report: each report is a barrier with the controller.
             _save_and_report(engine, state, latest, writer, rank)
+
+
+def _score_heldout(engine, job: WorkerJob, step: int, rank: int, device, num_predictions: int | None) -> dict:
+    """The held-out scores at every ``heldout.every`` steps and the phase's last, on rank 0 (the others go on
+    and wait for it at the next all-reduce); with ZeRO-3 on every rank, since its forward gathers weights
+    collectively. Eval mode draws no random numbers, so training goes on exactly as without it."""
+    cfg = job.cfg
+    if job.heldout is None or (step % cfg.heldout.every and step != job.phase.num_steps):
+        return {}
+    if rank != 0 and cfg.deepspeed.zero_stage != 3:
+        return {}
+    return evaluate(engine, job.heldout, job.phase.micro_batch_size, device, num_predictions)
 
 
 def _save_and_report(engine, state: ckpt.TrainState, metrics: dict[str, Any], writer, rank: int) -> None:

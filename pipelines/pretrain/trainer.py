@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 from ray.train import UserCallback
 
 from pipelines import console, storage
+from pipelines.pretrain import heldout
 from pipelines.pretrain.checkpointing import TRAIN_STATE, TrainState, check_compatible, incomplete_parts
 from pipelines.pretrain.config import PretrainConfig, run_identity
 from pipelines.pretrain.export import EXPORT_MANIFEST, export_phase, weights_uri
@@ -61,6 +62,7 @@ def run_pretraining(cfg: PretrainConfig, instances_uri: str | Sequence[str], voc
         tokenizer = fetch_vocab(vocab_uri, vocab_file)
         vocab = VocabInfo.from_tokenizer(tokenizer, whole_word=cfg.masking.whole_word)
         check_before_work(cfg, inputs, tokenizer)
+        _check_heldout_split(cfg, inputs)
         identity = run_identity(cfg, *inputs, vocab_uri)
         run_root = storage.join(output_root, "pretrain", identity)
         init = weights_uri(cfg.init_from) if cfg.init_from else None
@@ -95,7 +97,8 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
     # Each rank reads its own rows of the seeded epoch order (inputs.rank_batches), so no dataset is
     # handed to Ray Train: its streaming_split deals blocks to whichever rank asks, which a restart
     # does not repeat.
-    job = dataclasses.replace(job, plan=InstancePlan.from_files(instance_files(instances_uri)))
+    train_files, held_rows, baselines = _split_heldout(job, instances_uri, run_root)
+    job = dataclasses.replace(job, plan=InstancePlan.from_files(train_files), heldout=held_rows)
     storage_uri = cfg.storage_path or storage.join(run_root, "runs")
     run_name = f"pretrain-{job.run_identity}-phase{job.phase_index}"
     check_existing_checkpoint(storage.join(storage_uri, run_name), job)
@@ -121,7 +124,36 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
     if result.checkpoint is None:
         raise RuntimeError(f"phase {job.phase_index} finished without a checkpoint")
     console.result("pretrain", f"phase {job.phase_index} {_metrics_text(result.metrics or {})}".rstrip())
+    if text := heldout.summary_text(result.metrics or {}, baselines):  # its own line: the stage's stays short
+        console.result(f"pretrain phase {job.phase_index}", text)
     return result.checkpoint
+
+
+def _check_heldout_split(cfg: PretrainConfig, inputs: list[str]) -> None:
+    """Before any phase trains: every phase keeps shards to train on after its held-out ones (footers only)."""
+    if not cfg.heldout.files:
+        return
+    for index, uri in enumerate(inputs):
+        files = instance_files(uri)
+        try:
+            heldout.split_files(files, heldout.footer_rows(files), cfg.heldout.files)
+        except ValueError as e:
+            raise PretrainInputError(f"phase {index} instances {uri!r}: {e}") from e
+
+
+def _split_heldout(job: WorkerJob, instances_uri: str, run_root: str) -> tuple[list[str], dict | None, dict | None]:
+    """(shards trained on, held-out masked rows, their baselines); the baselines are written to
+    ``{run}/phase{k}/heldout.json`` for the report."""
+    try:
+        train, rows, baselines = heldout.prepare(job.cfg, job.phase, instance_files(instances_uri), job.vocab)
+    except ValueError as e:
+        raise PretrainInputError(f"phase {job.phase_index} instances {instances_uri!r}: {e}") from e
+    if baselines is not None:
+        if sum(heldout.footer_rows(train)) < job.phase.global_batch_size:
+            raise PretrainInputError(f"phase {job.phase_index}: the shards left to train on after holding out "
+                                     f"{job.cfg.heldout.files} hold fewer rows than one global batch")
+        heldout.write_baselines(storage.join(run_root, f"phase{job.phase_index}"), baselines)
+    return train, rows, baselines
 
 
 def _worker_env(*uris: str) -> dict[str, str]:

@@ -32,13 +32,17 @@ class WorkerJob:
     """The phase's instances (shards, row counts, fingerprint); set by the trainer before fitting."""
     instance_log: str | None = None
     """Test hook: a directory where every rank appends the instance_ids of each micro-batch."""
+    heldout: dict[str, Any] | None = None
+    """The phase's held-out rows, masked once (``heldout.prepare``: ``TRAIN_BATCH_KEYS`` arrays), scored every
+    ``cfg.heldout.every`` steps; None: no held-out check."""
 
     def to_loop_config(self) -> dict[str, Any]:
         return {"cfg": to_dict(self.cfg), "phase_index": self.phase_index, "vocab": dataclasses.asdict(self.vocab),
                 "run_identity": self.run_identity, "metrics_dir": self.metrics_dir,
                 "init_weights": self.init_weights,
                 "step_hook": self.step_hook,
-                "plan": self.plan.to_dict() if self.plan else None, "instance_log": self.instance_log}
+                "plan": self.plan.to_dict() if self.plan else None, "instance_log": self.instance_log,
+                "heldout": self.heldout}
 
     @classmethod
     def from_loop_config(cls, d: dict[str, Any]) -> "WorkerJob":
@@ -48,7 +52,7 @@ class WorkerJob:
             vocab["continuation"] = tuple(vocab["continuation"])
         return cls(from_dict(PretrainConfig, d["cfg"]), d["phase_index"], VocabInfo(**vocab), d["run_identity"],
                    d["metrics_dir"], d["init_weights"], d["step_hook"],
-                   InstancePlan.from_dict(d["plan"]) if d["plan"] else None, d["instance_log"])
+                   InstancePlan.from_dict(d["plan"]) if d["plan"] else None, d["instance_log"], d.get("heldout"))
 
     @property
     def phase(self):
