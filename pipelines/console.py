@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import sys
 import threading
@@ -243,6 +244,14 @@ def info(line: str = "") -> None:
 
 def clear() -> None:
     _CONSOLE.clear()
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def plain(text: str) -> str:
+    """``text`` without terminal colour and cursor codes (Ray colours its task errors)."""
+    return _ANSI.sub("", text)
 
 
 def current() -> Console:

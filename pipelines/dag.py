@@ -301,11 +301,12 @@ class Pipeline:
         except Exception as e:
             rec.state, rec.finished = "failed", time.time()
             rec.seconds = rec.finished - rec.started
-            rec.error = f"{type(e).__name__}: {e}\n" + traceback.format_exc(limit=-6)
+            rec.error = console.plain(f"{type(e).__name__}: {e}\n" + traceback.format_exc(limit=-6))
             manifest["stages"][name] = dataclasses.asdict(rec)
             self._save(root, manifest)
-            log.end(name, f"{prefix}: FAILED after {rec.seconds:.1f}s: {type(e).__name__}: {e}")
-            raise StageFailed(f"stage {name!r} failed: {type(e).__name__}: {e}") from e
+            error = console.plain(f"{type(e).__name__}: {e}")
+            log.end(name, f"{prefix}: FAILED after {rec.seconds:.1f}s: {error}")
+            raise StageFailed(f"stage {name!r} failed: {error}") from e
         rec.state, rec.outputs, rec.finished = "done", outputs, time.time()
         rec.seconds = rec.finished - rec.started
         manifest["stages"][name] = dataclasses.asdict(rec)

@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines import allocator, storage
+from pipelines.parquet_files import read_parquet, write_parquet
 
 allocator.configure()  # every process that runs a stage imports this module
 
@@ -205,8 +206,6 @@ def write_output_tables(out: dict[str, list], tmp: str, name: str, tables: Itera
     comes straight into the file (``storage.atomic_output``), so a lazy iterable is never all in
     memory, nor is the file; ``table_stats(table)`` of each is added to ``stats``. Empty tables add
     nothing; a file of no rows is not written."""
-    from pipelines.stage_store import write_parquet
-
     stats = dict(stats)
 
     def nonempty() -> Iterator[pa.Table]:
@@ -334,12 +333,16 @@ def shuffle_groups(ds, key: str, num_partitions: int, fn: Callable[..., pa.Table
                                 num_cpus=1)
 
 
+def read_shard(unit: Unit, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """``map_units``' reader for stage outputs: the whole shard as one piece."""
+    yield read_parquet(unit.uri, columns)
+
+
 def read_files(files: list[str], columns: list[str] | None = None):
     """A Ray Dataset over parquet files (any storage URI), in file order: a read task per file.
     (``ray.data.read_parquet`` first reads every footer in helper actors that are not restarted
     when their node is lost, which failed the stage; a task per file is simply retried.)"""
     import ray.data
-    from pipelines.stage_store import read_shard
 
     if not files:
         raise ValueError("no parquet file to read")

@@ -11,15 +11,14 @@ blocks produced them. ``add_file`` appends and the commit sorts once, so a commi
 from __future__ import annotations
 
 import dataclasses
-import io
 import time
 import uuid
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines import identity, stage_exec, storage
+from pipelines.parquet_files import read_parquet, table_to_parquet_bytes
 from pipelines.typed_config import to_dict
 
 MANIFEST = "manifest.json"
@@ -78,24 +77,6 @@ def read_dataset(uri: str, columns: list[str] | None = None):
     if not files:
         raise ValueError(f"{uri} holds no data files")
     return stage_exec.read_files(files, columns)
-
-
-def table_to_parquet_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    write_parquet([table], table.schema, sink)
-    return sink.getvalue().to_pybytes()
-
-
-def write_parquet(tables: Iterable[pa.Table], schema: pa.Schema, sink) -> int:
-    """Write ``tables`` (each selected and cast to ``schema``) in order into ``sink``, each as it comes
-    (row groups of up to 2^20 rows), so only one table is held; -> rows. One table gives the bytes of
-    ``pq.write_table`` with the same options, the stage files' format since the first version."""
-    rows = 0
-    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-        for table in tables:
-            writer.write_table(table.select(schema.names).cast(schema).combine_chunks(), row_group_size=1 << 20)
-            rows += table.num_rows
-    return rows
 
 
 ABORT_QUIET_S = 1.0
@@ -202,14 +183,6 @@ def run_stage(root: str, stage: str, cfg: Any, inputs: tuple[Any, ...],
     return writer.commit()
 
 
-def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
-    """One parquet file at ``uri``; errors name it."""
-    try:
-        return pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=columns)
-    except Exception as e:
-        raise ValueError(f"cannot read parquet {uri}: {type(e).__name__}: {e}") from e
-
-
 def iter_arrow(ds, batch_size: int | None = 4096) -> Iterator[pa.Table]:
     """Batches of a Ray Dataset as pyarrow tables (build ``ds`` under ``preserve_order``)."""
     yield from ds.iter_batches(batch_size=batch_size, batch_format="pyarrow")
@@ -218,8 +191,3 @@ def iter_arrow(ds, batch_size: int | None = 4096) -> Iterator[pa.Table]:
 def shard_units(uri: str) -> list[stage_exec.Unit]:
     """A completed output's shards as work units, one per file, in row order."""
     return [stage_exec.Unit(f) for f in data_files(uri)]
-
-
-def read_shard(unit: stage_exec.Unit, columns: list[str] | None = None) -> Iterator[pa.Table]:
-    """``map_units``' reader for stage outputs: the whole shard as one piece."""
-    yield read_parquet(unit.uri, columns)

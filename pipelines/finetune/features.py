@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from pipelines import stage_store, storage
+from pipelines import parquet_files, stage_store, storage
 from pipelines.finetune import glue
 from pipelines.typed_config import config_hash
 
@@ -330,7 +330,7 @@ def extract_features(table: pa.Table, checkpoint_uri: str, cfg: FeatureConfig, r
 def _table_digest(table: pa.Table) -> str:
     import hashlib
 
-    return hashlib.sha256(stage_store.table_to_parquet_bytes(table)).hexdigest()[:16]
+    return hashlib.sha256(parquet_files.table_to_parquet_bytes(table)).hexdigest()[:16]
 
 
 def read_features(uri: str) -> tuple[list[str], np.ndarray, np.ndarray]:

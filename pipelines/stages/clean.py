@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import schemas, stage_exec, stage_store, storage
+from pipelines import parquet_files, schemas, stage_exec, stage_store, storage
 
 STAGE = "clean"
 REASONS = ("binary", "too_short", "too_long", "duplicate")
@@ -211,7 +211,7 @@ def finish_block(block: pa.Table, work_files: list[str], tmp: str, env: dict[str
     for lo, hi in _runs(shards):
         shard = int(shards[lo])
         ids = block.column("doc_id").slice(lo, hi - lo).drop_null()
-        table, stats = finish_shard(stage_store.read_parquet(work_files[shard]), ids)
+        table, stats = finish_shard(parquet_files.read_parquet(work_files[shard]), ids)
         stage_exec.write_output(out, tmp, f"part-{shard:05d}-0000.parquet", table, schemas.DOCUMENTS, shard, 0, stats)
     return pa.table(out, schema=stage_exec.WRITTEN)
 
@@ -246,7 +246,7 @@ def run_clean(cfg: CleanConfig, documents_uri: str, root: str, *, concurrency: i
 
     def produce(writer: stage_store.StageWriter) -> None:
         units = stage_store.shard_units(documents_uri)
-        _, work = stage_exec.map_units(writer, units, stage_store.read_shard, (), CleanShard, (cfg,), schema=WORK_FILE,
+        _, work = stage_exec.map_units(writer, units, stage_exec.read_shard, (), CleanShard, (cfg,), schema=WORK_FILE,
                                        desc="clean", prefix="work", record=False, concurrency=concurrency)
         if len(work) != len(units):  # every shard has rows, so each writes a WORK file
             raise RuntimeError(f"clean: {len(units)} shards gave {len(work)} work files")

@@ -152,7 +152,7 @@ def run_tokenize(cfg: TokenizeConfig, sentences_uri: str, wordpiece_uri: str, ro
                          "(the wordpiece stage's lowercase)")
 
     def produce(writer: stage_store.StageWriter) -> None:
-        stats, _ = stage_exec.map_units(writer, stage_store.shard_units(sentences_uri), stage_store.read_shard, (),
+        stats, _ = stage_exec.map_units(writer, stage_store.shard_units(sentences_uri), stage_exec.read_shard, (),
                                         EncodeShard, (wordpiece_uri,), schema=schemas.TOKENIZED, desc="tokenize",
                                         concurrency=concurrency)
         if not stats.get("tokens"):

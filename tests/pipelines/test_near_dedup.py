@@ -244,7 +244,7 @@ def digests(uri: str) -> dict[str, str]:
 
 
 def test_stage_equals_the_core_and_its_bytes_do_not_depend_on_partitions_or_tasks(ray_session, tmp_path):
-    from pipelines import stage_store
+    from pipelines import parquet_files, stage_store
 
     table = corpus()
     documents = write_documents(str(tmp_path), table, 4)
@@ -258,7 +258,7 @@ def test_stage_equals_the_core_and_its_bytes_do_not_depend_on_partitions_or_task
         runs.append((uri, digests(uri), stage_store.read_stats(uri)))
     uri, files, stats = runs[0]
     assert stage_store.read_table(uri).equals(kept)
-    audit = pa.concat_tables([stage_store.read_parquet(os.path.join(uri, "removed", f))
+    audit = pa.concat_tables([parquet_files.read_parquet(os.path.join(uri, "removed", f))
                               for f in sorted(os.listdir(os.path.join(uri, "removed")))])
     assert audit.sort_by("doc_id").equals(removed.sort_by("doc_id"))
     for key in ("documents_in", "documents", "removed", "clusters", "largest_cluster", "short_documents",

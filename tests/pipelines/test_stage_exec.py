@@ -3,7 +3,7 @@ import os
 import pyarrow as pa
 import pytest
 
-from pipelines import stage_exec, stage_store, storage
+from pipelines import parquet_files, stage_exec, stage_store, storage
 from pipelines.schemas import DOCUMENTS
 
 
@@ -24,7 +24,7 @@ def _make_stage():
     """A reader and a worker class (nested, so Ray pickles them by value: workers cannot import tests)."""
     def read_in_pieces(unit, parts: int):
         """The shard cut into ``parts`` pieces (one may be empty), then the read's own counts."""
-        table = stage_store.read_parquet(unit.uri)
+        table = parquet_files.read_parquet(unit.uri)
         n = -(-table.num_rows // parts)
         yield from (table.slice(k * n, n) for k in range(parts))
         yield {"units_read": 1}
@@ -105,7 +105,7 @@ def test_map_units_names_the_unreadable_shard(tmp_path, ray_session):
         f.write(b"not parquet")
 
     def produce(writer):
-        stage_exec.map_units(writer, units, stage_store.read_shard, (), stage_exec.Apply, (lambda t: (t, {}),),
+        stage_exec.map_units(writer, units, stage_exec.read_shard, (), stage_exec.Apply, (lambda t: (t, {}),),
                              schema=DOCUMENTS)
     with pytest.raises(Exception, match="cannot read parquet .*part-00001.parquet"):
         stage_store.run_stage(str(tmp_path / "out"), "up", {}, (), produce)

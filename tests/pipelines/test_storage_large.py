@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import stage_store, storage
+from pipelines import parquet_files, stage_store, storage
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_large_parquet_shard_round_trips(s3, s3_bucket):
                       "blob": pa.array([_random(SIZE // rows + 1, i) for i in range(rows)], pa.binary())})
     writer = stage_store.StageWriter(f"{s3_bucket}/root", "big", "k1", {}, ())
     writer.write_table(table)
-    expected = stage_store.table_to_parquet_bytes(table)
+    expected = parquet_files.table_to_parquet_bytes(table)
     assert len(expected) > SIZE
     tmp_key = f"{writer.tmp}/part-00000.parquet"[len(s3_bucket) + 1:]
     assert _parts(s3, bucket, tmp_key) == math.ceil(len(expected) / storage.PYARROW_S3_PART_SIZE) == 20
