@@ -7,7 +7,7 @@ Three contestants, the same work (read BERT-format text, split sentences with
 ``pipelines.stages.split``, WordPiece-tokenize with the bert-base-uncased vocabulary, build NSP
 pairs with max_seq_length 128, dupe_factor 1; masking is left to training time everywhere):
 
-- ours: the BERT DAG run ``--until nsp_pairs`` (``pipelines.run_config.run_until``) on a local Ray
+- ours: the BERT DAG run ``--until nsp_pairs`` (``pipelines.bert_dag.run_until``) on a local Ray
   with N CPUs (it also cleans and de-duplicates, and writes every stage's parquet and the run manifest);
   with the CPU seconds its processes used, by kind (``CpuMeter``);
 - "cores": ours' stage cores alone (``run_cores``: read, clean + dedup, split, tokenize, NSP), one
@@ -138,7 +138,7 @@ def run_ours(files: list[str], cores: int) -> dict:
 
     from pipelines import stage_store
     from pipelines.presets import build_run_config
-    from pipelines.run_config import run_until
+    from pipelines.bert_dag import run_until
 
     from cluster.ray_settings import system_config, use_node_env
 

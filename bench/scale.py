@@ -75,7 +75,7 @@ def run_chain(corpus: str, root: str, measure: Callable[[str], contextlib.Abstra
     """The BERT DAG up to nsp_pairs, one stage at a time (``run_until`` each stage in turn: every earlier
     one is done and skipped), each inside ``measure(stage)``; -> {stage: output URI}."""
     from pipelines.presets import build_run_config
-    from pipelines.run_config import run_until
+    from pipelines.bert_dag import run_until
 
     # the base preset's vocabulary: 30522 pieces from a 10% sample of the documents; instances of 128 tokens
     cfg = build_run_config({"root": root, "pretrain": {"phases": [{"max_seq_length": 128}]}, "data": {

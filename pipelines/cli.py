@@ -159,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     check_run_root(cfg.root)
-    try:  # one driver per run root, taken before planning, starting Ray or writing anything
+    try:  # one driver per run root, taken once, before planning, starting Ray or writing anything
         with run_lock.hold(cfg.root, cfg.lock.lease_s):
             return _run_locked(args, cfg)
     except run_lock.LockHeld as e:
@@ -171,20 +171,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_locked(args: argparse.Namespace, cfg) -> int:
     from pipelines import console
-    from pipelines.bert_dag import bert_pipeline
+    from pipelines.bert_dag import bert_pipeline, checked_plan
     from pipelines.dag import read_manifest
-    from pipelines.run_config import checked_plan
     from pipelines.run_root import RunLog
 
     pipeline = bert_pipeline()
-    to_run, to_skip, _ = checked_plan(pipeline, cfg, args.from_stage, args.until)
+    plan = checked_plan(pipeline, cfg, args.from_stage, args.until)  # the one plan, refused before any work
+    to_run, to_skip, _ = plan
     log = RunLog(cfg.root) if to_run and not args.verbose else None
     console.info(f"run {cfg.name} at {cfg.root}: {len(to_run)} stage(s) to run ({', '.join(to_run) or 'none'}), "
                  f"{len(to_skip)} done" + (f"; Ray's logs: {log.shown}" if log else ""))
     t0 = time.time()
     try:
         with ray_for(cfg, bool(to_run), log):
-            pipeline.run(cfg, cfg.root, args.from_stage, args.until)
+            pipeline.execute(cfg, cfg.root, plan)
     finally:
         console.clear()
         if log:
@@ -287,8 +287,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 # --- cluster jobs ---------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace) -> int:
     from cluster import jobs
-    from pipelines.bert_dag import bert_pipeline
-    from pipelines.run_config import check_inputs
+    from pipelines.bert_dag import bert_pipeline, expand_inputs
     from pipelines.typed_config import to_dict
 
     if args.finetune:
@@ -299,7 +298,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if stage and stage not in names:
             raise UsageError(f"{flag} {stage!r}: no such stage; stages are {', '.join(names)}")
     if not any(u.startswith("demo:") for u in cfg.data.inputs):
-        check_inputs(cfg)  # a local path here is not the cluster's; still, catch typos in s3:// globs
+        expand_inputs(cfg.data.inputs)  # a local path here is not the cluster's; still, catch typos in s3:// globs
     address = _check_root_visible(cfg.root, args.address)
     entrypoint = jobs.run_entrypoint(to_dict(cfg), args.from_stage, args.until, args.verbose)
     job = jobs.submit(args.address, entrypoint, metadata={"run_root": cfg.root, "name": cfg.name})

@@ -51,9 +51,10 @@ class Interrupted(PipelineError):
 
 @dataclass
 class StageContext:
-    """What a stage callable gets: the whole run config, where to write, its upstream outputs."""
+    """What a stage's run function gets: its slice of the run config (the one its identity hashes),
+    where to write, its upstream outputs."""
 
-    cfg: Any
+    config: Any
     root: str
     stage: str
     stage_hash: str
@@ -75,7 +76,8 @@ class Stage:
     after: tuple[str, ...] = ()
     """Stages whose outputs this one reads."""
     config: Callable[[Any], Any] = lambda cfg: None
-    """The slice of the run config this stage depends on (hashed into the stage hash)."""
+    """The slice of the run config this stage depends on: hashed into the stage hash (without its
+    execution fields) and handed to ``run`` as ``ctx.config``."""
     description: str = ""
     resume_point: Callable[[str], str | None] | None = None
     """Where an unfinished run of this stage picks up, given the run root (e.g. "phase 0 step 150"), for
@@ -245,16 +247,25 @@ class Pipeline:
         return to_run, to_skip, manifest
 
     def run(self, cfg: Any, root: str, from_stage: str | None = None, until: str | None = None,
-            log: Callable[[str], None] | None = None, lease_s: float | None = None) -> RunResult:
-        """Run what is not done; holds the run root's lock throughout (LockHeld: another driver has it).
+            log: Callable[[str], None] | None = None, lease_s: float | None = None,
+            check: Callable[[list[str]], Any] | None = None) -> RunResult:
+        """Plan, then run what is not done; holds the run root's lock throughout (LockHeld: another driver
+        has it). ``check(stages to run)`` may refuse the plan before any work (e.g. a missing input).
+        ``log``: as ``execute``'s."""
+        with run_lock.hold(root, lease_s):
+            plan = self.plan(cfg, root, from_stage, until)
+            if check is not None:
+                check(plan[0])
+            return self.execute(cfg, root, plan, log)
+
+    def execute(self, cfg: Any, root: str, plan: tuple[list[str], list[str], dict[str, Any]],
+                log: Callable[[str], None] | None = None) -> RunResult:
+        """Run the stages of ``plan`` (from ``plan``, under the run root's lock, which the caller holds).
         ``log`` gets a line per stage as it is skipped, started and finished; without it each stage is a
         live line on the console (``pipelines.console``) and then its one result line."""
-        with run_lock.hold(root, lease_s):
-            return self._run_locked(cfg, root, from_stage, until, _Lines(log) if log else _ConsoleLines())
-
-    def _run_locked(self, cfg: Any, root: str, from_stage: str | None, until: str | None,
-                    log: "_Lines") -> RunResult:
-        to_run, to_skip, manifest = self.plan(cfg, root, from_stage, until)
+        run_lock.check(root)
+        lines = _Lines(log) if log else _ConsoleLines()
+        to_run, to_skip, manifest = plan
         hashes = self.stage_hashes(cfg)
         if to_run:  # a run with nothing to do leaves the manifest untouched
             manifest["driver"] = {"host": socket.gethostname(), "pid": os.getpid()}
@@ -263,9 +274,9 @@ class Pipeline:
         for i, name in enumerate(n for n in self.stages if n in to_run or n in to_skip):
             prefix = f"[{i + 1}/{total}] {name}"
             if name in to_skip:
-                log.skipped(prefix)
+                lines.skipped(prefix)
                 continue
-            self._run_stage(cfg, root, name, hashes[name], manifest, prefix, log)
+            self._run_stage(cfg, root, name, hashes[name], manifest, prefix, lines)
         return RunResult(root=root, ran=to_run, skipped=to_skip, manifest=manifest)
 
     def _run_stage(self, cfg: Any, root: str, name: str, stage_hash: str, manifest: dict[str, Any],
@@ -283,7 +294,7 @@ class Pipeline:
                                   if rec.attempts > 1 else ""))
         if resumed:
             log.note(f"{name}: resuming from {resumed}")
-        ctx = StageContext(cfg=cfg, root=root, stage=name, stage_hash=stage_hash, inputs=inputs)
+        ctx = StageContext(config=stage.config(cfg), root=root, stage=name, stage_hash=stage_hash, inputs=inputs)
         try:
             outputs = stage.run(ctx)
             if not isinstance(outputs, dict) or not all(isinstance(v, str) for v in outputs.values()):

@@ -337,8 +337,3 @@ def write_report(root: str, key: str, inputs: dict[str, dict[str, str]]) -> dict
     png = plot_loss_curves(pretrain, finetune_curves(summary), storage.join(out, "loss_curves.png"),
                            title=f"run {root}", baselines=baselines)
     return {"output": storage.join(out, "results.md"), "plot": png, "json": storage.join(out, "results.json")}
-
-
-# --- the BERT DAG's adapter (``pipelines.bert_dag``) --------------------------------------------------
-def dag_adapter(ctx) -> dict[str, str]:
-    return write_report(ctx.root, ctx.stage_hash, ctx.inputs)

@@ -1,9 +1,6 @@
 """RunConfig: one typed, strict config for a whole run, composed of every stage's own config (the
-schema). Loading it from a preset or YAML file: ``pipelines.presets``; the DAG it drives:
-``pipelines.bert_dag``, run from Python with ``run_until`` (what ``bert-pipeline run --until`` does):
-
-    cfg = load_run_config("demo", ["root=/tmp/run", "data.inputs=[corpus/*.txt.gz]"])
-    run_until(cfg, "nsp_pairs")["nsp_pairs"]["seq64"]   # the data stages alone: NSP instances of length 64
+schema). Loading it from a preset or YAML file: ``pipelines.presets``; the DAG it drives, and which slice
+of it each stage gets: ``pipelines.bert_dag``.
 
 Paths starting with ``demo:`` name files shipped in ``pipelines/demo/`` (the demo corpus and task); storage
 opens them where the package is installed, and stage identities hold the ``demo:`` name. Relative local
@@ -14,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from pipelines import storage
 from pipelines.finetune.jobs import FinetuneConfig
 from pipelines.identity import PRETRAIN_EXECUTION_FIELDS  # one list for the DAG and pretraining
 from pipelines.pretrain.config import PretrainConfig
 from pipelines.stages.clean import CleanConfig
+from pipelines.stages.near_dedup import NearDedupConfig
 from pipelines.stages.nsp_pairs import NspConfig
 from pipelines.stages.read import ReadConfig
 from pipelines.stages.split import SplitConfig
@@ -38,6 +36,7 @@ class DataConfig:
     """Corpus files, directories or glob patterns (any storage URI; ``demo:`` = shipped with the package)."""
     read: ReadConfig = field(default_factory=ReadConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
+    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     wordpiece: WordPieceConfig = field(default_factory=WordPieceConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
@@ -118,37 +117,3 @@ def run_identity(cfg: RunConfig) -> dict[str, Any]:
     tasks = [{k: v for k, v in t.items() if k not in ("num_cpus", "num_gpus")}
              for t in to_dict(cfg.finetune)["tasks"]]
     return {"data": to_dict(cfg.data), "pretrain": pretrain, "finetune": {**to_dict(cfg.finetune), "tasks": tasks}}
-
-
-def check_inputs(cfg: RunConfig) -> list[str]:
-    """The corpus files: ``data.inputs`` expanded now, so a missing input fails before any Ray work
-    (naming the path)."""
-    files: list[str] = []
-    for uri in cfg.data.inputs:
-        try:
-            files += storage.expand(uri)
-        except FileNotFoundError as e:
-            raise ConfigError(f"data.inputs: {e}") from e
-    return files
-
-
-def checked_plan(pipeline, cfg: RunConfig, from_stage: str | None = None, until: str | None = None):
-    """``pipeline.plan`` (its refusals happen there), then, when ``read`` is to run, the inputs expanded
-    (``check_inputs``): a bad config or a missing input fails before any work. -> the plan."""
-    plan = pipeline.plan(cfg, cfg.root, from_stage, until)
-    if "read" in plan[0]:
-        check_inputs(cfg)
-    return plan
-
-
-def run_until(cfg: RunConfig, stage: str, log: Callable[[str], None] | None = None) -> dict[str, dict[str, str]]:
-    """The BERT DAG on ``cfg`` up to and including ``stage``, as ``bert-pipeline run --until STAGE`` runs
-    it (stages already done are skipped; a bad config or input is refused before any work), on this
-    process's Ray (``ray.init`` first, or Ray Data starts a local one). ``log``: as ``Pipeline.run``'s
-    (None: the console). -> {stage: its outputs} for ``stage`` and its upstream stages."""
-    from pipelines.bert_dag import bert_pipeline
-
-    pipeline = bert_pipeline()
-    checked_plan(pipeline, cfg, until=stage)
-    manifest = pipeline.run(cfg, cfg.root, until=stage, log=log, lease_s=cfg.lock.lease_s).manifest
-    return {name: manifest["stages"][name]["outputs"] for name in pipeline.upstream(stage) + [stage]}

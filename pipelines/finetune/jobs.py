@@ -22,7 +22,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, ClassVar, Literal
 
 from pipelines import console, storage
 from pipelines.finetune import glue, metrics
@@ -41,6 +41,9 @@ NER_TASKS = {"conll2003": ConllParams()}
 @dataclass(frozen=True)
 class TaskJob:
     """One task to fine-tune: which data, which hyper-parameters, which resources."""
+
+    EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = ("num_cpus", "num_gpus")
+    """Resources: not part of any identity (``pipelines.identity.identity_data``)."""
 
     name: str
     """A GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli), squad_v1, squad_v2, conll2003 (NER),
@@ -370,16 +373,3 @@ def demo_config(num_cpus: float = 1.0, num_gpus: float = 0.0, **hyper_params) ->
     return FinetuneConfig(tasks=(TaskJob(name=glue.DEMO_TASK.name, data_uri=glue.DEMO_TASK_DIR, spec=glue.DEMO_TASK,
                                          hyper_params=HyperParams(**hyper_params), num_cpus=num_cpus,
                                          num_gpus=num_gpus),))
-
-
-# --- the BERT DAG's adapter (``pipelines.bert_dag``) --------------------------------------------------
-def dag_adapter(ctx) -> dict[str, str]:
-    """Every task on the pretrained export, under ``{root}/finetune/{stage hash}``; a task that failed
-    fails the stage once the others have finished (they are kept: a re-run retries only the failed)."""
-    out_root = storage.join(ctx.root, "finetune", ctx.stage_hash)
-    summary = run_finetune_jobs(ctx.cfg.finetune, ctx.input("pretrain"), out_root)
-    failed = [name for name, r in summary["tasks"].items() if r.get("status") == "failed"]
-    if failed:
-        errors = "; ".join(f"{n}: {summary['tasks'][n]['error'].splitlines()[-1]}" for n in failed)
-        raise RuntimeError(f"fine-tuning failed for {', '.join(failed)} ({errors}); see {out_root}/results.md")
-    return {"output": storage.join(out_root, "results.json"), "table": storage.join(out_root, "results.md")}

@@ -8,9 +8,10 @@ bad value fails when the config is built, naming the field.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from bert_core import PRESETS
+from pipelines.identity import PRETRAIN_EXECUTION_FIELDS
 from pipelines.typed_config import ConfigError
 
 
@@ -110,6 +111,8 @@ class HeldoutConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
+    EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = PRETRAIN_EXECUTION_FIELDS
+    """Not part of any identity (``pipelines.identity.identity_data``): how and where it runs."""
     model_preset: str = "base"
     """BERT size: tiny, mini, small, medium, base or large (bert_core.PRESETS)."""
     vocab_size: int | None = None

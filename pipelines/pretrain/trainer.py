@@ -208,10 +208,3 @@ def _metrics_text(metrics: dict) -> str:
     if "mlm_loss" not in metrics:
         return ""
     return f"MLM loss {metrics['mlm_loss']:.3f} acc {metrics['mlm_accuracy']:.3f}"
-
-
-# --- the BERT DAG's adapter (``pipelines.bert_dag``) --------------------------------------------------
-def dag_adapter(ctx) -> dict[str, str]:
-    """Every phase trains on the NSP instances built for its ``max_seq_length``."""
-    instances = [ctx.input("nsp_pairs", f"seq{phase.max_seq_length}") for phase in ctx.cfg.pretrain.phases]
-    return {"output": run_pretraining(ctx.cfg.pretrain, instances, ctx.input("wordpiece", "vocab"), ctx.root)}

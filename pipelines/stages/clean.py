@@ -264,8 +264,3 @@ def run_clean(cfg: CleanConfig, documents_uri: str, root: str, *, concurrency: i
         writer.stats.update(stats)
 
     return stage_store.run_stage(root, STAGE, cfg, (stage_store.input_identity(documents_uri),), produce, version=3)
-
-
-# --- the BERT DAG's adapter (``pipelines.bert_dag``): this stage with its config slice ------------
-def dag_adapter(ctx) -> dict[str, str]:
-    return {"output": run_clean(ctx.cfg.data.clean, ctx.input("read"), ctx.root)}

@@ -604,9 +604,3 @@ def run_near_dedup(cfg: NearDedupConfig, documents_uri: str, root: str, *, concu
 
     inputs = (stage_store.input_identity(documents_uri),)
     return stage_store.run_stage(root, STAGE, cfg, inputs, produce, version=1)
-
-
-# --- the BERT DAG's adapter (``pipelines.bert_dag``): this stage with its config slice ------------
-def dag_adapter(ctx) -> dict[str, str]:
-    """Disabled, the output is ``clean``'s own (``split`` then reads the same URI as without this stage)."""
-    return {"output": run_near_dedup(ctx.cfg.data.near_dedup, ctx.input("clean"), ctx.root)}

@@ -405,16 +405,3 @@ def run_nsp_pairs(cfg: NspConfig, tokenized_uri: str, root: str, vocabulary=None
 
     inputs = (stage_store.input_identity(tokenized_uri),)
     return stage_store.run_stage(root, STAGE, key_cfg, inputs, produce, version=4)
-
-
-# --- the BERT DAG's adapter (``pipelines.bert_dag``): this stage with its config slice ------------
-def dag_adapter(ctx) -> dict[str, str]:
-    """One output per pretraining phase length, ``seq{L}``; each is its own stage-store output (keyed
-    by its config), so an interrupted stage keeps the lengths already committed."""
-    from pipelines.run_config import nsp_lengths
-    from pipelines.stages.wordpiece import Vocabulary
-
-    vocabulary = Vocabulary.of(ctx.input("wordpiece"))  # a typed value from upstream, not a path to parse
-    return {f"seq{length}": run_nsp_pairs(dataclasses.replace(ctx.cfg.data.nsp_pairs, max_seq_length=length),
-                                          ctx.input("tokenize"), ctx.root, vocabulary)
-            for length in nsp_lengths(ctx.cfg)}

@@ -342,11 +342,3 @@ def run_read(cfg: ReadConfig, inputs: str | list[str], root: str, *, concurrency
                             input_bytes=sum(e[1] or 0 for e in identity), read_seconds=round(time.time() - started, 3))
 
     return stage_store.run_stage(root, STAGE, cfg, (identity,), produce, version=2)
-
-
-# --- the BERT DAG's adapter (``pipelines.bert_dag``): this stage with its config slice ------------
-def dag_adapter(ctx) -> dict[str, str]:
-    """The run config's corpus paths, expanded (a missing one names itself), read under the run root."""
-    from pipelines.run_config import check_inputs
-
-    return {"output": run_read(ctx.cfg.data.read, check_inputs(ctx.cfg), ctx.root)}

@@ -109,8 +109,3 @@ def run_split(cfg: SplitConfig, documents_uri: str, root: str, *, concurrency: i
         writer.stats.update(stats)
 
     return stage_store.run_stage(root, STAGE, cfg, (stage_store.input_identity(documents_uri),), produce, version=2)
-
-
-# --- the BERT DAG's adapter (``pipelines.bert_dag``): this stage with its config slice ------------
-def dag_adapter(ctx) -> dict[str, str]:
-    return {"output": run_split(ctx.cfg.data.split, ctx.input("clean"), ctx.root)}

@@ -162,8 +162,3 @@ def run_tokenize(cfg: TokenizeConfig, sentences_uri: str, wordpiece_uri: str, ro
     inputs = (stage_store.input_identity(sentences_uri), stage_store.input_identity(wordpiece_uri))
     # The casing is the vocabulary's, which the wordpiece input's identity already covers.
     return stage_store.run_stage(root, STAGE, dataclasses.replace(cfg, lowercase=None), inputs, produce, version=2)
-
-
-# --- the BERT DAG's adapter (``pipelines.bert_dag``): this stage with its config slice ------------
-def dag_adapter(ctx) -> dict[str, str]:
-    return {"output": run_tokenize(ctx.cfg.data.tokenize, ctx.input("split"), ctx.input("wordpiece"), ctx.root)}

@@ -192,10 +192,3 @@ def run_wordpiece(cfg: WordPieceConfig, sentences_uri: str, root: str) -> str:
             writer.stats.update(stats)
 
     return stage_store.run_stage(root, STAGE, cfg, (identity,), produce)
-
-
-# --- the BERT DAG's adapter (``pipelines.bert_dag``): this stage with its config slice ------------
-def dag_adapter(ctx) -> dict[str, str]:
-    """Outputs the vocabulary's stage output and its ``vocab.txt`` (what pretraining exports)."""
-    out = run_wordpiece(ctx.cfg.data.wordpiece, ctx.input("split"), ctx.root)
-    return {"output": out, "vocab": storage.join(out, "vocab.txt")}

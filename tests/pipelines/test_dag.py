@@ -34,7 +34,7 @@ def _write(ctx, name, data: str) -> str:
 def toy_pipeline(calls: list[str], fail_at: str | None = None) -> Pipeline:
     def source(ctx):
         calls.append("source")
-        return {"output": _write(ctx, "text.txt", ctx.cfg.text)}
+        return {"output": _write(ctx, "text.txt", ctx.config)}
 
     def upper(ctx):
         calls.append("upper")
@@ -46,7 +46,7 @@ def toy_pipeline(calls: list[str], fail_at: str | None = None) -> Pipeline:
     def count(ctx):
         calls.append("count")
         words = storage.read_bytes(ctx.input("upper")).decode().split()
-        counts = {w: words.count(w) * ctx.cfg.count.repeat for w in sorted(set(words))}
+        counts = {w: words.count(w) * ctx.config.repeat for w in sorted(set(words))}
         return {"output": _write(ctx, "counts.json", json.dumps(counts))}
 
     def length(ctx):

@@ -36,7 +36,7 @@ def _config(corpus: str, root: str):
 
 def run_chain(corpus: str, root: str) -> dict[str, str]:
     """{stage: its output} of the DAG run ``--until nsp_pairs``."""
-    from pipelines.run_config import run_until
+    from pipelines.bert_dag import run_until
     from tests.pipelines.test_preprocess import data_outputs
 
     return data_outputs(run_until(_config(corpus, root), "nsp_pairs"))

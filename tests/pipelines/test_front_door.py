@@ -79,11 +79,11 @@ def test_read_identity_and_rows_do_not_depend_on_the_install_folder(tmp_path, mo
 # --- the DAG: a root where nothing finished; interrupts ----------------------------------------------
 def _pipeline(calls: list[str], interrupt: BaseException | None = None) -> Pipeline:
     def make(ctx):
-        calls.append(ctx.cfg)
+        calls.append(ctx.config)
         if interrupt is not None:
             raise interrupt
         uri = storage.join(ctx.root, "make", ctx.stage_hash, "out.txt")
-        storage.write_bytes_atomic(uri, ctx.cfg.encode())
+        storage.write_bytes_atomic(uri, ctx.config.encode())
         return {"output": uri}
 
     def fail(ctx):

@@ -60,7 +60,7 @@ def _kill_mid_tokenize(ray_session, demo_files, root: str) -> None:
         "import sys, ray\n"
         "sys.path.insert(0, %r)\n"
         "from tests.pipelines.test_preprocess import _config\n"
-        "from pipelines.run_config import run_until\n"
+        "from pipelines.bert_dag import run_until\n"
         "ray.init(address=%r, log_to_driver=False)\n"
         "run_until(_config(%r, %r), 'nsp_pairs')\n"
     ) % (REPO, address, list(demo_files), root)

@@ -156,7 +156,7 @@ def _child(bucket: str, ray_dir: str, report: str) -> None:
     from ray.util import state as ray_state
 
     from pipelines.presets import build_run_config
-    from pipelines.run_config import run_until
+    from pipelines.bert_dag import run_until
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
