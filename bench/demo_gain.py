@@ -1,83 +1,108 @@
-"""What the demo's pretraining buys: its fine-tuning task from the demo run's export against the same
-fine-tuning from random init of the same shape (``finetune_glue_task(..., from_scratch=True)``), over several
-fine-tuning seeds (head init, dropout, batch order). One pretraining run (the demo DAG up to ``pretrain``).
+"""What the demo shows, end to end: the bare demo (``bert-pipeline run demo``, here with a root per seed and
+any overrides) run as a user runs it, once per pretraining seed, and what its report says:
 
-    python -m bench.demo_gain --seeds 0 1 2                     # the demo preset
-    python -m bench.demo_gain --seeds 0 1 2 --root /tmp/g pretrain.phases.0.num_steps=600
-    python -m bench.demo_gain --export /tmp/bench_learning/ours-1800/pretrain/.../export   # a finished export
+- held-out MLM loss and accuracy against a unigram predictor on the same masked words (its loss: the
+  unigram entropy measured there; its accuracy: always the most frequent piece), how far below it is;
+- held-out NSP accuracy against chance and the commoner label;
+- movie_sentiment dev accuracy fine-tuned from the pretrained export and from random init;
+- the run's wall seconds (the command, start to exit) and the load average around it (the box may be shared).
 
-Prints a markdown table (dev accuracy per seed, the means and the gain) and writes it as JSON (``--out``).
+    python -m bench.demo_gain --seeds 0 1 2                                  # the demo preset as shipped
+    python -m bench.demo_gain --seeds 0 --root /tmp/g pretrain.phases.0.num_steps=600   # another budget
+
+Prints a markdown table (a row per seed, then the means) and writes it as JSON (``--out``). Each run
+starts from an empty root, so every stage runs (a finished root is reused only with ``--reuse``).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
-import torch
+KEYS = ("heldout_mlm_loss", "unigram_loss", "nats_below_unigram", "heldout_mlm_accuracy", "unigram_accuracy",
+        "heldout_nsp_accuracy", "nsp_majority", "pretrained", "scratch", "wall_s", "pretrain_s")
 
 
-def pretrain_export(root: str, overrides: list[str]) -> tuple[str, float]:
-    """Run the demo DAG through ``pretrain`` (skipping what is done) -> (export URI, wall seconds)."""
-    from pipelines.cli import main
-
+def run_demo(root: str, seed: int, overrides: list[str], reuse: bool) -> dict:
+    """One whole demo run in its own process -> what its report says, its wall seconds and the load around it."""
+    if os.path.exists(root) and not reuse:
+        shutil.rmtree(root)
+    load_before = os.getloadavg()
     start = time.perf_counter()
-    if main(["run", "demo", f"root={root}", "--until", "pretrain", *overrides]) != 0:
-        raise SystemExit("the demo run failed; see its log under " + root)
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "demo", f"root={root}",
+                           f"pretrain.seed={seed}", *overrides], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"the demo run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     with open(os.path.join(root, "manifest.json"), encoding="utf-8") as f:
-        manifest = json.load(f)
-    return manifest["stages"]["pretrain"]["outputs"]["output"], time.perf_counter() - start
+        stages = json.load(f)["stages"]
+    with open(stages["report"]["outputs"]["json"], encoding="utf-8") as f:
+        results = json.load(f)
+    return {"seed": seed, "wall_s": wall, "load_before": load_before, "load_after": os.getloadavg(),
+            "stage_s": {name: s.get("seconds") for name, s in stages.items()},
+            "pretrain_s": stages["pretrain"].get("seconds"), **figures(results), "console_tail": proc.stdout[-4000:]}
+
+
+def figures(results: dict) -> dict:
+    """The report's held-out scores and baselines (last phase with them) and the first from-scratch task."""
+    out: dict = {}
+    held = results.get("pretrain_heldout") or {}
+    if held:
+        phase = held[sorted(held)[-1]]
+        base, last = phase["baselines"], phase["last"] or {}
+        out.update({k: last.get(k) for k in ("heldout_mlm_loss", "heldout_mlm_accuracy", "heldout_nsp_accuracy")})
+        out.update({k: base[k] for k in ("unigram_loss", "unigram_accuracy", "unigram_entropy", "nsp_majority",
+                                         "rows", "masked_positions")})
+        if last:
+            out["nats_below_unigram"] = base["unigram_loss"] - last["heldout_mlm_loss"]
+            out["step"] = last["step"]
+    for name, task in results["finetune"]["tasks"].items():
+        if "scratch" in task:
+            metric = next(iter(next(iter(task["dev"].values()))))
+            out.update(task=name, metric=metric, pretrained=next(iter(task["dev"].values()))[metric],
+                       scratch=next(iter(task["scratch"]["dev"].values()))[metric])
+            break
+    return out
+
+
+def _cell(value) -> str:
+    return "" if value is None else f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="pretraining seeds, a whole run each")
     ap.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "bench_demo_gain"))
-    ap.add_argument("--threads", type=int, default=1, help="torch threads for fine-tuning (the box is shared)")
+    ap.add_argument("--reuse", action="store_true", help="keep a seed's finished root (report its figures again)")
     ap.add_argument("--out", default="")
-    ap.add_argument("--export", default="", help="fine-tune from this HF-layout export instead of running the DAG "
-                    "(e.g. bench.learning's, whose JSON names it)")
     ap.add_argument("overrides", nargs="*", help="demo preset overrides, e.g. pretrain.phases.0.num_steps=600")
     args = ap.parse_args(argv)
 
-    from pipelines.finetune import train
-    from pipelines.presets import load_run_config
-    from pipelines.run_config import resolve_path
-
-    export, pretrain_s = (args.export, 0.0) if args.export else pretrain_export(args.root, args.overrides)
-    job = load_run_config("demo", args.overrides).finetune.tasks[0]
-    data = train.read_task_data(job.spec, resolve_path(job.data_uri))
-    torch.set_num_threads(args.threads)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="demo-gain-") as cache:
-        checkpoint = train.local_checkpoint(export, cache)
-        for seed in args.seeds:
-            hp = dataclasses.replace(job.hyper_params, seed=seed)
-            row = {"seed": seed}
-            for name, scratch in (("pretrained", False), ("scratch", True)):
-                start = time.perf_counter()
-                result = train.finetune_glue_task(job.spec, data, checkpoint, hp, from_scratch=scratch)
-                row[name] = result["dev"][job.name]["accuracy"]
-                row[f"{name}_s"] = time.perf_counter() - start
-            rows.append(row)
-            print(f"seed {seed}: pretrained {row['pretrained']:.4f}  scratch {row['scratch']:.4f}", flush=True)
-    mean = {k: statistics.mean(r[k] for r in rows) for k in ("pretrained", "scratch")}
-    report = {"task": job.name, "export": export, "overrides": args.overrides, "pretrain_wall_s": pretrain_s,
-              "num_train_examples": len(data.train[:job.hyper_params.max_train_examples or None]),
-              "num_dev_examples": len(data.dev[job.name]), "rows": rows, "mean": mean,
-              "gain_points": 100 * (mean["pretrained"] - mean["scratch"]), "load_average": os.getloadavg()}
-    print(f"\n{job.name} dev accuracy, {report['num_train_examples']} training examples, "
-          f"{report['num_dev_examples']} dev (pretraining: {pretrain_s:.0f} s wall, skipped stages included)\n")
-    print("| seed | pretrained | from scratch |\n|---|---|---|")
-    for r in rows:
-        print(f"| {r['seed']} | {r['pretrained']:.4f} | {r['scratch']:.4f} |")
-    print(f"| mean | {mean['pretrained']:.4f} | {mean['scratch']:.4f} |")
-    print(f"\ngain: {report['gain_points']:+.1f} points of dev accuracy; load average "
-          f"{' '.join(f'{x:.1f}' for x in report['load_average'])}")
+    for seed in args.seeds:
+        row = run_demo(os.path.join(args.root, f"seed{seed}"), seed, args.overrides, args.reuse)
+        rows.append(row)
+        print(f"seed {seed}: {row['wall_s']:.0f} s, held-out MLM {_cell(row.get('heldout_mlm_loss'))} vs unigram "
+              f"{_cell(row.get('unigram_loss'))}, NSP {_cell(row.get('heldout_nsp_accuracy'))}, "
+              f"{row.get('task')} pretrained {_cell(row.get('pretrained'))} vs scratch {_cell(row.get('scratch'))}, "
+              f"load {row['load_before'][0]:.1f} -> {row['load_after'][0]:.1f}", flush=True)
+    mean = {k: statistics.mean(r[k] for r in rows) for k in KEYS if all(r.get(k) is not None for r in rows)}
+    report = {"overrides": args.overrides, "rows": rows, "mean": mean}
+    print(f"\ndemo {' '.join(args.overrides) or '(as shipped)'}: held-out rows {rows[0].get('rows')}, masked words "
+          f"{rows[0].get('masked_positions')}; {rows[0].get('task')} dev {rows[0].get('metric')}\n")
+    print("| seed | held-out MLM loss | unigram loss | below unigram (nats) | held-out MLM acc | unigram acc | "
+          "held-out NSP acc | commoner label | pretrained | from scratch | pretrain s | wall s | load 1-min before, after |")
+    print("|---" * 13 + "|")
+    for r in rows + [{"seed": "mean", **mean, "load_before": None}]:
+        load = f"{r['load_before'][0]:.1f}, {r['load_after'][0]:.1f}" if r.get("load_before") else ""
+        print(f"| {r['seed']} | " + " | ".join(_cell(r.get(k)) for k in KEYS[:-2]) + " | "
+              f"{_cell(r.get('pretrain_s'))} | {_cell(r.get('wall_s'))} | {load} |")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)

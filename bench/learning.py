@@ -33,7 +33,7 @@ import time
 
 import torch
 
-from pipelines.run_config import resolve_path
+from pipelines.storage import resolve_path
 
 SEQ, BATCH, LR, WARMUP_FRACTION = 64, 32, 1e-3, 0.1
 
@@ -123,7 +123,10 @@ def _pretrain(corpus_dir: str, root: str, preset: str, steps: int) -> dict:
                  f"pretrain.phases.0.warmup_steps={int(WARMUP_FRACTION * steps)}",
                  f"pretrain.phases.0.learning_rate={LR}", f"pretrain.phases.0.global_batch_size={BATCH}",
                  f"pretrain.phases.0.micro_batch_size={BATCH}", f"pretrain.phases.0.max_seq_length={SEQ}",
-                 f"pretrain.checkpoint_every={steps}"]
+                 f"pretrain.checkpoint_every={steps}",
+                 # as HF's recipe: its dropout, and every training document trained on (this bench holds out
+                 # its own documents, scored for both contestants)
+                 "pretrain.dropout=0.1", "pretrain.heldout.files=0"]
     start = time.perf_counter()
     if main(["run", "demo", "--until", "pretrain", *overrides]) != 0:
         raise SystemExit(f"our pretraining failed; see the logs under {root}")
