@@ -128,3 +128,19 @@ def test_head_equals_transformers_bert_for_multiple_choice(minilm_dir):
     torch.testing.assert_close(logits, ref.logits, atol=1e-5, rtol=0)
     torch.testing.assert_close(loss, ref.loss, atol=1e-5, rtol=0)
     assert float((logits - ref.logits).abs().max()) < 1e-5
+
+
+def test_pairs_are_cls_context_sep_choice_sep_padded_per_batch(minilm_dir):
+    from pipelines.finetune.multiple_choice import ChoiceExample
+
+    tok = load_tokenizer(minilm_dir)
+    examples = [ChoiceExample("a", "the cat", ("dog", "the dog sat"), 1), ChoiceExample("b", "a cat", ("sat", "ran"), 0)]
+    enc = encode_choices(tok, examples, 2, 128)
+    # [CLS]=101 the=1996 cat=4937 [SEP]=102 dog=3899 sat=2938 a=1037 ran=2743
+    assert enc.pairs.input_ids == [[101, 1996, 4937, 102, 3899, 102], [101, 1996, 4937, 102, 1996, 3899, 2938, 102],
+                                   [101, 1037, 4937, 102, 2938, 102], [101, 1037, 4937, 102, 2743, 102]]
+    assert enc.pairs.token_type_ids[1] == [0, 0, 0, 0, 1, 1, 1, 1] and enc.labels.tolist() == [1, 0]
+    batch = choice_batch(enc, [1, 0], tok.pad_id)
+    assert batch["input_ids"].shape == (2, 2, 8) and batch["labels"].tolist() == [0, 1]
+    assert batch["attention_mask"].sum(-1).tolist() == [[6, 6], [6, 8]]
+    assert [len(ids) for ids in encode_choices(tok, examples[:1], 2, 7).pairs.input_ids] == [6, 7]  # longest-first cut
