@@ -238,7 +238,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def _finetune_locked(cfg, checkpoint: str, tasks, verbose: bool = False) -> int:
     from pipelines import console, storage
     from pipelines.finetune import command
-    from pipelines.finetune.jobs import task_output_uri
+    from pipelines.finetune.config import task_output_uri
     from pipelines.run_root import RunLog
 
     out = command.output_root(cfg.root)

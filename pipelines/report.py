@@ -18,7 +18,7 @@ import posixpath
 from typing import Any
 
 from pipelines import storage
-from pipelines.finetune import glue
+from pipelines.finetune.results import SCRATCH, task_table
 
 
 def read_jsonl(uri: str) -> list[dict[str, Any]]:
@@ -50,10 +50,6 @@ def pretrain_baselines(export_uri: str) -> dict[str, dict[str, Any]]:
             out[f"phase{k}"] = base
         k += 1
     return out
-
-
-SCRATCH = " (from scratch)"
-"""Suffix of a task's from-random-init run, in the table and the curves."""
 
 
 def finetune_curves(summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -185,43 +181,6 @@ def _first_dev_metric(epochs: list[dict[str, Any]]) -> tuple[str, str] | None:
     return ev, key
 
 
-_SQUAD_V2_KEYS = ("f1", "exact_match", "null_threshold", "null_threshold_tuned_on_dev", "f1_at_threshold_0",
-                  "exact_match_at_threshold_0", "best_f1")
-
-
-def _dev_cell(evals: dict[str, dict[str, float]]) -> str:
-    """Every dev metric; a SQuAD v2.0 eval says where its null threshold came from and scores threshold 0 too."""
-    cells = []
-    for ev, m in evals.items():
-        v2 = "f1_at_threshold_0" in m
-        rest = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if not (v2 and k in _SQUAD_V2_KEYS))
-        if v2:
-            source = "tuned on this dev set" if m["null_threshold_tuned_on_dev"] else "set in the config"
-            rest = (f"f1 {m['f1']:.4g}, exact_match {m['exact_match']:.4g} at null threshold {m['null_threshold']:.4g} "
-                    f"({source}); at threshold 0: f1 {m['f1_at_threshold_0']:.4g}, exact_match "
-                    f"{m['exact_match_at_threshold_0']:.4g}" + (f"; {rest}" if rest else ""))
-        cells.append(f"{ev}: {rest}")
-    return "; ".join(cells)
-
-
-def _glue_footer(summary: dict) -> list[str]:
-    lines = []
-    if summary["glue_score"] is not None:
-        lines.append(f"\nGLUE score ({len(summary['glue_tasks'])} of {len(glue.GLUE_TASKS)} tasks: "
-                     f"{', '.join(summary['glue_tasks'])}; dev; all-task average as the leaderboard takes it, "
-                     f"WNLI included when present): **{summary['glue_score']:.4f}**")
-    if summary.get("glue_paper_average") is not None:
-        lines.append(f"\nGLUE average as the BERT paper computes it (dev; {', '.join(summary['glue_paper_evals'])}; "
-                     f"one number per dev set, MNLI-m and -mm apart; F1 for MRPC/QQP, Spearman for STS-B, Matthews "
-                     f"for CoLA, accuracy elsewhere; WNLI excluded): **{summary['glue_paper_average']:.4f}**")
-    return lines
-
-
-def _task_row(name: str, status: str, dev: dict, score: float, lr: float, spe: float | None, bad) -> str:
-    return (f"| {name} | {status} | {_dev_cell(dev)} | {score:.4f} | {lr:g} | "
-            f"{f'{spe:.1f}' if spe is not None else ''} | {bad} |")
-
-
 def results_markdown(summary: dict, pretrain: dict[str, list[dict[str, Any]]] | None = None,
                      baselines: dict[str, dict[str, Any]] | None = None) -> str:
     """The results table (markdown), the one both ``results.md`` files hold: with ``pretrain`` (metric rows
@@ -236,29 +195,7 @@ def results_markdown(summary: dict, pretrain: dict[str, list[dict[str, Any]]] | 
         line = headline(summary, pretrain, baselines or {})
         head = ([line, ""] if line else []) + _pretrain_rows(pretrain) + [""]
         head += [row for phase, base in (baselines or {}).items() for row in _heldout_rows(phase, pretrain, base)]
-    lines = head + ["| task | status | dev metrics | score | lr | s/epoch | bad rows |", "|---|---|---|---|---|---|---|"]
-    by_type = []
-    for name, r in summary["tasks"].items():
-        if r.get("status") == "failed":
-            lines.append(f"| {name} | failed | {r['error'].splitlines()[-1][:120]} | | | | |")
-            continue
-        bad = sum(rep.get("num_bad", 0) for rep in r.get("data_reports", []))
-        lines.append(_task_row(name, r["status"], r["dev"], r["score"], r["best_learning_rate"],
-                               r.get("seconds_per_epoch"), bad))
-        if "scratch" in r:  # the same fine-tuning from random init: what pretraining bought
-            s = r["scratch"]
-            lines.append(_task_row(f"{name}{SCRATCH}", r["status"], s["dev"], s["score"], s["learning_rate"],
-                                   s.get("seconds_per_epoch"), bad))
-        for ev, detail in (r.get("dev_detail") or {}).items():
-            types = ", ".join(f"{t} {d['f1']:.4f} (P {d['precision']:.4f}, R {d['recall']:.4f}, {d['num_gold']} gold)"
-                              for t, d in detail["per_type"].items())
-            by_type.append(f"- {ev} (dev) entity F1 by type: {types}; {detail.get('num_truncated_words', 0)} words "
-                           f"past max_seq_length and {detail.get('num_empty_words', 0)} without a WordPiece are "
-                           f"predicted O and scored")
-    if by_type:
-        lines += [""] + by_type
-    lines += _glue_footer(summary)
-    return "\n".join(lines) + "\n"
+    return "\n".join(head + task_table(summary)) + "\n"
 
 
 def _last_heldout(rows: list[dict[str, Any]]) -> dict[str, Any] | None:

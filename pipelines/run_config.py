@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines import storage
-from pipelines.finetune.jobs import FinetuneConfig
+from pipelines.finetune.config import FinetuneConfig
 from pipelines.identity import PRETRAIN_EXECUTION_FIELDS  # one list for the DAG and pretraining
 from pipelines.pretrain.config import PretrainConfig
 from pipelines.stages.clean import CleanConfig

@@ -23,7 +23,8 @@ from typing import Callable
 
 from pipelines import storage
 from pipelines.finetune import glue
-from pipelines.finetune.jobs import SQUAD_TASKS, FinetuneConfig, TaskJob, run_finetune_jobs, task_data_uri
+from pipelines.finetune.config import SQUAD_TASKS, FinetuneConfig, TaskJob, task_data_uri
+from pipelines.finetune.jobs import run_finetune_jobs
 from pipelines.finetune.squad import SquadParams
 from pipelines.finetune.squad.read import SquadVersionError, check_version
 
@@ -168,7 +169,7 @@ def _check_squad_files(job: TaskJob, data_uri: str) -> None:
 def _check_conll_files(job: TaskJob, data_uri: str, on_bad_row: str) -> None:
     """Both files read in full: the tag scheme (and with on_bad_row=raise every row) is checked before training."""
     from pipelines.finetune import conll
-    from pipelines.finetune.jobs import NER_TASKS
+    from pipelines.finetune.config import NER_TASKS
 
     params = job.ner or NER_TASKS[job.name]
     for name in params.files:

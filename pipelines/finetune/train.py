@@ -26,40 +26,7 @@ from bert_core.checkpoint import read_hf_config
 from pipelines import console, storage
 from pipelines.devices import to_device
 from pipelines.finetune import glue, metrics
-
-
-@dataclass(frozen=True)
-class HyperParams:
-    """One fine-tuning run's hyper-parameters (defaults: the paper's recipe, mid-grid learning rate)."""
-
-    learning_rate: float = 3e-5
-    """Peak AdamW learning rate; the paper's grid is {5e-5, 4e-5, 3e-5, 2e-5}."""
-    batch_size: int = 32
-    num_epochs: int = 3
-    warmup_ratio: float = 0.1
-    """Fraction of optimizer steps spent warming up linearly from 0."""
-    weight_decay: float = 0.01
-    """Decoupled weight decay on every weight except biases and LayerNorm."""
-    max_grad_norm: float = 1.0
-    max_seq_length: int = 128
-    """Tokens per packed example, [CLS]/[SEP] included; longer inputs are truncated longest-first."""
-    eval_batch_size: int = 128
-    seed: int = 42
-    """Seeds the head initialisation, dropout and the shuffling order."""
-    max_train_examples: int = 0
-    """Use only the first N training rows (0 = all); for smoke runs."""
-    max_eval_examples: int = 0
-    """Evaluate on the first N rows of each dev set (0 = all)."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """bf16 autocast for the forward pass (GPU); fp32 everywhere else."""
-
-    def __post_init__(self) -> None:
-        if self.learning_rate <= 0 or self.batch_size < 1 or self.num_epochs < 1:
-            raise ValueError(f"HyperParams: learning_rate, batch_size and num_epochs must be positive: {self}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"HyperParams.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.max_seq_length < 8:
-            raise ValueError(f"HyperParams.max_seq_length must be >= 8, got {self.max_seq_length}")
+from pipelines.finetune.config import HyperParams
 
 
 # --- checkpoint and tokenizer ------------------------------------------------------------------

@@ -21,7 +21,8 @@ import tempfile
 from typing import Callable
 
 from pipelines import storage
-from pipelines.finetune.jobs import FinetuneConfig, TaskJob, run_task
+from pipelines.finetune.config import FinetuneConfig, TaskJob
+from pipelines.finetune.runner import run_task
 
 
 def trial_key(job: TaskJob, lr: float) -> str:

@@ -78,7 +78,7 @@ def test_config_rejects_unknown_task_and_duplicates():
 
 
 def test_demo_config_is_a_valid_custom_task():
-    from pipelines.finetune.jobs import demo_config
+    from pipelines.finetune.config import demo_config
 
     cfg = demo_config(num_epochs=1, max_train_examples=64)
     (job,) = cfg.tasks

@@ -7,7 +7,8 @@ import pytest
 
 from pipelines import typed_config
 from pipelines.finetune import command
-from pipelines.finetune.jobs import FinetuneConfig, TaskJob, run_finetune_jobs, task_output_uri
+from pipelines.finetune.config import FinetuneConfig, TaskJob, task_output_uri
+from pipelines.finetune.jobs import run_finetune_jobs
 
 
 def test_tasks_known_by_name_and_custom_spec():
@@ -37,9 +38,12 @@ def test_finetune_command_refuses_a_file_with_another_choice_count_before_traini
         command.check_task_files(cfg)
 
 
-def test_a_task_without_multiple_choice_keeps_its_results_folder():
-    """The task hash is what it was before the multiple_choice field: a re-run finds finished tasks."""
-    assert task_output_uri("/o", TaskJob(name="rte"), "ck") == "/o/rte/5137e7828faacc1c"
+def test_a_tasks_results_folder_is_named_by_its_identity_without_its_resources():
+    """One identity rule for tasks and runs: resources (num_cpus, num_gpus) are not identity, so a task
+    moved to a GPU, or given more CPUs, finds its finished results."""
+    assert task_output_uri("/o", TaskJob(name="rte"), "ck") == "/o/rte/f6de426885bca460"
+    assert task_output_uri("/o", TaskJob(name="rte", num_cpus=4, num_gpus=0.5), "ck") == "/o/rte/f6de426885bca460"
+    assert task_output_uri("/o", TaskJob(name="rte", learning_rates=(1e-5,)), "ck") != "/o/rte/f6de426885bca460"
 
 
 def test_commonsenseqa_and_copa_jobs_on_real_rows(ray_session, minilm_dir, shared_data, tmp_path):

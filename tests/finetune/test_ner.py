@@ -5,7 +5,7 @@ import os
 import pytest
 
 from pipelines import typed_config
-from pipelines.finetune import conll, jobs, ner
+from pipelines.finetune import config, conll, ner
 from pipelines.finetune.conll import ConllParams, Sentence
 from pipelines.finetune.jobs import FinetuneConfig, run_finetune_jobs, summarize
 from pipelines.report import results_markdown
@@ -95,14 +95,14 @@ def test_results_table_labels_dev_averages_and_squad_threshold():
 
 
 def test_ner_task_config_checks():
-    job = typed_config.from_dict(jobs.TaskJob, {"name": "slots", "ner": {"scheme": "iob1", "entity_types": ["A"]}})
+    job = typed_config.from_dict(config.TaskJob, {"name": "slots", "ner": {"scheme": "iob1", "entity_types": ["A"]}})
     assert job.is_ner and conll.labels(job.ner) == ("O", "B-A", "I-A") and job.ner.files == ("eng.train", "eng.testa")
-    with pytest.raises(ValueError, match="at most one of spec, squad and ner"):
-        jobs.TaskJob(name="x", ner=ConllParams(), squad=jobs.SquadParams())
+    with pytest.raises(ValueError, match="at most one of spec, squad, ner and multiple_choice"):
+        config.TaskJob(name="x", ner=ConllParams(), squad=config.SquadParams())
     with pytest.raises(ValueError, match="iob1 or iob2"):
         ConllParams(scheme="bio")
     with pytest.raises(ValueError, match="set data_uri or conll_root"):
-        jobs.task_data_uri(FinetuneConfig(), jobs.TaskJob(name="conll2003"))
+        config.task_data_uri(FinetuneConfig(), config.TaskJob(name="conll2003"))
 
 
 def test_finetune_command_rejects_a_conll_file_in_another_scheme_before_training(tmp_path):
@@ -110,9 +110,9 @@ def test_finetune_command_rejects_a_conll_file_in_another_scheme_before_training
 
     (tmp_path / "train.txt").write_text(TRAIN)
     (tmp_path / "valid.txt").write_text(TRAIN)
-    ok = FinetuneConfig(tasks=(jobs.TaskJob(name="conll2003", data_uri=str(tmp_path)),))
+    ok = FinetuneConfig(tasks=(config.TaskJob(name="conll2003", data_uri=str(tmp_path)),))
     check_task_files(ok)
-    wrong = FinetuneConfig(tasks=(jobs.TaskJob(name="conll2003", data_uri=str(tmp_path), ner=ConllParams(
+    wrong = FinetuneConfig(tasks=(config.TaskJob(name="conll2003", data_uri=str(tmp_path), ner=ConllParams(
         scheme="iob1", train_file="train.txt", dev_file="valid.txt")),))
     with pytest.raises(BadInputError, match=f"^{tmp_path}/train.txt: declared iob1 .*first at {tmp_path}/train.txt:3,"):
         check_task_files(wrong)

@@ -9,8 +9,22 @@ choices); any other file is read by its own ``ChoiceSpec``.
 """
 from __future__ import annotations
 
-from pipelines.finetune.multiple_choice.read import ChoiceExample, read_choices
-from pipelines.finetune.multiple_choice.spec import MC_TASKS, ChoiceSpec
-from pipelines.finetune.multiple_choice.task import finetune_multiple_choice
+import importlib
 
-__all__ = ["MC_TASKS", "ChoiceExample", "ChoiceSpec", "finetune_multiple_choice", "read_choices"]
+_EXPORTS = {
+    "ChoiceExample": "read",
+    "read_choices": "read",
+    "MC_TASKS": "spec",
+    "ChoiceSpec": "spec",
+    "finetune_multiple_choice": "task",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """A name loads its module on first use (PEP 562): the config classes here import no torch."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -16,11 +16,28 @@ the read report; training skips such questions, evaluation still scores them aga
 """
 from __future__ import annotations
 
-from pipelines.finetune.squad.decode import apply_null_threshold, best_null_threshold, decode_predictions, evaluate_squad
-from pipelines.finetune.squad.features import Features, build_features
-from pipelines.finetune.squad.params import SquadParams
-from pipelines.finetune.squad.read import SquadExample, read_squad
-from pipelines.finetune.squad.task import finetune_squad, predict_logits
+import importlib
 
-__all__ = ["Features", "SquadExample", "SquadParams", "apply_null_threshold", "best_null_threshold", "build_features",
-           "decode_predictions", "evaluate_squad", "finetune_squad", "predict_logits", "read_squad"]
+_EXPORTS = {
+    "apply_null_threshold": "decode",
+    "best_null_threshold": "decode",
+    "decode_predictions": "decode",
+    "evaluate_squad": "decode",
+    "Features": "features",
+    "build_features": "features",
+    "SquadParams": "params",
+    "SquadExample": "read",
+    "read_squad": "read",
+    "finetune_squad": "task",
+    "predict_logits": "task",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """A name loads its module on first use (PEP 562): the config classes here import no torch."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
