@@ -12,6 +12,8 @@ CPU times (``time.process_time``, less sensitive to a loaded box than wall time)
 - ``ours``: ``near_dedup.signatures`` (words, shingles, MinHash and band keys, numpy);
 - ``ours_shingles+rensa``: our shingle hashes, then rensa's ``RMinHash`` from the flat uint64 buffer
   (``digest_matrix_from_flat_token_hashes``), the fastest entry rensa offers; band keys not included;
+  ``..._as_numpy``: the same with its digests as the numpy matrix the stage needs (rensa hands them
+  out only as Python lists, ``to_rows``); ``minhash_step_only``: that step alone, each way;
 - ``rensa_token_sets``: Python 5-gram strings, then ``RMinHash.digest_matrix_from_token_sets``;
 - ``datasketch``: Python 5-gram bytes, then ``MinHash.bulk`` (on a slice: it is slow).
 
@@ -84,9 +86,22 @@ def bench_signatures(table: pa.Table, repeat: int, datasketch_docs: int) -> dict
         w, per = nd.word_hashes(table.column("text"), cfg.seed)
         h, d = nd.shingle_hashes(w, per, cfg.ngram, cfg.seed)
         offsets = np.searchsorted(d, np.arange(table.num_rows + 1)).astype(np.uint64)
-        rensa.RMinHash.digest_matrix_from_flat_token_hashes(h, offsets, cfg.num_perm, cfg.seed)
+        return rensa.RMinHash.digest_matrix_from_flat_token_hashes(h, offsets, cfg.num_perm, cfg.seed)
 
+    def ours_then_rensa_as_numpy():  # what the stage would need: the digests as a numpy matrix
+        np.array(ours_then_rensa().to_rows(), dtype=np.uint32)
+
+    w, per = nd.word_hashes(table.column("text"), cfg.seed)
+    h, d = nd.shingle_hashes(w, per, cfg.ngram, cfg.seed)
+    offsets = np.searchsorted(d, np.arange(table.num_rows + 1)).astype(np.uint64)
+    results["minhash_step_only"] = {
+        "ours_numpy": round(best_cpu(lambda: nd.minhash(h, d, table.num_rows, *nd.permutations(cfg)), repeat), 4),
+        "rensa": round(best_cpu(lambda: rensa.RMinHash.digest_matrix_from_flat_token_hashes(
+            h, offsets, cfg.num_perm, cfg.seed), repeat), 4),
+        "rensa_to_numpy": round(best_cpu(lambda: np.array(rensa.RMinHash.digest_matrix_from_flat_token_hashes(
+            h, offsets, cfg.num_perm, cfg.seed).to_rows(), dtype=np.uint32), repeat), 4)}
     results["ours_shingles+rensa"] = best_cpu(ours_then_rensa, repeat)
+    results["ours_shingles+rensa_as_numpy"] = best_cpu(ours_then_rensa_as_numpy, repeat)
 
     def rensa_sets():
         rensa.RMinHash.digest_matrix_from_token_sets(python_shingles(texts, cfg.ngram), cfg.num_perm, cfg.seed)
@@ -102,7 +117,8 @@ def bench_signatures(table: pa.Table, repeat: int, datasketch_docs: int) -> dict
                      seed=cfg.seed)
 
     results["datasketch"] = best_cpu(datasketch_bulk, 1) * words / part_words  # scaled to the whole corpus
-    rates = {k: round(words / results[k]) for k in ("ours", "ours_shingles+rensa", "rensa_token_sets", "datasketch")}
+    rates = {k: round(words / results[k]) for k in ("ours", "ours_shingles+rensa", "ours_shingles+rensa_as_numpy",
+                                                    "rensa_token_sets", "datasketch")}
     return {**results, "words_per_cpu_s": rates}
 
 

@@ -4,6 +4,7 @@ Jaccard similarity, config errors, and the Ray Data stage against the one-proces
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import math
 import os
@@ -142,9 +143,13 @@ def pair_with_jaccard(words: Words, target: float, shared: int = 400) -> tuple[s
     return a, b, (shared - 4) / (shared - 4 + 2 * extra)
 
 
+ENGINES = ["numpy"] + (["rensa"] if importlib.util.find_spec("rensa") else [])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("target", [0.45, 0.72, 0.9])
-def test_fraction_grouped_follows_the_s_curve(target):
-    cfg = nd.NearDedupConfig(check_jaccard=False, seed=7)
+def test_fraction_grouped_follows_the_s_curve(target, engine):
+    cfg = nd.NearDedupConfig(check_jaccard=False, seed=7, minhash_engine=engine)
     words = Words()
     pairs = [pair_with_jaccard(words, target) for _ in range(300)]
     s = pairs[0][2]
@@ -160,13 +165,15 @@ def test_fraction_grouped_follows_the_s_curve(target):
     assert abs(grouped - p) <= 4 * math.sqrt(p * (1 - p) / n) + 1 / n, (s, grouped, p)
 
 
-def test_estimated_jaccard_is_unbiased():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_estimated_jaccard_is_unbiased(engine):
+    cfg = nd.NearDedupConfig(minhash_engine=engine)
     words = Words()
     est = []
     for _ in range(100):
         a, b, s = pair_with_jaccard(words, 0.6)
-        signed, _ = nd.signatures(docs(a, b), CFG)
-        sig = nd._binary_rows(signed.column("signature"), np.uint32, CFG.num_perm)
+        signed, _ = nd.signatures(docs(a, b), cfg)
+        sig = nd._binary_rows(signed.column("signature"), np.uint32, cfg.num_perm)
         est.append((sig[0] == sig[1]).mean())
     assert abs(np.mean(est) - s) < 4 * math.sqrt(s * (1 - s) / CFG.num_perm / len(est))
 
