@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from bert_core.masking import IGNORE_INDEX, mask_tokens
-from pipelines.stages.dynamic_masking import instance_seed, mask_batch
+from pipelines.pretrain.dynamic_masking import instance_seed, mask_batch
 
 SPECIAL = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK] of the synthetic vocabulary
 

@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _one_masked_batch(instances: str, tokenizer: WordPieceTokenizer, args) -> dict[str, np.ndarray]:
-    from pipelines.stages.dynamic_masking import mask_batch
+    from pipelines.pretrain.dynamic_masking import mask_batch
 
     table = pq.read_table(sorted(glob.glob(os.path.join(instances, "*.parquet")))[0]).slice(0, args.micro_batch)
     rows = {k: np.array(table.column(k).to_pylist(), dtype=object) for k in ("input_ids", "token_type_ids")}

@@ -358,20 +358,10 @@ class _ConsoleLines(_Lines):
 
 
 # --- status ---------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stage_states(manifest: dict[str, Any], names: Iterable[str] | None = None) -> dict[str, str]:
     """State per stage as shown to people: a 'running' stage whose driver died is 'interrupted'."""
     driver = manifest.get("driver", {})
-    driver_dead = driver.get("host") == socket.gethostname() and not _pid_alive(int(driver.get("pid", -1)))
+    driver_dead = driver.get("host") == socket.gethostname() and not run_lock.pid_alive(int(driver.get("pid", -1)))
     names = list(names) if names is not None else list(manifest.get("stages", {}))
     out = {}
     for name in names:

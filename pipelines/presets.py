@@ -8,7 +8,6 @@ with ``preset: NAME`` and override any key. The schema is ``pipelines.run_config
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
@@ -66,7 +65,3 @@ def build_run_config(data: dict[str, Any]) -> RunConfig:
 
 def load_run_config(config: str | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     return build_run_config(config_data(config, overrides))
-
-
-def with_root(cfg: RunConfig, root: str) -> RunConfig:
-    return dataclasses.replace(cfg, root=root)

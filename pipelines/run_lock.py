@@ -106,7 +106,7 @@ class Holder:
                             "root, delete the file") from e
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -124,7 +124,7 @@ def is_stale(holder: Holder, now: float) -> bool:
     """Expired lease, or a holder on this host whose process is gone."""
     if now > holder.expires:
         return True
-    return holder.host == socket.gethostname() and not _pid_alive(holder.pid)
+    return holder.host == socket.gethostname() and not pid_alive(holder.pid)
 
 
 # --- stores: read / create / replace / delete, conditional on the version just read ---------------

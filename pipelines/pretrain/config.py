@@ -1,7 +1,7 @@
 """PretrainConfig: everything a pretraining run reads, as strict frozen dataclasses.
 
-Build one with ``typed_config.load(PretrainConfig, "pretrain.yaml", ["phases.0.num_steps=100"])`` or
-``typed_config.from_dict``. Checks that need no data (ZeRO stage range, divisibility, GPU
+Build one with ``typed_config.from_dict(PretrainConfig, {"phases": [{"num_steps": 100}]})`` (strict: an
+unknown key or a wrong type fails naming it). Checks that need no data (ZeRO stage range, divisibility, GPU
 availability of the local machine is checked later by the trainer) live in ``__post_init__`` so a
 bad value fails when the config is built, naming the field.
 """

@@ -82,7 +82,7 @@ def masked_rows(table: pa.Table, vocab, max_seq_length: int, max_predictions_per
                 seed: int, whole_word: bool = False) -> dict[str, np.ndarray]:
     """The rows masked once, as training masks them (``TRAIN_BATCH_KEYS``, int64), seeded by ``seed`` and
     each row's instance_id only."""
-    from pipelines.stages.dynamic_masking import MaskInstances
+    from pipelines.pretrain.dynamic_masking import MaskInstances
 
     masker = MaskInstances(vocab, seed, max_seq_length, mlm_probability, max_predictions_per_seq, whole_word, epoch=0)
     batch = {k: table.column(k).to_numpy(zero_copy_only=False) for k in COLUMNS}

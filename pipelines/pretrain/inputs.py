@@ -21,7 +21,7 @@ accumulates N/M times as many micro-batches).
 
 Each rank reads its own rows through Ray Data, starting at the cursor: one item per (epoch, window) ->
 ``read_window`` (the window's chunks, permuted, the rank's positions in order) -> ``MaskInstances``
-(``stages.dynamic_masking``, a callable class on CPU actors, seeded by (seed, epoch, instance_id)) ->
+(``pretrain.dynamic_masking``, a callable class on CPU actors, seeded by (seed, epoch, instance_id)) ->
 ``iter_batches`` with prefetching, in order (``preserve_order``). Every rank decodes whole windows
 (world-fold parquet reads, cheap next to a training step) so that no rank depends on another's stream.
 """
@@ -234,7 +234,7 @@ def rank_batches(stream: Stream, masker_kwargs: dict[str, Any], epoch: int, samp
     ``instance_id`` and ``epoch``)."""
     import ray.data
 
-    from pipelines.stages.dynamic_masking import MaskInstances
+    from pipelines.pretrain.dynamic_masking import MaskInstances
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # the rank's row order is the cursor's order

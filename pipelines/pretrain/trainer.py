@@ -35,7 +35,7 @@ from pipelines.pretrain.inputs import InstancePlan, check_cursor
 from pipelines.pretrain.preflight import PretrainInputError, check_before_work, fetch_vocab, inputs_per_phase, instance_files
 from pipelines.pretrain.train_loop import train_loop_per_worker
 from pipelines.pretrain.worker_job import WorkerJob
-from pipelines.stages.dynamic_masking import VocabInfo
+from pipelines.pretrain.dynamic_masking import VocabInfo
 
 logger = logging.getLogger(__name__)
 

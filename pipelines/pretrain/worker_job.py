@@ -11,7 +11,7 @@ from bert_core import BertConfig
 from pipelines.pretrain.config import PretrainConfig
 from pipelines.pretrain.engine import model_config
 from pipelines.pretrain.inputs import InstancePlan
-from pipelines.stages.dynamic_masking import VocabInfo
+from pipelines.pretrain.dynamic_masking import VocabInfo
 from pipelines.typed_config import from_dict, to_dict
 
 

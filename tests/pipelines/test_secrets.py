@@ -103,7 +103,7 @@ def _check_data_on_s3(s3, bucket: str, s3_bucket: str, outputs: dict[str, dict[s
     import numpy as np
 
     from pipelines import stage_store, storage
-    from pipelines.stages.dynamic_masking import MaskInstances, VocabInfo
+    from pipelines.pretrain.dynamic_masking import MaskInstances, VocabInfo
     from pipelines.stages.wordpiece import load_tokenizer
     from tests.pipelines.test_preprocess import STAGES, data_outputs
 

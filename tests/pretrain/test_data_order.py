@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.pretrain.inputs import (DataCursorError, InstancePlan, Stream, check_cursor, epoch_windows,
                                        rank_batches, rank_positions, steps_per_epoch, window_permutation)
-from pipelines.stages.dynamic_masking import VocabInfo
+from pipelines.pretrain.dynamic_masking import VocabInfo
 
 MICRO, GLOBAL = 8, 32  # 2 ranks x 2 accumulated micro-batches
 

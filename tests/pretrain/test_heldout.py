@@ -16,7 +16,7 @@ import torch
 
 from pipelines.pretrain import heldout
 from pipelines.pretrain.config import PretrainConfig
-from pipelines.stages.dynamic_masking import VocabInfo
+from pipelines.pretrain.dynamic_masking import VocabInfo
 from pipelines.typed_config import ConfigError, from_dict
 
 # ids 0-3 special ([PAD], [CLS], [SEP], [MASK]); 4 = "a", 5 = "b"

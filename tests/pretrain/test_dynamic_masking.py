@@ -3,7 +3,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.schemas import TRAIN_BATCH_KEYS
-from pipelines.stages import dynamic_masking as dm
+from pipelines.pretrain import dynamic_masking as dm
 from pipelines.stages import nsp_pairs
 
 KW = dict(seed=5, vocab_size=30522, mask_token_id=103, special_token_ids=(0, 100, 101, 102, 103),
