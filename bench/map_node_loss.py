@@ -80,7 +80,7 @@ def _run(mode: str, blocks: int, work_s: float, init_s: float) -> None:
     start = time.time()
     with stage_exec.stage_data_context():
         if mode == "tasks":  # the stages' map_units
-            totals, _ = stage_exec.map_units(Writer(tmp), units, read_unit, (), Costly, schema=schema)
+            totals, _ = stage_exec.map_units(Writer(tmp), units, read=read_unit, worker=Costly, schema=schema)
         else:  # map_units as it was: the same read and _PieceWriter, on a 4-actor pool
             ds = ray.data.read_datasource(stage_exec.UnitSource(units, read_unit, (), storage.capture_env()),
                                           override_num_blocks=len(units))

@@ -149,6 +149,12 @@ class Console:
             self._entries.pop(stage, None)
             self._write_line(f"{stage}: {line}")
 
+    def note(self, stage: str, line: str) -> None:
+        """A line that stays, printed now as ``stage: line`` (e.g. a fine-tuning task's finished epoch),
+        whether or not the stage has a live line."""
+        with self._lock:
+            self._write_line(f"{stage}: {line}")
+
     def end(self, stage: str, line: str) -> None:
         """The DAG's line for a finished (or failed) stage, with the results the stage gave."""
         with self._lock:
@@ -216,6 +222,11 @@ def result(stage: str, line: str) -> None:
     (_RELAY or _CONSOLE).result(stage, line)
 
 
+def note(stage: str, line: str) -> None:
+    """A line about ``stage`` that stays, printed as it happens (``"epoch 1/3 done: ..."``)."""
+    (_RELAY or _CONSOLE).note(stage, line)
+
+
 @contextlib.contextmanager
 def reporting_to(relay: "Relay | None") -> Iterator[None]:
     """In a Ray worker: ``progress`` and ``result`` go to the driver's console through ``relay`` (None: stay here)."""
@@ -266,6 +277,7 @@ def logs_to_file(path: str) -> Iterator[None]:
     Done on the file descriptors 1 and 2, because Ray's log handlers and its C++ core hold them, not
     ``sys.stdout``."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    os.environ["RAY_COLOR_PREFIX"] = "0"  # Ray's prefixes of forwarded worker lines, without colour codes
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -355,6 +367,14 @@ class Relay:
     def result(self, stage: str, line: str) -> None:
         self._inbox.put.remote(("result", stage, line))
 
+    def note(self, stage: str, line: str) -> None:
+        """Waits until the line is held (a few ms): a line that stays must reach the driver even when the
+        task ends right after it."""
+        import ray
+
+        with contextlib.suppress(Exception):
+            ray.get(self._inbox.put.remote(("note", stage, line)), timeout=30)
+
     def __enter__(self) -> "Relay":
         self._thread = threading.Thread(target=self._pump, name="console-relay", daemon=True)
         self._thread.start()
@@ -382,4 +402,4 @@ class Relay:
         except Exception:  # the console is best effort: never fail a run over it
             return
         for kind, *args in items:
-            (_CONSOLE.progress if kind == "progress" else _CONSOLE.result)(*args)
+            {"progress": _CONSOLE.progress, "result": _CONSOLE.result, "note": _CONSOLE.note}[kind](*args)

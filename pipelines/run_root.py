@@ -54,6 +54,14 @@ class RunLog:
         return console.logs_to_file(self.local)
 
     def publish(self) -> None:
+        """The log made plain (terminal codes some of Ray's lines still carry removed), then copied to a
+        remote root."""
+        if os.path.exists(self.local):
+            with open(self.local, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+            if console.plain(text) != text:
+                with open(self.local, "w", encoding="utf-8") as f:
+                    f.write(console.plain(text))
         if self.local != self.final and os.path.exists(self.local):
             try:
                 with open(self.local, "rb") as f:

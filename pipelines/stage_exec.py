@@ -249,12 +249,16 @@ def add_stats(totals: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
     return totals
 
 
-def map_units(writer, units: list[Unit], read_fn: Callable[..., Iterable[pa.Table]], read_args: tuple,
-              worker_cls, worker_args: tuple = (), *, schema: pa.Schema, desc: str = "", prefix: str = "part",
-              record: bool = True, concurrency: int | None = None) -> tuple[dict[str, Any], list[str]]:
-    """Run a stage over ``units`` (see the module docstring). ``record=False`` writes work files that
-    are not part of the stage's output. Returns the sum of every piece's stats and the URIs of the
-    files written, in (unit, piece) order."""
+def map_units(writer, units: list[Unit], *, read: Callable[..., Iterable[pa.Table]] | None = None,
+              read_args: tuple = (), worker, worker_args: tuple = (), schema: pa.Schema, desc: str = "",
+              prefix: str = "part", record: bool = True, concurrency: int | None = None
+              ) -> tuple[dict[str, Any], list[str]]:
+    """Run a stage over ``units`` (see the module docstring): each unit is read by ``read(unit, *read_args)``
+    (default ``read_shard``: a stage output's parquet file) and its pieces go through ``worker(*worker_args)``
+    (a callable class, built once per worker process), whose tables are written as files of ``schema``.
+    ``record=False`` writes work files that are not part of the stage's output. Returns the sum of every
+    piece's stats and the URIs of the files written, in (unit, piece) order."""
+    read_fn, worker_cls = read or read_shard, worker
     import ray.data
 
     if not units:

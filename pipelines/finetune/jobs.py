@@ -80,10 +80,9 @@ def _wait_all(pending: dict, results: dict[str, dict], log: Callable[[str], None
             results[job.name] = {"task": job.name, "status": "failed", "error": error[-2000:], "output_uri": out_uri}
         results[job.name]["wall_seconds"] = round(time.time() - started, 1)
         r = results[job.name]
-        if r["status"] != "failed":
-            _log_epochs(job.name, r, log)
+        scratch = f" (from scratch {_score_text(r['scratch'])})" if "scratch" in r else ""
         finished(job.name, f"failed: {r['error'].strip().splitlines()[-1][:300]} (see {out_uri}/error.txt)"
-                 if r["status"] == "failed" else f"done, score {_score_text(r)} in {r['wall_seconds']:.0f} s")
+                 if r["status"] == "failed" else f"done, score {_score_text(r)}{scratch} in {r['wall_seconds']:.0f} s")
 
 
 def _run_trials_first(cfg: FinetuneConfig, to_run: list[tuple[TaskJob, str]], checkpoint_uri: str,
@@ -126,16 +125,6 @@ def _init_ray() -> None:
 
     if not ray.is_initialized():
         ray.init()
-
-
-def _log_epochs(name: str, result: dict, log: Callable[[str], None]) -> None:
-    """The best run's epochs, from its committed metrics: the tasks' own live lines reach the driver only
-    through Ray's log forwarding, which may drop the last ones when the driver exits soon after."""
-    uri = storage.join(result["output_uri"], f"lr_{result['best_learning_rate']:g}", "metrics.json")
-    epochs = storage.read_json(uri).get("epochs", []) if storage.exists(uri) else []
-    for e in epochs:
-        log(f"{name}: epoch {e['epoch']}/{len(epochs)} done: train loss {e['train_loss']:.4f}, "
-            f"{e['epoch_seconds']:.1f} s")
 
 
 def _score_text(result: dict) -> str:

@@ -211,6 +211,8 @@ def train_epochs(model: nn.Module, num_rows: int, make_batch: Callable[[list[int
             print(f"{label}: epoch {epoch + 1}/{hp.num_epochs} step {steps}/{steps_per_epoch} loss {mean_loss:.4f} "
                   f"({time.perf_counter() - start:.1f} s)", flush=True)
             epoch_note = f", epoch {epoch + 1} train loss {mean_loss:.4f}"
+            console.note(f"finetune {label}", f"epoch {epoch + 1}/{hp.num_epochs} done: train loss {mean_loss:.4f}, "
+                                              f"{time.perf_counter() - start:.1f} s")
             console.progress(f"finetune {label}", (epoch + 1) * steps_per_epoch, steps_per_epoch * hp.num_epochs,
                              "steps", f"epoch {epoch + 1}/{hp.num_epochs}" + epoch_note)
         on_epoch_end(epoch, mean_loss, time.perf_counter() - start, time.process_time() - cpu_start)
@@ -294,7 +296,7 @@ def finetune_glue_task(spec: glue.TaskSpec, data: TaskData | str, checkpoint_dir
                         "epoch_cpu_seconds": cpu_seconds, "dev": evals})
 
     train_epochs(model, len(train_enc.input_ids), lambda rows: pad_batch(train_enc, rows, tok.pad_id), hp, device,
-                 evaluate, label=spec.name)
+                 evaluate, label=spec.name + (" (from scratch)" if from_scratch else ""))
     final = history[-1]["dev"]
     result = {
         "task": spec.name, "hyper_params": asdict(hp), "num_train_examples": len(train_enc.input_ids),

@@ -101,7 +101,9 @@ def train_micro_batch(engine, arrays: dict[str, np.ndarray], device: torch.devic
     times this same function on a GPU."""
     if device.type != "cpu":  # the model checks ids on CPU tensors only; on a GPU check the host arrays
         check_id_ranges(bert_config, arrays["input_ids"], arrays["token_type_ids"])
-    batch = {k: to_device(torch.from_numpy(v), device) for k, v in arrays.items()}
+    # Ray Data hands read-only arrays (the object store's pages); a copy of a micro-batch's ids is cheap and
+    # keeps torch from warning that a tensor could write into them
+    batch = {k: to_device(torch.from_numpy(np.require(v, requirements="W")), device) for k, v in arrays.items()}
     out = engine(**batch, num_predictions=num_predictions)
     engine.backward(out.loss)
     engine.step()

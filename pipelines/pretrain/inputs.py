@@ -246,5 +246,5 @@ def rank_batches(stream: Stream, masker_kwargs: dict[str, Any], epoch: int, samp
     ds = ds.map_batches(read_window, batch_size=1, batch_format="pyarrow", fn_kwargs={"stream": stream},
                         num_cpus=MASK_CPUS)
     ds = ds.map_batches(MaskInstances, fn_constructor_kwargs=masker_kwargs, batch_size=None, batch_format="numpy",
-                        num_cpus=MASK_CPUS, concurrency=1)
+                        num_cpus=MASK_CPUS, compute=ray.data.ActorPoolStrategy(size=1))
     yield from ds.iter_batches(batch_size=stream.micro, batch_format="numpy", prefetch_batches=prefetch)

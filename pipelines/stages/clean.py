@@ -246,7 +246,7 @@ def run_clean(cfg: CleanConfig, documents_uri: str, root: str, *, concurrency: i
 
     def produce(writer: stage_store.StageWriter) -> None:
         units = stage_store.shard_units(documents_uri)
-        _, work = stage_exec.map_units(writer, units, stage_exec.read_shard, (), CleanShard, (cfg,), schema=WORK_FILE,
+        _, work = stage_exec.map_units(writer, units, worker=CleanShard, worker_args=(cfg,), schema=WORK_FILE,
                                        desc="clean", prefix="work", record=False, concurrency=concurrency)
         if len(work) != len(units):  # every shard has rows, so each writes a WORK file
             raise RuntimeError(f"clean: {len(units)} shards gave {len(work)} work files")

@@ -594,7 +594,7 @@ def run_near_dedup(cfg: NearDedupConfig, documents_uri: str, root: str, *, concu
     def produce(writer: stage_store.StageWriter) -> None:
         units = stage_store.shard_units(documents_uri)
         env = storage.capture_env()
-        stats, sig_files = stage_exec.map_units(writer, units, stage_exec.read_shard, (), SignShard, (cfg,),
+        stats, sig_files = stage_exec.map_units(writer, units, worker=SignShard, worker_args=(cfg,),
                                                 schema=SIGNED, desc=STAGE, prefix="sig", record=False,
                                                 concurrency=concurrency)
         if len(sig_files) != len(units):

@@ -334,7 +334,8 @@ def run_read(cfg: ReadConfig, inputs: str | list[str], root: str, *, concurrency
     def produce(writer: stage_store.StageWriter) -> None:
         started = time.time()
         units = plan_units(identity, cfg)
-        counts, _ = stage_exec.map_units(writer, units, read_shards, (cfg,), WriteDocuments, schema=schemas.DOCUMENTS,
+        counts, _ = stage_exec.map_units(writer, units, read=read_shards, read_args=(cfg,), worker=WriteDocuments,
+                                         schema=schemas.DOCUMENTS,
                                          desc="read", concurrency=concurrency)
         if not counts.get("documents"):
             raise ValueError(f"read: the corpus is empty: {len(files)} file(s) from {patterns} hold no document")

@@ -101,8 +101,8 @@ def run_split(cfg: SplitConfig, documents_uri: str, root: str, *, concurrency: i
     """Split the cleaned DOCUMENTS at ``documents_uri`` into ``{root}/split/{key}/``: a Ray Data read
     task per input shard, which writes its output shard; ``concurrency`` caps the tasks (speed only)."""
     def produce(writer: stage_store.StageWriter) -> None:
-        stats, _ = stage_exec.map_units(writer, stage_store.shard_units(documents_uri), stage_exec.read_shard, (),
-                                        stage_exec.Apply, (split_shard, cfg), schema=schemas.SENTENCES, desc="split",
+        stats, _ = stage_exec.map_units(writer, stage_store.shard_units(documents_uri), worker=stage_exec.Apply,
+                                        worker_args=(split_shard, cfg), schema=schemas.SENTENCES, desc="split",
                                         concurrency=concurrency)
         if not stats.get("sentences"):
             raise ValueError(f"split: no sentence in {documents_uri}")

@@ -152,8 +152,8 @@ def run_tokenize(cfg: TokenizeConfig, sentences_uri: str, wordpiece_uri: str, ro
                          "(the wordpiece stage's lowercase)")
 
     def produce(writer: stage_store.StageWriter) -> None:
-        stats, _ = stage_exec.map_units(writer, stage_store.shard_units(sentences_uri), stage_exec.read_shard, (),
-                                        EncodeShard, (wordpiece_uri,), schema=schemas.TOKENIZED, desc="tokenize",
+        stats, _ = stage_exec.map_units(writer, stage_store.shard_units(sentences_uri), worker=EncodeShard,
+                                        worker_args=(wordpiece_uri,), schema=schemas.TOKENIZED, desc="tokenize",
                                         concurrency=concurrency)
         if not stats.get("tokens"):
             raise ValueError(f"tokenize: no token in {sentences_uri}")

@@ -61,7 +61,8 @@ def test_map_units_writes_piece_files_whatever_the_parallelism(tmp_path, ray_ses
     outputs, manifests = [], []
     for concurrency in (1, None):
         def produce(writer):
-            stats, written = stage_exec.map_units(writer, units, _read_in_pieces, (parts,), _Upper, ("!",),
+            stats, written = stage_exec.map_units(writer, units, read=_read_in_pieces, read_args=(parts,), worker=_Upper,
+                                                  worker_args=("!",),
                                                   schema=DOCUMENTS, concurrency=concurrency)
             # summed; max_ keys take the maximum (not 3 x 7); the readers' counts arrive once per unit
             assert stats == {"rows_in": 10, "max_len": 7, "units_read": 3}
@@ -91,7 +92,8 @@ def test_a_costly_worker_is_built_once_per_process_and_stage_attempt(tmp_path, r
     units = _shards(tmp_path)  # 3 units read in 3 pieces: 2 + 2 + 0, 2 + 2 + 0, 1 + 1 + 0 rows
 
     def produce(writer):
-        stats, written = stage_exec.map_units(writer, units, _read_in_pieces, (3,), _CostlyUpper, ("!",),
+        stats, written = stage_exec.map_units(writer, units, read=_read_in_pieces, read_args=(3,), worker=_CostlyUpper,
+                                              worker_args=("!",),
                                               schema=DOCUMENTS)
         assert len(written) == 6 and 1 <= stats["builds"] <= 3  # a task's pieces share one build
         assert stats["rows_in"] == 10
@@ -105,7 +107,7 @@ def test_map_units_names_the_unreadable_shard(tmp_path, ray_session):
         f.write(b"not parquet")
 
     def produce(writer):
-        stage_exec.map_units(writer, units, stage_exec.read_shard, (), stage_exec.Apply, (lambda t: (t, {}),),
+        stage_exec.map_units(writer, units, worker=stage_exec.Apply, worker_args=(lambda t: (t, {}),),
                              schema=DOCUMENTS)
     with pytest.raises(Exception, match="cannot read parquet .*part-00001.parquet"):
         stage_store.run_stage(str(tmp_path / "out"), "up", {}, (), produce)
