@@ -144,6 +144,13 @@ PLAN_FIELDS = ("a_doc", "a_first", "a_stop", "b_doc", "b_first", "b_stop", "a_cu
 """The columns of a plan array: one row per instance, as ``instances_from_document`` returns it, flat."""
 
 
+class Col:
+    """A plan array's column indices, by name (``plans[:, Col.A_DOC]``)."""
+
+    (A_DOC, A_FIRST, A_STOP, B_DOC, B_FIRST, B_STOP, A_CUT_FRONT, A_CUT_BACK, B_CUT_FRONT, B_CUT_BACK,
+     IS_RANDOM_NEXT, SHORT_TARGET, FORCED_RANDOM_NEXT) = range(len(PLAN_FIELDS))
+
+
 def plan_instances(docs: list[list[int]], cfg: NspConfig, rng: random.Random) -> tuple[np.ndarray, int]:
     """One pass over ``docs`` in order (the original's loop body); -> (plans, short-target documents).
     Plans are an int32 array of ``PLAN_FIELDS`` columns (52 bytes an instance, not a tuple tree)."""
@@ -204,7 +211,7 @@ def partition_tables(table: pa.Table, cfg: NspConfig, partition: int,
         found, short = plan_instances([docs[d] for d in order], cfg, rng)
         num_short += short
         pool = np.asarray(order, dtype=np.int32)  # pool positions -> documents in doc_id order
-        found[:, 0], found[:, 3] = pool[found[:, 0]], pool[found[:, 3]]
+        found[:, Col.A_DOC], found[:, Col.B_DOC] = pool[found[:, Col.A_DOC]], pool[found[:, Col.B_DOC]]
         parts.append(found)
     doc_stats = {"document_passes": len(docs_index) * cfg.dupe_factor, "short_target_document_passes": num_short,
                  "documents_without_tokens": len(docs) - len(docs_index)}
@@ -294,10 +301,10 @@ def assemble(plans: np.ndarray, flat: Any, sent_off: np.ndarray, doc_first: np.n
     if cfg.cls_id is None or cfg.sep_id is None:
         raise ValueError("nsp_pairs: cls_id and sep_id must be set (run_nsp_pairs takes them from the vocabulary)")
     p = plans
-    a0 = sent_off[doc_first[p[:, 0]] + p[:, 1]] + p[:, 6]
-    la = sent_off[doc_first[p[:, 0]] + p[:, 2]] - p[:, 7] - a0
-    b0 = sent_off[doc_first[p[:, 3]] + p[:, 4]] + p[:, 8]
-    lb = sent_off[doc_first[p[:, 3]] + p[:, 5]] - p[:, 9] - b0
+    a0 = sent_off[doc_first[p[:, Col.A_DOC]] + p[:, Col.A_FIRST]] + p[:, Col.A_CUT_FRONT]
+    la = sent_off[doc_first[p[:, Col.A_DOC]] + p[:, Col.A_STOP]] - p[:, Col.A_CUT_BACK] - a0
+    b0 = sent_off[doc_first[p[:, Col.B_DOC]] + p[:, Col.B_FIRST]] + p[:, Col.B_CUT_FRONT]
+    lb = sent_off[doc_first[p[:, Col.B_DOC]] + p[:, Col.B_STOP]] - p[:, Col.B_CUT_BACK] - b0
     lengths = la + lb + 3
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     values = np.empty(int(offsets[-1]), np.int32)
@@ -323,11 +330,11 @@ def assemble(plans: np.ndarray, flat: Any, sent_off: np.ndarray, doc_first: np.n
     return pa.table({
         "input_ids": pa.ListArray.from_arrays(offsets32, pa.array(values, pa.int32())),
         "token_type_ids": pa.ListArray.from_arrays(offsets32, pa.array(types, pa.int8())),
-        "is_random_next": pa.array(p[:, 10].astype(bool), pa.bool_()),
+        "is_random_next": pa.array(p[:, Col.IS_RANDOM_NEXT].astype(bool), pa.bool_()),
         "num_tokens": pa.array(lengths.astype(np.int32), pa.int32()),
         "instance_id": pc.binary_join_element_wise(f"p{partition:05d}-", number, ""),
-        "short_target": pa.array(p[:, 11].astype(bool), pa.bool_()),
-        "forced_random_next": pa.array(p[:, 12].astype(bool), pa.bool_()),
+        "short_target": pa.array(p[:, Col.SHORT_TARGET].astype(bool), pa.bool_()),
+        "forced_random_next": pa.array(p[:, Col.FORCED_RANDOM_NEXT].astype(bool), pa.bool_()),
     }, schema=OUTPUT)
 
 
