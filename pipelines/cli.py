@@ -37,6 +37,10 @@ class UsageError(Exception):
     """Reported as one line and exit status 2: nothing has been run."""
 
 
+class RayStartError(Exception):
+    """Ray could not be started or reached; reported as one line (exit status 1), its details in the log."""
+
+
 def _stages_text() -> str:
     from pipelines.bert_dag import bert_pipeline
     from pipelines.presets import PRESETS
@@ -117,6 +121,19 @@ def init_ray(cfg) -> bool:
 
     if ray.is_initialized():
         return False
+    try:
+        return _init_ray(cfg)
+    except Exception as e:  # a raylet that did not start in time (an overloaded machine), a wrong address
+        from pipelines.console import plain
+
+        where = cfg.ray.address or os.environ.get("RAY_ADDRESS") or "a local Ray"
+        first = plain(str(e)).strip().splitlines()[0] if str(e).strip() else ""
+        raise RayStartError(f"could not start or reach {where}: {type(e).__name__}: {first}") from e
+
+
+def _init_ray(cfg) -> bool:
+    import ray
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
@@ -432,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" {e}" if isinstance(e, Interrupted) else ""
         print(f"bert-pipeline {args.command}: interrupted{where}", file=sys.stderr)
         return 130
-    except StageFailed as e:
+    except (StageFailed, RayStartError) as e:
         print(f"bert-pipeline {args.command}: {e}", file=sys.stderr)
         return 1
     except PipelineError as e:
