@@ -9,6 +9,7 @@ import itertools
 import math
 import os
 import random
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -290,3 +291,55 @@ def test_stage_without_any_duplicate(ray_session, tmp_path):
     stats = stage_store.read_stats(uri)
     assert (stats["removed"], stats["clusters"], stats["iterations"]) == (0, 0, 0)
     assert not os.path.exists(os.path.join(uri, "removed"))
+
+
+# --- several nodes ----------------------------------------------------------------------------------
+def _cluster_main(documents: str, out_dir: str) -> None:
+    """In a child process: a head and 3 worker nodes of 1 CPU (``ray.cluster_utils.Cluster``); the
+    stage on ``documents`` into ``out_dir``; prints the output's digests."""
+    import json
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from cluster.ray_settings import system_config, use_node_env
+
+    use_node_env()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                             "_system_config": system_config()})
+    for _ in range(3):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        nodes = len([n for n in ray.nodes() if n["Alive"]])
+        uri = nd.run_near_dedup(nd.NearDedupConfig(num_partitions=5), documents, out_dir)
+        print("REPORT " + json.dumps({"nodes": nodes, "digests": digests(uri)}), flush=True)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_four_nodes_give_the_one_node_bytes(ray_session, tmp_path):
+    import json
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    documents = write_documents(str(tmp_path / "in"), corpus(seed=1), 6)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), documents, str(tmp_path / "cluster")],
+                          env=env, capture_output=True, text=True, timeout=900)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
+    assert proc.returncode == 0 and lines, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-8000:]}"
+    report = json.loads(lines[0][len("REPORT "):])
+    one_node = digests(nd.run_near_dedup(nd.NearDedupConfig(num_partitions=5), documents, str(tmp_path / "one")))
+    assert report["nodes"] == 4
+    assert len([f for f in one_node if f.startswith("part-")]) == 6 and any(f.startswith("removed/") for f in one_node)
+    assert report["digests"] == one_node
+
+
+if __name__ == "__main__":
+    _cluster_main(sys.argv[1], sys.argv[2])
