@@ -21,7 +21,6 @@ The baselines go to ``{run}/phase{k}/heldout.json``; the scores ride on rank 0's
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -187,15 +186,11 @@ def read_baselines(phase_uri: str) -> dict[str, Any] | None:
 
 
 def summary_text(metrics: dict[str, Any], base: dict[str, Any] | None) -> str:
-    """``held-out MLM loss 5.91 (unigram 6.40) acc 0.12 (0.05), NSP acc 0.55 (chance 0.50)``; empty when the
-    metrics hold no held-out scores."""
+    """``held-out MLM loss 5.910 (unigram 6.400) acc 0.120 (0.050), NSP acc 0.610 (chance 0.5, the commoner label
+    0.610)``: the phase's console line; empty when the metrics hold no held-out scores."""
     if base is None or "heldout_mlm_loss" not in metrics:
         return ""
     return (f"held-out MLM loss {metrics['heldout_mlm_loss']:.3f} (unigram {base['unigram_loss']:.3f}) "
             f"acc {metrics['heldout_mlm_accuracy']:.3f} ({base['unigram_accuracy']:.3f}), "
-            f"NSP acc {metrics['heldout_nsp_accuracy']:.3f} (chance 0.5)")
+            f"NSP acc {metrics['heldout_nsp_accuracy']:.3f} (chance 0.5, the commoner label {base['nsp_majority']:.3f})")
 
-
-def nats_below(metrics: dict[str, Any], base: dict[str, Any]) -> float:
-    """How far the held-out MLM loss is under the unigram predictor's, in nats (positive: better)."""
-    return base["unigram_loss"] - metrics["heldout_mlm_loss"] if not math.isnan(metrics["heldout_mlm_loss"]) else 0.0
