@@ -116,3 +116,11 @@ def test_run_never_trains_on_heldout_rows_and_logs_reproducible_scores(pretrain_
     assert model.training  # the mode is restored
     for key, value in again[0].items():
         assert scored[-1][key] == pytest.approx(value, rel=1e-5), key
+
+
+def test_phase_console_line():
+    metrics = {"heldout_mlm_loss": 6.221, "heldout_mlm_accuracy": 0.12, "heldout_nsp_accuracy": 0.609}
+    base = {"unigram_loss": 6.5703, "unigram_accuracy": 0.045, "nsp_majority": 0.609375}
+    assert heldout.summary_text(metrics, base) == ("held-out MLM loss 6.221 (unigram 6.570) acc 0.120 (0.045), "
+                                                   "NSP acc 0.609 (chance 0.5, the commoner label 0.609)")
+    assert heldout.summary_text({"mlm_loss": 6.0}, base) == "" and heldout.summary_text(metrics, None) == ""
