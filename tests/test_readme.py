@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -64,6 +63,18 @@ def _stage_keys(root: str, names: list[str]) -> dict[str, str]:
     with open(os.path.join(root, "manifest.json")) as f:
         stages = json.load(f)["stages"]
     return {n: stages[n]["stage_hash"] for n in names}
+
+
+def _stage_bytes(root: str, names: list[str]) -> dict[str, dict[str, bytes]]:
+    """Every committed file of each stage's output, by its path under the output."""
+    with open(os.path.join(root, "manifest.json")) as f:
+        stages = json.load(f)["stages"]
+    out = {}
+    for name in names:
+        top = stages[name]["outputs"]["output"]
+        out[name] = {os.path.relpath(os.path.join(d, f), top): open(os.path.join(d, f), "rb").read()
+                     for d, _, files in os.walk(top) for f in files if f != "stats.json"}
+    return out
 
 
 def _check_demo(output: str, cwd: str) -> None:
@@ -134,8 +145,10 @@ def test_readme_commands_run_as_written(tmp_path):
                 local_data_keys = _stage_keys(f"{cwd}/runs/data", ["read", "clean", "split", "wordpiece"])
             elif command.startswith("bert-pipeline submit") and "--until wordpiece" in command:
                 assert f"(run root {cwd}/runs/submitted)" in output and "job " in output and ": SUCCEEDED" in output
-                # the job ran in a package folder on the cluster, and still gives the local run's keys
+                # the job ran in a package folder on the cluster, and still gives the local run's keys and bytes
                 assert _stage_keys(f"{cwd}/runs/submitted", list(local_data_keys)) == local_data_keys
+                assert (_stage_bytes(f"{cwd}/runs/submitted", list(local_data_keys))
+                        == _stage_bytes(f"{cwd}/runs/data", list(local_data_keys)))
             elif "--no-follow" in command:
                 job = re.search(r"submitted job (\S+) to", output).group(1)
             elif command.startswith("bert-pipeline stop"):

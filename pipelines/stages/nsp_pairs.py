@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import schemas, stage_exec, stage_store, storage
+from pipelines.stages.token_view import TokenView
 
 STAGE = "nsp_pairs"
 
@@ -182,15 +183,15 @@ pairs are never all in memory, only their plans (52 bytes an instance)."""
 def partition_tables(table: pa.Table, cfg: NspConfig, partition: int,
                      rows_per_table: int | None = ROWS_PER_TABLE,
                      rows: np.ndarray | None = None,
-                     view: tuple[Any, np.ndarray, np.ndarray] | None = None,
+                     view: TokenView | None = None,
                      ) -> tuple[Iterator[pa.Table], dict[str, int]]:
     """A partition's OUTPUT rows as tables of ``rows_per_table`` rows (None: one table), assembled as
     they are consumed, and its document-level counts. ``rows``: the indices of the partition's rows
     in ``table`` (ascending; None: every row), so a block of several partitions is never copied;
-    ``view``: ``token_view`` of the table's tokens, when the caller has it for all its partitions.
+    ``view``: the table's ``TokenView``, when the caller has it for all its partitions.
 
     Documents are taken in doc_id order, through an index: the table's tokens are never copied, only
-    viewed (``token_view``) and gathered into the pairs."""
+    viewed (``TokenView``) and gathered into the pairs."""
     _check_length(cfg)
     schemas.check_schema(table, schemas.TOKENIZED, "nsp_pairs")
     if rows is None:
@@ -198,9 +199,9 @@ def partition_tables(table: pa.Table, cfg: NspConfig, partition: int,
     else:  # the partition's rows in doc_id order (stable: as the rows of a filtered table would sort)
         rows = np.asarray(rows, dtype=np.int64)
         by_id = rows[pc.sort_indices(table.column("doc_id").take(rows)).to_numpy()]
-    flat, sent_off, doc_off = view or token_view(table.column("sentence_ids"))
-    sent_len = np.diff(sent_off)
-    docs = [sent_len[doc_off[r]:doc_off[r + 1]].tolist() for r in by_id.tolist()]  # in doc_id order
+    view = view or TokenView.of(table.column("sentence_ids"))
+    sent_len = np.diff(view.sent_off)
+    docs = [sent_len[view.doc_off[r]:view.doc_off[r + 1]].tolist() for r in by_id.tolist()]  # in doc_id order
     del sent_len
     docs_index = [d for d in range(len(docs)) if docs[d] and sum(docs[d]) > 0]
     parts, num_short = [], 0
@@ -220,13 +221,13 @@ def partition_tables(table: pa.Table, cfg: NspConfig, partition: int,
     del parts
     # the permutation that shuffling the plans list itself would apply, taken a table at a time
     shuffled = shuffled_range(len(plans), random.Random(_seed(cfg.seed, partition, "shuffle")))
-    doc_first = doc_off[by_id]
-    del by_id, doc_off
+    doc_first = view.doc_off[by_id]
+    del by_id
     step = rows_per_table or max(len(plans), 1)
 
     def tables() -> Iterator[pa.Table]:
         for lo in range(0, max(len(plans), 1), step):
-            yield assemble(plans[shuffled[lo:lo + step]], flat, sent_off, doc_first, cfg, partition, first=lo)
+            yield assemble(plans[shuffled[lo:lo + step]], view, doc_first, cfg, partition, first=lo)
 
     return tables(), doc_stats
 
@@ -243,47 +244,6 @@ def shuffled_range(n: int, rng: random.Random) -> np.ndarray:
     return np.frombuffer(x, dtype=np.int64) if n else np.zeros(0, np.int64)
 
 
-def token_view(column: pa.ChunkedArray) -> tuple[Any, np.ndarray, np.ndarray]:
-    """(tokens, sentence offsets, document offsets) of a list<list<int32>> column, without copying the
-    tokens: tokens are one int32 array, or for a column of several chunks (a shuffle's block is the
-    shards it gathered) ``(arrays, starts)``, each chunk's array and its first token's global index.
-    Offsets are global (int64), ``sent_off[i]:sent_off[i + 1]`` the tokens of sentence i."""
-    arrays, sent_parts, doc_parts, tokens, sentences_seen = [], [np.zeros(1, np.int64)], [np.zeros(1, np.int64)], 0, 0
-    starts = []
-    for chunk in column.chunks:
-        if len(chunk) == 0:
-            continue
-        sentences = chunk.flatten()
-        values = np.asarray(sentences.flatten().to_numpy(zero_copy_only=False), dtype=np.int32)  # a view
-        sent = sentences.offsets.to_numpy().astype(np.int64)
-        doc = chunk.offsets.to_numpy().astype(np.int64)
-        sent_parts.append(sent[1:] - sent[0] + tokens)
-        doc_parts.append(doc[1:] - doc[0] + sentences_seen)
-        if len(values):
-            arrays.append(values)
-            starts.append(tokens)
-        tokens += int(sent[-1] - sent[0])
-        sentences_seen += int(doc[-1] - doc[0])
-    flat = arrays[0] if len(arrays) == 1 else (arrays or [np.zeros(0, np.int32)], np.asarray(starts or [0], np.int64))
-    return flat, np.concatenate(sent_parts), np.concatenate(doc_parts)
-
-
-def gather(flat: Any, index: np.ndarray) -> np.ndarray:
-    """``flat[index]`` for ``token_view``'s tokens (one array, or chunks and their starts)."""
-    if isinstance(flat, np.ndarray):
-        return flat[index]
-    arrays, starts = flat
-    which = np.searchsorted(starts, index, side="right") - 1
-    order = np.argsort(which, kind="stable")
-    bounds = np.searchsorted(which[order], np.arange(len(arrays) + 1))
-    out = np.empty(len(index), np.int32)
-    for c in range(len(arrays)):
-        at = order[bounds[c]:bounds[c + 1]]
-        if len(at):
-            out[at] = arrays[c][index[at] - starts[c]]
-    return out
-
-
 def _check_length(cfg: NspConfig) -> None:
     if cfg.max_seq_length is None:
         raise ValueError("nsp_pairs: max_seq_length is not set (the run's DAG sets it to each pretraining phase's)")
@@ -293,11 +253,12 @@ ASSEMBLE_CHUNK = 1 << 12
 """Instances assembled per numpy pass: bounds the gather index (8 bytes a token) to a few MB."""
 
 
-def assemble(plans: np.ndarray, flat: Any, sent_off: np.ndarray, doc_first: np.ndarray,
-             cfg: NspConfig, partition: int, first: int = 0) -> pa.Table:
-    """[CLS] A [SEP] B [SEP] id arrays from the plans, gathered out of the tokens (``token_view``).
-    ``doc_first[d]`` is the index (into ``sent_off``) of document d's first sentence; the instances
+def assemble(plans: np.ndarray, view: TokenView, doc_first: np.ndarray, cfg: NspConfig, partition: int,
+             first: int = 0) -> pa.Table:
+    """[CLS] A [SEP] B [SEP] id arrays from the plans, gathered out of the tokens (``view``).
+    ``doc_first[d]`` is the index (into ``view.sent_off``) of document d's first sentence; the instances
     are numbered from ``first`` (the plans' place in the partition)."""
+    sent_off = view.sent_off
     if cfg.cls_id is None or cfg.sep_id is None:
         raise ValueError("nsp_pairs: cls_id and sep_id must be set (run_nsp_pairs takes them from the vocabulary)")
     p = plans
@@ -316,7 +277,7 @@ def assemble(plans: np.ndarray, flat: Any, sent_off: np.ndarray, doc_first: np.n
         seg_len = np.stack([one[lo:hi], la[lo:hi], one[lo:hi], lb[lo:hi], one[lo:hi]], 1).ravel()
         seg_src = np.stack([zero[lo:hi], a0[lo:hi], zero[lo:hi], b0[lo:hi], zero[lo:hi]], 1).ravel()
         seg_out = np.cumsum(seg_len) - seg_len
-        chunk = gather(flat, np.repeat(seg_src - seg_out, seg_len) + np.arange(stop - base))  # [CLS]/[SEP] read 0
+        chunk = view.gather(np.repeat(seg_src - seg_out, seg_len) + np.arange(stop - base))  # [CLS]/[SEP] read 0
         starts = offsets[lo:hi] - base
         chunk[starts] = cfg.cls_id
         chunk[starts + 1 + la[lo:hi]] = cfg.sep_id
@@ -370,7 +331,7 @@ def write_partitions(block: pa.Table, cfg: NspConfig, tmp_uri: str, env: dict[st
     order = np.argsort(parts, kind="stable")  # rows grouped by partition, ascending within each
     partitions, starts = np.unique(parts[order], return_index=True)
     bounds = np.append(starts, len(order))
-    view = token_view(tokenized.column("sentence_ids"))  # once for the block, whatever its partitions
+    view = TokenView.of(tokenized.column("sentence_ids"))  # once for the block, whatever its partitions
     for k, partition in enumerate(partitions.tolist()):
         rows = None if len(partitions) == 1 else order[bounds[k]:bounds[k + 1]]
         tables, doc_stats = partition_tables(tokenized, cfg, partition, ROWS_PER_TABLE, rows=rows, view=view)

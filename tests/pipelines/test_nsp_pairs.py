@@ -12,6 +12,7 @@ import pytest
 from oracles import original_bert
 from pipelines.schemas import TOKENIZED
 from pipelines.stages import nsp_pairs
+from pipelines.stages.token_view import TokenView
 
 CFG = nsp_pairs.NspConfig(max_seq_length=128, cls_id=101, sep_id=102)
 
@@ -34,12 +35,8 @@ def test_same_instances_as_the_original(demo_tokenized, max_seq_length, short_se
                                                                  cls=cfg.cls_id, sep=cfg.sep_id)
     lengths = [[len(s) for s in d] for d in docs]
     plans, _ = nsp_pairs.plan_instances(lengths, cfg, random.Random(7))
-    col = table.column("sentence_ids").combine_chunks()
-    sentences = col.flatten()
-    flat = sentences.flatten().to_numpy().astype(np.int32)
-    sent_off = sentences.offsets.to_numpy().astype(np.int64) - sentences.offsets[0].as_py()
-    doc_off = col.offsets.to_numpy().astype(np.int64) - col.offsets[0].as_py()
-    got = nsp_pairs.assemble(plans, flat, sent_off, doc_off, cfg, 0)
+    view = TokenView.of(pa.chunked_array([table.column("sentence_ids").combine_chunks()]))
+    got = nsp_pairs.assemble(plans, view, view.doc_off, cfg, 0)
     assert got.num_rows == len(expected) > 300
     assert got.column("input_ids").to_pylist() == [e["tokens"] for e in expected]
     assert got.column("token_type_ids").to_pylist() == [e["segment_ids"] for e in expected]
