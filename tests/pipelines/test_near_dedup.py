@@ -294,10 +294,27 @@ def test_stage_without_any_duplicate(ray_session, tmp_path):
 
 
 # --- several nodes ----------------------------------------------------------------------------------
-def _cluster_main(documents: str, out_dir: str) -> None:
+def _remove_when_signing(cluster, node, out_dir: str, removed: list, deadline_s: float = 300) -> None:
+    """Remove ``node`` once the stage has written its first signature file into its temp dir."""
+    import time
+
+    stage_dir, end = os.path.join(out_dir, nd.STAGE), time.time() + deadline_s
+    while time.time() < end and not removed:
+        for name in os.listdir(stage_dir) if os.path.isdir(stage_dir) else []:
+            tmp = os.path.join(stage_dir, name)
+            if name.startswith("_tmp-") and any(f.startswith("sig-") for f in os.listdir(tmp)):
+                cluster.remove_node(node, allow_graceful=False)
+                removed.append(name)
+                break
+        time.sleep(0.02)
+
+
+def _cluster_main(documents: str, out_dir: str, lose_node: bool = False) -> None:
     """In a child process: a head and 3 worker nodes of 1 CPU (``ray.cluster_utils.Cluster``); the
-    stage on ``documents`` into ``out_dir``; prints the output's digests."""
+    stage on ``documents`` into ``out_dir`` (``lose_node``: a worker node removed once the signature
+    pass has written its first file); prints the output's digests."""
     import json
+    import threading
 
     import ray
     from ray.cluster_utils import Cluster
@@ -307,15 +324,18 @@ def _cluster_main(documents: str, out_dir: str) -> None:
     use_node_env()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
                                                              "_system_config": system_config()})
-    for _ in range(3):
-        cluster.add_node(num_cpus=1)
+    workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         nodes = len([n for n in ray.nodes() if n["Alive"]])
+        removed: list = []
+        if lose_node:
+            threading.Thread(target=_remove_when_signing, args=(cluster, workers[0], out_dir, removed),
+                             daemon=True).start()
         uri = nd.run_near_dedup(nd.NearDedupConfig(num_partitions=5), documents, out_dir)
-        print("REPORT " + json.dumps({"nodes": nodes, "digests": digests(uri)}), flush=True)
+        print("REPORT " + json.dumps({"nodes": nodes, "removed": len(removed), "digests": digests(uri)}), flush=True)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -323,23 +343,25 @@ def _cluster_main(documents: str, out_dir: str) -> None:
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_four_nodes_give_the_one_node_bytes(ray_session, tmp_path):
+@pytest.mark.parametrize("lose_node", [False, True], ids=["four_nodes", "node_lost"])
+def test_four_nodes_give_the_one_node_bytes(ray_session, tmp_path, lose_node):
     import json
     import subprocess
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     documents = write_documents(str(tmp_path / "in"), corpus(seed=1), 6)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), documents, str(tmp_path / "cluster")],
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), documents, str(tmp_path / "cluster"),
+                           "lose" if lose_node else ""],
                           env=env, capture_output=True, text=True, timeout=900)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
     assert proc.returncode == 0 and lines, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-8000:]}"
     report = json.loads(lines[0][len("REPORT "):])
     one_node = digests(nd.run_near_dedup(nd.NearDedupConfig(num_partitions=5), documents, str(tmp_path / "one")))
-    assert report["nodes"] == 4
+    assert report["nodes"] == 4 and report["removed"] == int(lose_node)
     assert len([f for f in one_node if f.startswith("part-")]) == 6 and any(f.startswith("removed/") for f in one_node)
     assert report["digests"] == one_node
 
 
 if __name__ == "__main__":
-    _cluster_main(sys.argv[1], sys.argv[2])
+    _cluster_main(sys.argv[1], sys.argv[2], sys.argv[3] == "lose")
