@@ -18,10 +18,13 @@ phase k's exported weights with its own optimizer and schedule.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import tempfile
+import threading
 from typing import Callable, Sequence
 
 from ray.train import UserCallback
@@ -119,7 +122,7 @@ def _fit_phase(job: WorkerJob, instances_uri: str, run_root: str):
             worker_runtime_env={"env_vars": _worker_env(storage_uri, run_root, instances_uri)},
         ),
     )
-    with relay:
+    with relay, _sigint_restored():
         result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"phase {job.phase_index} finished without a checkpoint")
@@ -154,6 +157,19 @@ def _split_heldout(job: WorkerJob, instances_uri: str, run_root: str) -> tuple[l
                                      f"{job.cfg.heldout.files} hold fewer rows than one global batch")
         heldout.write_baselines(storage.join(run_root, f"phase{job.phase_index}"), baselines)
     return train, rows, baselines
+
+
+@contextlib.contextmanager
+def _sigint_restored():
+    """``TorchTrainer.fit`` installs its own Ctrl-C handler (abort the run, then exit) and leaves it there;
+    the stages after pretraining get the process's own back, so Ctrl-C interrupts them too."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _worker_env(*uris: str) -> dict[str, str]:
