@@ -573,13 +573,15 @@ def candidate_edges(sig_files: list[str], cfg: NearDedupConfig, env: dict[str, s
     edges = _shuffle(buckets, "bucket", cfg, star_edges)
     if not cfg.check_jaccard:
         return edges, edges.count(), edges.count()
-    for end in ("lo", "hi"):
-        keyed = edges.map_batches(_with_shard, fn_args=(end,), batch_size=None, batch_format="pyarrow")
-        edges = _shuffle(keyed, "shard", cfg, attach_signatures, (end, sig_files, cfg.num_perm, env))
-        if end == "lo":
-            candidates = edges.count()  # distinct after the first hop
-    checked = edges.map_batches(check_edges, fn_args=(cfg.num_perm, cfg.threshold), batch_size=None,
-                                batch_format="pyarrow").materialize()
+    keyed = edges.map_batches(_with_shard, fn_args=("lo",), batch_size=None, batch_format="pyarrow")
+    edges = _shuffle(keyed, "shard", cfg, attach_signatures, ("lo", sig_files, cfg.num_perm, env))
+    candidates = edges.count()  # distinct after the first hop
+    keyed = edges.map_batches(_with_shard, fn_args=("hi",), batch_size=None, batch_format="pyarrow")
+    checked = stage_exec.shuffle_groups(keyed, "shard", cfg.num_partitions, attach_signatures,
+                                        ("hi", sig_files, cfg.num_perm, env))
+    # the check in the same Ray Data execution as the second hop (each execution costs seconds to start)
+    checked = checked.map_batches(check_edges, fn_args=(cfg.num_perm, cfg.threshold), batch_size=None,
+                                  batch_format="pyarrow").materialize()
     return checked, candidates, checked.count()
 
 
@@ -608,8 +610,10 @@ def run_near_dedup(cfg: NearDedupConfig, documents_uri: str, root: str, *, concu
         if stats["checked_pairs"]:
             stars, found = find_components(edges, cfg)
             stats.update(found)
-            named = _shuffle(stars.map_batches(_with_shard, fn_args=("lo",), batch_size=None, batch_format="pyarrow"),
-                             "shard", cfg, survivor_ids, (sig_files, env))
+            # not materialised: the survivors' shuffle and the finishing one run as one Ray Data execution
+            named = stage_exec.shuffle_groups(stars.map_batches(_with_shard, fn_args=("lo",), batch_size=None,
+                                                                batch_format="pyarrow"),
+                                              "shard", cfg.num_partitions, survivor_ids, (sig_files, env))
             removed = named.union(every)
         finished = stage_exec.shuffle_groups(removed, "shard", cfg.num_partitions, finish_block,
                                              ([u.uri for u in units], writer.tmp, env))
