@@ -140,6 +140,85 @@ def bench_signatures(table: pa.Table, repeat: int, datasketch_docs: int) -> dict
     return {**results, "words_per_cpu_s": rates}
 
 
+EDIT_BANDS = (0.02, 0.05, 0.10, 0.20, 0.40)
+
+
+def edited(words: list[str], fraction: float, rng: np.random.Generator, vocab: list[str]) -> list[str]:
+    """``fraction`` of the words edited: a third replaced, a third deleted, a third inserted."""
+    out = list(words)
+    for _ in range(max(1, round(fraction * len(words)))):
+        op, at = rng.integers(3), int(rng.integers(len(out)))
+        if op == 0:
+            out[at] = vocab[int(rng.integers(len(vocab)))]
+        elif op == 1 and len(out) > 1:
+            del out[at]
+        else:
+            out.insert(at, vocab[int(rng.integers(len(vocab)))])
+    return out
+
+
+def quality_corpus(table: pa.Table, num_originals: int, seed: int) -> tuple[pa.Table, dict[str, tuple[str, str, float]]]:
+    """The documents plus, for ``num_originals`` of them (seeded), a copy per edit band and one with a
+    header and footer added; -> (table, {copy doc_id: (original doc_id, kind, true 5-gram Jaccard)})."""
+    rng = np.random.default_rng(seed)
+    texts, ids = table.column("text").to_pylist(), table.column("doc_id").to_pylist()
+    vocab = sorted({w for t in texts[:200] for w in t.split()})
+    header = "Posted by the site team. Share this page. Subscribe to our newsletter for weekly updates."
+    footer = "Copyright the authors. All rights reserved. Terms of use. Privacy policy. Contact us."
+    copies, truth = [], {}
+    for k, i in enumerate(sorted(rng.choice(len(texts), num_originals, replace=False).tolist())):
+        words = texts[i].split()
+        variants = [(f"edit{int(f * 100):02d}", edited(words, f, rng, vocab)) for f in EDIT_BANDS]
+        variants.append(("header_footer", header.split() + words + footer.split()))
+        for kind, w in variants:
+            copy_id = f"zz-injected#{k:06d}-{kind}"
+            copies.append((copy_id, " ".join(w)))
+            truth[copy_id] = (ids[i], kind, jaccard(texts[i], " ".join(w)))
+    extra = pa.table({"doc_id": [c[0] for c in copies], "text": [c[1] for c in copies]}, schema=table.schema)
+    return pa.concat_tables([table, extra]), truth
+
+
+def shingle_set(text: str, n: int = 5) -> set:
+    w = text.split()
+    return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)} if len(w) >= n else {tuple(w)}
+
+
+def jaccard(a: str, b: str) -> float:
+    x, y = shingle_set(a), shingle_set(b)
+    return len(x & y) / max(1, len(x | y))
+
+
+def bench_quality(table: pa.Table, num_originals: int, seed: int) -> dict:
+    """Recall per edit band (injected copies removed) and precision (removed documents that are
+    injected copies, or whose true Jaccard with their survivor is at least the threshold: natural
+    near-duplicates; the others are false merges: below it, by the estimate's noise or transitivity)."""
+    from pipelines.stages import near_dedup as nd
+
+    corpus, truth = quality_corpus(table, num_originals, seed)
+    start = time.process_time()
+    _, removed, stats = nd.core(corpus, nd.NearDedupConfig())
+    cpu = time.process_time() - start
+    texts = dict(zip(corpus.column("doc_id").to_pylist(), corpus.column("text").to_pylist()))
+    gone = dict(zip(removed.column("doc_id").to_pylist(), removed.column("survivor_id").to_pylist()))
+    recall: dict[str, dict] = {}
+    for copy_id, (_, kind, j) in truth.items():
+        r = recall.setdefault(kind, {"copies": 0, "removed": 0, "jaccard": []})
+        r["copies"] += 1
+        r["removed"] += copy_id in gone
+        r["jaccard"].append(j)
+    for r in recall.values():
+        r["recall"] = round(r["removed"] / r["copies"], 4)
+        r["mean_jaccard"] = round(float(np.mean(r.pop("jaccard"))), 3)
+    high = [c for c, (_, _, j) in truth.items() if j >= 0.8]
+    natural = {d: round(jaccard(texts[d], texts[s]), 3) for d, s in gone.items() if d not in truth}
+    false = {d: j for d, j in natural.items() if j < nd.NearDedupConfig().threshold}
+    return {"documents": corpus.num_rows, "injected": len(truth), "cpu_s": round(cpu, 2),
+            "words_per_cpu_s": round(sum(len(t.split()) for t in texts.values()) / cpu),
+            "recall_by_edit": recall, "recall_at_jaccard_0.8": round(sum(c in gone for c in high) / max(1, len(high)), 4),
+            "removed": len(gone), "removed_not_injected": natural, "false_merges": len(false),
+            "precision": round(1 - len(false) / max(1, len(gone)), 4), "stats": stats}
+
+
 def bench_stage(repeat: int) -> dict:
     import ray
 
@@ -163,13 +242,16 @@ def bench_stage(repeat: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("signatures", "stage"))
+    parser.add_argument("--only", choices=("signatures", "stage", "quality"))
+    parser.add_argument("--originals", type=int, default=300, help="quality: documents given injected copies")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--datasketch-docs", type=int, default=300)
     args = parser.parse_args(argv)
     report = {"load_average": os.getloadavg()[0]}
     if args.only in (None, "signatures"):
         report["signatures"] = bench_signatures(demo_documents(), args.repeat, args.datasketch_docs)
+    if args.only in (None, "quality"):
+        report["quality"] = bench_quality(demo_documents(), args.originals, 0)
     if args.only in (None, "stage"):
         report["stage"] = bench_stage(args.repeat)
     report["load_average_after"] = os.getloadavg()[0]
