@@ -9,7 +9,9 @@ text is cut from the original string (case, accents and spacing intact). Decodin
 ``n_best_size`` best starts and ends per window, spans of at most ``max_answer_length`` tokens,
 only starts in the window where that token has the most context (as the reference implementation
 does); for v2.0 the null answer wins when ``null_score - best_span_score`` exceeds a threshold tuned
-on dev, as the official evaluation script's ``best_f1_thresh``.
+on dev, as the official evaluation script's ``best_f1_thresh``, and the scores are that script's
+(``metrics.squad_v2_scores``: HasAns/NoAns, best_exact/best_f1 with their thresholds). A file of the
+other version than the task's is refused before training (``read.check_version``), naming the field.
 
 Bad input (answers whose text is not at ``answer_start``, empty contexts or questions) is counted in
 the read report; training skips such questions, evaluation still scores them against their gold text.
