@@ -100,7 +100,7 @@ def _set_absolute_paths(cfg: RunConfig) -> None:
     ft = cfg.finetune
     tasks = tuple(dataclasses.replace(t, data_uri=storage.absolute(t.data_uri)) if t.data_uri else t
                   for t in ft.tasks)
-    roots = {k: storage.absolute(getattr(ft, k)) for k in ("glue_root", "squad_root", "conll_root") if getattr(ft, k)}
+    roots = {k: storage.absolute(getattr(ft, k)) for k in ("glue_root", "squad_root", "conll_root", "swag_root", "commonsenseqa_root", "copa_root") if getattr(ft, k)}
     object.__setattr__(cfg, "root", storage.absolute(cfg.root))
     object.__setattr__(cfg, "data", dataclasses.replace(cfg.data, inputs=tuple(storage.absolute(u) for u in cfg.data.inputs)))
     object.__setattr__(cfg, "finetune", dataclasses.replace(ft, tasks=tasks, **roots))

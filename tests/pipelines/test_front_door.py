@@ -52,10 +52,12 @@ def test_demo_uris_are_opened_where_the_package_is_and_listed_by_name():
 # --- configs: relative paths made absolute where the command was typed -----------------------------
 def test_relative_paths_become_absolute_where_the_config_is_built(tree):
     cfg = load_run_config("demo", ["root=runs/x", "data.inputs=[corpus/*.txt, demo:corpus]",
-                                   "finetune.glue_root=glue", "finetune.conll_root=conll"])
+                                   "finetune.glue_root=glue", "finetune.conll_root=conll",
+                                   "finetune.commonsenseqa_root=csqa"])
     assert cfg.root == f"{tree}/runs/x"
     assert cfg.data.inputs == (f"{tree}/corpus/*.txt", "demo:corpus")
-    assert (cfg.finetune.glue_root, cfg.finetune.conll_root) == (f"{tree}/glue", f"{tree}/conll")
+    assert (cfg.finetune.glue_root, cfg.finetune.conll_root, cfg.finetune.commonsenseqa_root) == (
+        f"{tree}/glue", f"{tree}/conll", f"{tree}/csqa")
     assert cfg.finetune.tasks[0].data_uri == "demo:task"
     assert load_run_config("demo").root == f"{tree}/runs/demo"
     assert load_run_config("demo", ["root=s3://bucket/run"]).root == "s3://bucket/run"
@@ -219,3 +221,76 @@ def test_random_bytes_are_dropped_as_binary(tmp_path):
     work = clean.core(docs, clean.CleanConfig())
     reasons = work.column("drop_reason").to_pylist()
     assert reasons.count("binary") == docs.num_rows
+
+
+# --- Ctrl-C during pretraining, for real ---------------------------------------------------------------
+def _checkpoint_steps(root: str) -> list[int]:
+    import re
+
+    return sorted({int(m.group(1)) for f in storage.list_files(storage.join(root, "pretrain"))
+                   if (m := re.search(r"/phase0-step(\d+)/train_state\.json$", f))}) \
+        if storage.is_dir(storage.join(root, "pretrain")) else []
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_pretraining_says_where_the_next_run_resumes_and_it_does(tmp_path, small_corpus):
+    """Ctrl-C (SIGINT to the command's process group, as a terminal sends it) once a checkpoint is committed:
+    exit 130 and one line naming the step the next run resumes from; the next run says it resumed there."""
+    import signal
+    import time
+
+    config = tmp_path / "small.yaml"
+    config.write_text(f"""
+preset: demo
+root: runs/small
+data:
+  inputs: ["{small_corpus}"]
+  near_dedup: {{enabled: false}}
+  wordpiece: {{vocab_size: 1000}}
+  nsp_pairs: {{dupe_factor: 1}}
+pretrain:
+  checkpoint_every: 10
+  metrics_every: 5
+  heldout: {{files: 0}}
+  phases:
+    - {{max_seq_length: 64, global_batch_size: 16, micro_batch_size: 8, num_steps: 400, warmup_steps: 4,
+       learning_rate: 0.001, max_predictions_per_seq: 10}}
+""")
+    cmd = CLI + ["run", str(config), "--until", "pretrain"]
+    root = str(tmp_path / "runs" / "small")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while not _checkpoint_steps(root):
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline, "no pretraining checkpoint in time"
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, (out[-2000:], err[-3000:])
+    resumes = _checkpoint_steps(root)[-1]
+    last = err.strip().splitlines()[-1]
+    assert last == (f"bert-pipeline run: interrupted in stage pretrain; run the same command again to resume from "
+                    f"phase 0 step {resumes}"), err[-3000:]
+    assert "Traceback" not in err and "SystemExit" not in out + err
+    assert "pretrain: interrupted after " in out
+    assert read_manifest(root)["stages"]["pretrain"]["state"] == "interrupted"
+
+    again = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        text = ""
+        while "resuming from" not in text:
+            line = again.stdout.readline()
+            assert line or again.poll() is None, "the re-run ended without saying where it resumed"
+            assert time.time() < deadline
+            text += line
+    finally:
+        os.killpg(again.pid, signal.SIGKILL)
+        again.wait()
+    assert f"pretrain: resuming from phase 0 step {resumes}" in text
