@@ -21,7 +21,8 @@ import pytest
 from pipelines import stage_store, storage
 from pipelines.dag import StageFailed, read_manifest
 from pipelines.presets import build_run_config
-from pipelines.run_config import RunConfig, run_until
+from pipelines.bert_dag import run_until
+from pipelines.run_config import RunConfig
 from pipelines.typed_config import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
