@@ -90,7 +90,10 @@ def _check_demo(output: str, cwd: str) -> None:
     log = re.search(r"Ray's logs: (\S+)", output.splitlines()[0]).group(1)
     text = open(log, encoding="utf-8", errors="replace").read()
     assert "\x1b[" not in text, "the log file holds terminal colour codes"
-    assert "Traceback" not in text
+    # Ray Train's placement-group cleaner (Ray's own thread) fails to connect when another Ray runs on the same
+    # machine (a test session's): not the run's, and a person with one Ray never sees it
+    ours = [line for line in text.splitlines() if "(PlacementGroupCleaner" not in line]
+    assert not [line for line in ours if "Traceback" in line], "\n".join(ours[-40:])
 
 
 def _check_rerun(output: str, cwd: str) -> None:
