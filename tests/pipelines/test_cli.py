@@ -138,7 +138,7 @@ def test_driver_killed_in_a_data_stage_resumes(tmp_path, small_corpus):
     assert "read: done already, skipped" in out.stdout and "clean: done already, skipped" in out.stdout
     final = read_manifest(root)
     assert {n: s["state"] for n, s in final["stages"].items()} == {
-        "read": "done", "clean": "done", "split": "done", "wordpiece": "done"}
+        "read": "done", "clean": "done", "near_dedup": "done", "split": "done", "wordpiece": "done"}
     assert final["stages"]["split"]["attempts"] == 2 and final["stages"]["clean"]["attempts"] == 1
     assert final["stages"]["clean"]["outputs"] == killed["stages"]["clean"]["outputs"]
 
@@ -272,25 +272,27 @@ def _assert_console(killed: str, rerun: str, root: str) -> str:
     task, and a summary with the results table and where everything is. Returns the re-run's Ray log."""
     first = killed.splitlines()
     log_name = r"Ray's logs: (/\S+) \(copied to (s3://\S+) at the end\)"
-    assert re.fullmatch(rf"run s3-small at {root}: 9 stage\(s\) to run \(read, clean, split, wordpiece, tokenize, "
-                        rf"nsp_pairs, pretrain, finetune, report\), 0 done; {log_name}", first[0]), first[0]
-    expected = [line for i, s in enumerate(("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs"))
-                for line in (f"[{i + 1}/9] {s}: running", f"[{i + 1}/9] {s}: done in")]
+    assert re.fullmatch(rf"run s3-small at {root}: 10 stage\(s\) to run \(read, clean, near_dedup, split, wordpiece, "
+                        rf"tokenize, nsp_pairs, pretrain, finetune, report\), 0 done; {log_name}", first[0]), first[0]
+    data_stages = ("read", "clean", "near_dedup", "split", "wordpiece", "tokenize", "nsp_pairs")
+    expected = [line for i, s in enumerate(data_stages) for line in (f"[{i + 1}/10] {s}: running", f"[{i + 1}/10] {s}: done in")]
     assert [line[:len(e)] for line, e in zip(first[1:], expected)] == expected
-    assert first[13] == "[7/9] pretrain: running" and len(first) < 20, first
+    assert first[15] == "[8/10] pretrain: running" and len(first) < 22, first
     lines = rerun.splitlines()
-    header = re.fullmatch(rf"run s3-small at {root}: 3 stage\(s\) to run \(pretrain, finetune, report\), 6 done; {log_name}",
+    header = re.fullmatch(rf"run s3-small at {root}: 3 stage\(s\) to run \(pretrain, finetune, report\), 7 done; {log_name}",
                           lines[0])
     assert header, lines[0]
     assert len(lines) < 60, rerun
     assert not [line for line in lines if "pid=" in line or "INFO" in line or "WARNING" in line], rerun
-    assert lines[1:7] == [f"[{i + 1}/9] {s}: done already, skipped" for i, s in
-                          enumerate(("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs"))]
-    assert lines[7] == "[7/9] pretrain (attempt 2): running"  # the killed driver's was the first
-    assert re.search(r"^\[7/9\] pretrain: done in [\d.]+s, phase 0 MLM loss [\d.]+ acc [\d.]+, phase 1 MLM loss [\d.]+ acc [\d.]+\n\[8/9\] finetune: running$",
+    assert lines[1:8] == [f"[{i + 1}/10] {s}: done already, skipped" for i, s in enumerate(data_stages)]
+    # the killed driver's attempt was the first; the re-run says where it resumes (a committed checkpoint)
+    resumed = re.fullmatch(r"\[8/10\] pretrain \(attempt 2, resuming from phase 0 step (\d+)\): running", lines[8])
+    assert resumed, lines[8]
+    assert lines[9] == f"pretrain: resuming from phase 0 step {resumed.group(1)}"
+    assert re.search(r"^\[8/10\] pretrain: done in [\d.]+s, phase 0 MLM loss [\d.]+ acc [\d.]+, phase 1 MLM loss [\d.]+ acc [\d.]+\n\[9/10\] finetune: running$",
                      rerun, re.M), rerun
     assert re.search(r"^finetune movie_sentiment: done, score [\d.]+ in \d+ s$", rerun, re.M), rerun
-    assert re.search(r"^\[9/9\] report: done in [\d.]+s$", rerun, re.M), rerun
+    assert re.search(r"^\[10/10\] report: done in [\d.]+s$", rerun, re.M), rerun
     manifest = storage.read_json(f"{root}/manifest.json")
     report = manifest["stages"]["report"]["outputs"]
     assert storage.read_bytes(report["output"]).decode().rstrip() in rerun
