@@ -31,7 +31,9 @@ def _config(corpus: str, root: str):
     # small blocks and shards, so every stage has many units for the nodes to share
     return build_run_config({"root": root, "pretrain": {"phases": [{"max_seq_length": 64}]}, "data": {
         "inputs": [corpus], "read": {"block_bytes": 64 << 10, "rows_per_shard": 60},
-        "clean": {"min_chars": 40, "num_buckets": 3}, "wordpiece": {"vocab_size": 400}, "nsp_pairs": {"num_partitions": 5}}})
+        "clean": {"min_chars": 40, "num_buckets": 3}, "wordpiece": {"vocab_size": 400}, "nsp_pairs": {"num_partitions": 5},
+        # near_dedup's own four-node and node-loss tests are in test_near_dedup.py
+        "near_dedup": {"enabled": False}}})
 
 
 def run_chain(corpus: str, root: str) -> dict[str, str]:
