@@ -302,7 +302,7 @@ class Pipeline:
         except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C; SIGTERM (Ray's handler exits); a stopped job
             rec.state, rec.finished = "interrupted", time.time()
             rec.seconds = rec.finished - rec.started
-            rec.error = f"interrupted ({type(e).__name__})"
+            rec.error = "interrupted (Ctrl-C, SIGTERM or a stopped job)"
             manifest["stages"][name] = dataclasses.asdict(rec)
             self._save(root, manifest)
             where = stage.resume_point(root) if stage.resume_point else None
