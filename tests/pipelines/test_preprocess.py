@@ -26,7 +26,7 @@ from pipelines.run_config import RunConfig
 from pipelines.typed_config import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-STAGES = ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs")
+STAGES = ("read", "clean", "near_dedup", "split", "wordpiece", "tokenize", "nsp_pairs")
 
 
 def _vocab_file() -> str:
@@ -142,7 +142,7 @@ def test_bad_inputs_are_clear_errors(ray_session, tmp_path):
     (tmp_path / "garbage.bin").write_bytes(os.urandom(200_000).replace(b"\n", b"\x00"))  # one "document"
     (tmp_path / "short.txt.gz").write_bytes(gzip.compress(b"One sentence.\n"))
     with pytest.raises(StageFailed, match=r"'clean' failed: ValueError: clean: every document was dropped "
-                                          r"\(\{'binary': [1-9][0-9]*, 'too_short': 1"):
+                                          r"\(binary [1-9][0-9]*, too_short 1\); most documents are not text"):
         run_until(config([str(tmp_path / "garbage.bin"), str(tmp_path / "short.txt.gz")], "r2"), "nsp_pairs")
     with pytest.raises(ConfigError, match="max_seq_length must be at least 8"):
         build_run_config({"data": {"nsp_pairs": {"max_seq_length": 4}}})
