@@ -151,7 +151,7 @@ def test_readme_commands_run_as_written(tmp_path):
             elif command.startswith("bert-pipeline status runs/demo"):
                 assert output.startswith(f"run at {cwd}/runs/demo (config ")
             elif "root=runs/data --until wordpiece" in command:
-                local_data_keys = _stage_keys(f"{cwd}/runs/data", ["read", "clean", "split", "wordpiece"])
+                local_data_keys = _stage_keys(f"{cwd}/runs/data", ["read", "clean", "near_dedup", "split", "wordpiece"])
             elif command.startswith("bert-pipeline submit") and "--until wordpiece" in command:
                 assert f"(run root {cwd}/runs/submitted)" in output and "job " in output and ": SUCCEEDED" in output
                 # the job ran in a package folder on the cluster, and still gives the local run's keys and bytes
