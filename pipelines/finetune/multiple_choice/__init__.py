@@ -9,7 +9,7 @@ choices); any other file is read by its own ``ChoiceSpec``.
 """
 from __future__ import annotations
 
-import importlib
+from pipelines.finetune import lazy_exports
 
 _EXPORTS = {
     "ChoiceExample": "read",
@@ -19,12 +19,4 @@ _EXPORTS = {
     "finetune_multiple_choice": "task",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    """A name loads its module on first use (PEP 562): the config classes here import no torch."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
