@@ -6,12 +6,14 @@ into the stage's identity and hands the same slice to the run function as ``ctx.
 function calls the stage module with typed values (its own config, upstream URIs, a ``Vocabulary``),
 so no stage module reads the run config.
 
-    read -> clean -> near_dedup -> split -> wordpiece -> tokenize -> nsp_pairs -> pretrain -> finetune -> report
+    read -> clean -> near_dedup -> split -> wordpiece -> tokenize -> nsp_pairs | mlm_packs -> pretrain -> finetune
+    -> report
 
 Each stage's output is under ``{root}/{stage}/{key}/``, the run manifest at ``{root}/manifest.json``.
-``nsp_pairs`` builds one output per distinct ``max_seq_length`` of the pretraining phases, all from the
-same tokenized output (outputs ``seq128``, ``seq512``... in the manifest), and ``pretrain`` hands each
-phase the instances built for its length.
+``nsp_pairs`` (``pretrain.objective: nsp``, the paper's recipe) or ``mlm_packs`` (``objective: mlm``) builds
+one output per distinct ``max_seq_length`` of the pretraining phases, all from the same tokenized output
+(outputs ``seq128``, ``seq512``... in the manifest; the other of the two builds none), and ``pretrain``
+hands each phase the instances built for its length.
 
 Run it with ``bert-pipeline run``, or from Python with ``run_until`` (what ``run --until`` does):
 
@@ -26,9 +28,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from pipelines import storage
+from pipelines import console, stage_store, storage
 from pipelines.dag import Pipeline, Stage, StageContext
-from pipelines.run_config import RunConfig, nsp_lengths, run_identity
+from pipelines.run_config import RunConfig, nsp_lengths, pack_lengths, run_identity
 from pipelines.typed_config import ConfigError
 
 
@@ -78,17 +80,42 @@ def _nsp_pairs(ctx: StageContext) -> dict[str, str]:
     from pipelines.stages.wordpiece import Vocabulary
 
     nsp_cfg, lengths = ctx.config
+    if not lengths:
+        console.result("nsp_pairs", "not used: pretrain.objective is mlm (mlm_packs builds its instances)")
+        return {}
     vocabulary = Vocabulary.of(ctx.input("wordpiece"))  # a typed value from upstream, not a path to parse
     return {f"seq{length}": run_nsp_pairs(dataclasses.replace(nsp_cfg, max_seq_length=length),
                                           ctx.input("tokenize"), ctx.root, vocabulary)
             for length in lengths}
 
 
+def _mlm_packs(ctx: StageContext) -> dict[str, str]:
+    """One output per pretraining phase length, ``seq{L}``, as ``nsp_pairs``; none with the NSP objective."""
+    from pipelines.stages.mlm_packs import run_mlm_packs
+    from pipelines.stages.wordpiece import Vocabulary
+
+    pack_cfg, lengths = ctx.config
+    if not lengths:
+        console.result("mlm_packs", "not used: pretrain.objective is nsp (nsp_pairs builds its instances)")
+        return {}
+    vocabulary = Vocabulary.of(ctx.input("wordpiece"))
+    outputs = {}
+    for length in lengths:
+        outputs[f"seq{length}"] = out = run_mlm_packs(dataclasses.replace(pack_cfg, max_seq_length=length),
+                                                      ctx.input("tokenize"), ctx.root, vocabulary)
+        stats = stage_store.read_stats(out)
+        console.result("mlm_packs", f"seq {length}: {stats['packs']:,} packs, {stats['full_packs']:,} full, "
+                                    f"{100 * (1 - stats['padding_fraction']):.1f}% real tokens")
+    return outputs
+
+
 def _pretrain(ctx: StageContext) -> dict[str, str]:
-    """Every phase trains on the NSP instances built for its ``max_seq_length``."""
+    """Every phase trains on the instances built for its ``max_seq_length``: NSP pairs (``objective: nsp``)
+    or packs (``objective: mlm``)."""
     from pipelines.pretrain.trainer import run_pretraining
 
-    instances = [ctx.input("nsp_pairs", f"seq{phase.max_seq_length}") for phase in ctx.config.phases]
+    source = "nsp_pairs" if ctx.config.objective == "nsp" else "mlm_packs"
+    instances = [ctx.input(source, f"seq{phase.max_seq_length}") for phase in ctx.config.phases]
     return {"output": run_pretraining(ctx.config, instances, ctx.input("wordpiece", "vocab"), ctx.root)}
 
 
@@ -133,8 +160,11 @@ def bert_pipeline() -> Pipeline:
               lambda c: dataclasses.replace(c.data.tokenize, lowercase=None), "sentences -> ids"),
         stage("nsp_pairs", _nsp_pairs, ("tokenize",),
               lambda c: (dataclasses.replace(c.data.nsp_pairs, max_seq_length=None), nsp_lengths(c)),
-              "ids -> NSP instances, one output per phase length"),
-        stage("pretrain", _pretrain, ("nsp_pairs", "wordpiece"), lambda c: c.pretrain,
+              "ids -> NSP instances, one output per phase length (objective nsp)"),
+        stage("mlm_packs", _mlm_packs, ("tokenize",),
+              lambda c: (dataclasses.replace(c.data.mlm_packs, max_seq_length=None), pack_lengths(c)),
+              "ids -> full-length packs, one output per phase length (objective mlm)"),
+        stage("pretrain", _pretrain, ("nsp_pairs", "mlm_packs", "wordpiece"), lambda c: c.pretrain,
               "DeepSpeed pretraining, all phases, HF export", resume_point=_pretrain_resume_point),
         stage("finetune", _finetune, ("pretrain",), lambda c: c.finetune, "fine-tune every task in parallel"),
         stage("report", _report, ("pretrain", "finetune"), description="results table and loss curves"),

@@ -129,25 +129,32 @@ def _plot_pretraining(ax_mlm, ax_nsp, pretrain: dict[str, list[dict[str, Any]]],
         held = [(offset + r["step"], r) for r in rows if "heldout_mlm_loss" in r]
         ax_mlm.plot(steps, [r["mlm_loss"] for r in rows], color="tab:blue", alpha=0.45, lw=1,
                     label=f"training batches ({phase})")
-        ax_nsp.plot(steps, [r["nsp_accuracy"] for r in rows], color="tab:blue", alpha=0.45, lw=1,
-                    label=f"training batches ({phase})")
+        nsp = "nsp_accuracy" in rows[0]  # the MLM-only objective has none
+        if nsp:
+            ax_nsp.plot(steps, [r["nsp_accuracy"] for r in rows], color="tab:blue", alpha=0.45, lw=1,
+                        label=f"training batches ({phase})")
         if held:
             x = [s for s, _ in held]
             heldout_losses += [r["heldout_mlm_loss"] for _, r in held]
             ax_mlm.plot(x, [r["heldout_mlm_loss"] for _, r in held], "o-", color="tab:red", ms=4,
                         label=f"held-out rows ({phase})")
-            ax_nsp.plot(x, [r["heldout_nsp_accuracy"] for _, r in held], "o-", color="tab:red", ms=4,
-                        label=f"held-out rows ({phase})")
+            if nsp:
+                ax_nsp.plot(x, [r["heldout_nsp_accuracy"] for _, r in held], "o-", color="tab:red", ms=4,
+                            label=f"held-out rows ({phase})")
         if phase in baselines:
             base = baselines[phase]
             ax_mlm.plot([steps[0], steps[-1]], [base["unigram_loss"]] * 2, "--", color="black", lw=1.2,
                         label=f"unigram predictor on the held-out words ({base['unigram_loss']:.2f})")
-            ax_nsp.plot([steps[0], steps[-1]], [base["nsp_majority"]] * 2, ":", color="black", lw=1.2,
-                        label=f"always the commoner label, held-out ({base['nsp_majority']:.2f})")
+            if nsp:
+                ax_nsp.plot([steps[0], steps[-1]], [base["nsp_majority"]] * 2, ":", color="black", lw=1.2,
+                            label=f"always the commoner label, held-out ({base['nsp_majority']:.2f})")
             heldout_losses.append(base["unigram_loss"])
         offset = steps[-1]
-    if offset:
+    if offset and any(rows and "nsp_accuracy" in rows[0] for rows in pretrain.values()):
         ax_nsp.axhline(0.5, color="black", ls="--", lw=1, label="chance (0.5)")
+    elif offset:
+        ax_nsp.text(0.5, 0.5, "MLM-only objective: no next-sentence task", ha="center", va="center",
+                    transform=ax_nsp.transAxes)
     if heldout_losses:
         # The first steps' loss (about ln(vocabulary size)) would squeeze the part that matters: the
         # held-out curve against the unigram line. Training batches above the cut run off the top.
@@ -219,10 +226,11 @@ def headline(summary: dict, pretrain: dict[str, list[dict[str, Any]]], baselines
                      f"{verdict})")
         # Beside chance, the constant guess of the commoner label: the rows need not be half random-next.
         noise = 1 / base["rows"] ** 0.5  # two standard errors of an accuracy near 0.5
-        nsp, majority = row["heldout_nsp_accuracy"], base["nsp_majority"]
-        parts.append(f"NSP accuracy {nsp:.2f} vs chance 0.50 and {majority:.2f} for always guessing the commoner "
-                     f"label (" + ("above both" if nsp - majority > noise else
-                                   f"within +-{noise:.2f} of that guess over {base['rows']} rows: not learned") + ")")
+        nsp, majority = row.get("heldout_nsp_accuracy"), base["nsp_majority"]
+        if nsp is not None:  # the MLM-only objective has no NSP
+            parts.append(f"NSP accuracy {nsp:.2f} vs chance 0.50 and {majority:.2f} for always guessing the commoner "
+                         f"label (" + ("above both" if nsp - majority > noise else
+                                       f"within +-{noise:.2f} of that guess over {base['rows']} rows: not learned") + ")")
     for name, r in summary.get("tasks", {}).items():
         if "scratch" not in r or r.get("status") == "failed":
             continue
@@ -244,18 +252,26 @@ def _heldout_rows(phase: str, pretrain: dict[str, list[dict[str, Any]]], base: d
             f"| MLM loss | {row['heldout_mlm_loss']:.3f} | {base['unigram_loss']:.3f} (unigram predictor on the same "
             f"words; corpus unigram entropy {base['unigram_entropy']:.3f}) |",
             f"| MLM acc | {row['heldout_mlm_accuracy']:.3f} | {base['unigram_accuracy']:.3f} (always the most "
-            f"frequent piece) |",
+            f"frequent piece) |"] + ([
             f"| NSP acc | {row['heldout_nsp_accuracy']:.3f} | 0.500 (chance; the commoner label "
-            f"{base['nsp_majority']:.3f}) |", ""]
+            f"{base['nsp_majority']:.3f}) |"] if "heldout_nsp_accuracy" in row else []) + [""]
 
 
 def _pretrain_rows(pretrain: dict[str, list[dict[str, Any]]]) -> list[str]:
-    lines = ["| pretraining | steps | MLM loss | MLM acc | NSP loss | NSP acc |", "|---|---|---|---|---|---|"]
+    """The last metrics line of each phase, and over the whole phase: the share of the computed positions
+    that were real tokens (the rest padding to the batch's width) and real tokens per second."""
+    lines = ["| pretraining | steps | MLM loss | MLM acc | NSP loss | NSP acc | real tokens | tokens/s |",
+             "|---|---|---|---|---|---|---|---|"]
     for phase, rows in pretrain.items():
         if rows:
             r = rows[-1]
-            lines.append(f"| {phase} | {r['step']} | {r['mlm_loss']:.3f} | {r['mlm_accuracy']:.3f} | "
-                         f"{r['nsp_loss']:.3f} | {r['nsp_accuracy']:.3f} |")
+            nsp = (f"{r['nsp_loss']:.3f} | {r['nsp_accuracy']:.3f}" if "nsp_loss" in r else "- | -")
+            share = [x["real_token_share"] for x in rows if "real_token_share" in x]
+            rate = [x["tokens_per_s"] for x in rows if "tokens_per_s" in x]
+            share_text = f"{100 * sum(share) / len(share):.1f}%" if share else "-"
+            rate_text = f"{sum(rate) / len(rate):,.0f}" if rate else "-"
+            lines.append(f"| {phase} | {r['step']} | {r['mlm_loss']:.3f} | {r['mlm_accuracy']:.3f} | {nsp} | "
+                         f"{share_text} | {rate_text} |")
     return lines
 
 

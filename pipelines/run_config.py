@@ -18,6 +18,7 @@ from pipelines.finetune.config import FinetuneConfig
 from pipelines.identity import PRETRAIN_EXECUTION_FIELDS  # one list for the DAG and pretraining
 from pipelines.pretrain.config import PretrainConfig
 from pipelines.stages.clean import CleanConfig
+from pipelines.stages.mlm_packs import PackConfig
 from pipelines.stages.near_dedup import NearDedupConfig
 from pipelines.stages.nsp_pairs import NspConfig
 from pipelines.stages.read import ReadConfig
@@ -30,7 +31,7 @@ from pipelines.typed_config import ConfigError, to_dict
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Raw text to NSP instances: the corpus and the config of every Data stage."""
+    """Raw text to pretraining instances: the corpus and the config of every Data stage."""
 
     inputs: tuple[str, ...] = ("demo:corpus",)
     """Corpus files, directories or glob patterns (any storage URI; ``demo:`` = shipped with the package)."""
@@ -41,6 +42,9 @@ class DataConfig:
     wordpiece: WordPieceConfig = field(default_factory=WordPieceConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     nsp_pairs: NspConfig = field(default_factory=NspConfig)
+    """NSP pairs, for ``pretrain.objective: nsp`` (the paper's recipe)."""
+    mlm_packs: PackConfig = field(default_factory=PackConfig)
+    """Full-length packs, for ``pretrain.objective: mlm``."""
 
 
 @dataclass(frozen=True)
@@ -84,10 +88,12 @@ class RunConfig:
         _set_absolute_paths(self)
         if not self.data.inputs:
             raise ConfigError("data.inputs: at least one corpus path is needed")
-        fixed = self.data.nsp_pairs.max_seq_length
-        if fixed is not None and nsp_lengths(self) != (fixed,):
-            raise ConfigError(f"data.nsp_pairs.max_seq_length {fixed} differs from the pretraining phases' "
-                              f"max_seq_length {list(nsp_lengths(self))}: instances are built for each phase's length; leave it unset")
+        for name in ("nsp_pairs", "mlm_packs"):
+            fixed = getattr(self.data, name).max_seq_length
+            if fixed is not None and phase_lengths(self) != (fixed,):
+                raise ConfigError(f"data.{name}.max_seq_length {fixed} differs from the pretraining phases' "
+                                  f"max_seq_length {list(phase_lengths(self))}: instances are built for each phase's "
+                                  "length; leave it unset")
         casing = self.data.tokenize.lowercase
         if casing is not None and casing != self.data.wordpiece.lowercase:
             raise ConfigError(f"data.tokenize.lowercase {casing} contradicts data.wordpiece.lowercase "
@@ -106,9 +112,19 @@ def _set_absolute_paths(cfg: RunConfig) -> None:
     object.__setattr__(cfg, "finetune", dataclasses.replace(ft, tasks=tasks, **roots))
 
 
-def nsp_lengths(cfg: RunConfig) -> tuple[int, ...]:
-    """The distinct phase lengths, in increasing order: one NSP output is built for each."""
+def phase_lengths(cfg: RunConfig) -> tuple[int, ...]:
+    """The distinct phase lengths, in increasing order."""
     return tuple(sorted({phase.max_seq_length for phase in cfg.pretrain.phases}))
+
+
+def nsp_lengths(cfg: RunConfig) -> tuple[int, ...]:
+    """The lengths ``nsp_pairs`` builds an output for: every phase's with the NSP objective, else none."""
+    return phase_lengths(cfg) if cfg.pretrain.objective == "nsp" else ()
+
+
+def pack_lengths(cfg: RunConfig) -> tuple[int, ...]:
+    """The lengths ``mlm_packs`` builds an output for: every phase's with the MLM-only objective, else none."""
+    return phase_lengths(cfg) if cfg.pretrain.objective == "mlm" else ()
 
 
 def run_identity(cfg: RunConfig) -> dict[str, Any]:

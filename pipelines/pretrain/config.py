@@ -34,17 +34,41 @@ class PhaseConfig:
     """Linear warm-up from 0 to ``learning_rate``; then linear decay to 0 at ``num_steps``."""
     max_predictions_per_seq: int = 20
     """At most this many masked positions per sequence (20 for 128, 80 for 512 in the paper)."""
+    length_bins: tuple[int, ...] = ()
+    """Length bins (LDDL's idea): increasing upper bounds, the last at most ``max_seq_length`` (which closes
+    the last bin when it is not listed). Each micro-batch then holds rows of one bin, as far as the epoch
+    order allows, and is computed at its bin's bound instead of ``max_seq_length``. Empty: every row is
+    padded to ``max_seq_length``."""
+    mlm_probability: float | None = None
+    """This phase's masking probability; None: ``masking.mlm_probability`` (MosaicBERT used 0.30)."""
 
     def __post_init__(self) -> None:
         for name in ("max_seq_length", "global_batch_size", "micro_batch_size", "num_steps", "max_predictions_per_seq"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"phase.{name} must be positive, got {getattr(self, name)}")
+        bins = self.length_bins
+        for bound in bins:
+            if not 0 < bound <= self.max_seq_length:
+                raise ConfigError(f"phase.length_bins: bin bound {bound} must lie in (0, max_seq_length "
+                                  f"{self.max_seq_length}]")
+        if any(b >= c for b, c in zip(bins, bins[1:])):
+            raise ConfigError(f"phase.length_bins {list(bins)} must be strictly increasing")
+        if self.mlm_probability is not None and not 0.0 < self.mlm_probability < 1.0:
+            raise ConfigError(f"phase.mlm_probability must lie in (0, 1), got {self.mlm_probability}")
         if self.max_seq_length < 8:
             raise ConfigError(f"phase.max_seq_length {self.max_seq_length} is too short for [CLS] A [SEP] B [SEP]")
         if self.warmup_steps < 0 or self.warmup_steps > self.num_steps:
             raise ConfigError(f"phase.warmup_steps {self.warmup_steps} must lie in [0, num_steps={self.num_steps}]")
         if self.learning_rate <= 0:
             raise ConfigError(f"phase.learning_rate must be positive, got {self.learning_rate}")
+
+    @property
+    def bins(self) -> tuple[int, ...]:
+        """The bins' upper bounds, ``max_seq_length`` last; () when the phase pads every row."""
+        if not self.length_bins:
+            return ()
+        return self.length_bins if self.length_bins[-1] == self.max_seq_length else (*self.length_bins,
+                                                                                   self.max_seq_length)
 
 
 @dataclass(frozen=True)
@@ -84,6 +108,10 @@ class MaskingConfig:
     whole_word: bool = False
     """Select whole words (all ``##`` pieces together) instead of single tokens."""
 
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ConfigError(f"masking.mlm_probability must lie in (0, 1), got {self.mlm_probability}")
+
 
 @dataclass(frozen=True)
 class HeldoutConfig:
@@ -115,6 +143,9 @@ class PretrainConfig:
     """Not part of any identity (``pipelines.identity.identity_data``): how and where it runs."""
     model_preset: str = "base"
     """BERT size: tiny, mini, small, medium, base or large (bert_core.PRESETS)."""
+    objective: Literal["nsp", "mlm"] = "nsp"
+    """nsp: the paper's masked LM + next-sentence prediction, on ``nsp_pairs``' instances. mlm: masked LM
+    alone (no NSP loss), on ``mlm_packs``' full-length packs (RoBERTa's FULL-SENTENCES)."""
     vocab_size: int | None = None
     """None: taken from vocab.txt. When set it must equal the vocabulary's size."""
     dropout: float = 0.1
@@ -184,6 +215,10 @@ class PretrainConfig:
             # fails ("b must be 2D" in addmm), seen with DeepSpeed 0.19.8 and torch 2.13.
             raise ConfigError("compile: true needs deepspeed.zero_stage 0, 1 or 2 (ZeRO-3's partitioned weights "
                               "cannot be compiled); set compile: false or a lower stage")
+
+    def mlm_probability(self, phase: PhaseConfig) -> float:
+        """The phase's masking probability: its own, else ``masking.mlm_probability``."""
+        return self.masking.mlm_probability if phase.mlm_probability is None else phase.mlm_probability
 
     @property
     def compiled(self) -> bool:

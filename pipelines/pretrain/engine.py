@@ -4,6 +4,7 @@ runs the same functions on one GPU.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ from bert_core.model import check_id_ranges
 from pipelines.devices import to_device
 from pipelines.pretrain.config import PhaseConfig, PretrainConfig
 from pipelines.pretrain.deepspeed_config import build_deepspeed_config, uses_client_optimizer, weight_decay_groups
-from pipelines.pretrain.metrics import GpuPeak, flops_per_step, mfu_metrics
+from pipelines.pretrain.metrics import GpuPeak, mfu_metrics, real_flops_per_step
 
 
 def model_config(cfg: PretrainConfig, vocab_size: int) -> BertConfig:
@@ -25,10 +26,25 @@ def model_config(cfg: PretrainConfig, vocab_size: int) -> BertConfig:
                              max_position_embeddings=max(512, max(p.max_seq_length for p in cfg.phases)))
 
 
-def static_predictions(cfg: PretrainConfig, phase: PhaseConfig) -> int | None:
-    """MLM slots decoded per sequence: a fixed number on GPU and whenever compiled (no host sync per step,
-    one graph without data-dependent shapes); None (exactly the masked positions) otherwise."""
-    return phase.max_predictions_per_seq if cfg.use_gpu or cfg.compiled else None
+def static_predictions(cfg: PretrainConfig, phase: PhaseConfig, width: int | None = None) -> int | None:
+    """MLM slots decoded per sequence of a batch ``width`` wide (None: ``max_seq_length``): a fixed number
+    on GPU and whenever compiled (no host sync per step, one graph per width without data-dependent
+    shapes), the most a row that wide can have selected; None (exactly the masked positions) otherwise."""
+    if not (cfg.use_gpu or cfg.compiled):
+        return None
+    width = phase.max_seq_length if width is None else width
+    return max(1, min(phase.max_predictions_per_seq, math.ceil(width * cfg.mlm_probability(phase))))
+
+
+def fit_to_bin(arrays: dict[str, np.ndarray], bins: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """A micro-batch cut to the smallest bin bound that holds its longest row (``PhaseConfig.bins``): the
+    columns past it are padding in every row, so attention, the feed-forward blocks and the loss are the
+    same without them. No bins: the batch as it is (every row padded to ``max_seq_length``)."""
+    if not bins:
+        return arrays
+    longest = int(arrays["attention_mask"].sum(axis=1).max())
+    width = bins[min(int(np.searchsorted(bins, longest)), len(bins) - 1)]
+    return {k: v[:, :width] if v.ndim == 2 else v for k, v in arrays.items()}
 
 
 def build_engine(cfg: PretrainConfig, phase: PhaseConfig, model: BertForPreTraining, world: int, device: torch.device):
@@ -73,7 +89,8 @@ def skip_single_rank_allreduce(engine, cfg: PretrainConfig, world: int) -> bool:
 class Window:
     """Sums over the steps since the last metrics line, kept on the device (no host sync per step)."""
 
-    def __init__(self):
+    def __init__(self, nsp: bool = True):
+        self.nsp = nsp  # False for the MLM-only objective: no NSP figures on the line
         self.sums: torch.Tensor | None = None  # see add() for the 9 entries
         self.start = time.perf_counter()
         self.cpu_start = time.process_time()  # CPU time of this process, all threads
@@ -98,16 +115,19 @@ def train_micro_batch(engine, arrays: dict[str, np.ndarray], device: torch.devic
                       bert_config: BertConfig, window: Window) -> None:
     """One micro-batch as every rank runs it: to the device, forward, backward, ``engine.step()`` (DeepSpeed
     applies the optimizer at the accumulation boundary), and the window's sums. ``bench.pretrain_engine``
-    times this same function on a GPU."""
+    times this same function on a GPU. With ``window.nsp`` False (the MLM-only objective) the model gets
+    no NSP labels: its loss is the masked LM's alone."""
+    lengths = arrays["attention_mask"].sum(axis=1)  # on the host: real tokens per row, for the FLOPs
     if device.type != "cpu":  # the model checks ids on CPU tensors only; on a GPU check the host arrays
         check_id_ranges(bert_config, arrays["input_ids"], arrays["token_type_ids"])
     # Ray Data hands read-only arrays (the object store's pages); a copy of a micro-batch's ids is cheap and
     # keeps torch from warning that a tensor could write into them
     batch = {k: to_device(torch.from_numpy(np.require(v, requirements="W")), device) for k, v in arrays.items()}
-    out = engine(**batch, num_predictions=num_predictions)
+    labels = batch if window.nsp else {k: v for k, v in batch.items() if k != "nsp_labels"}
+    out = engine(**labels, num_predictions=num_predictions)
     engine.backward(out.loss)
     engine.step()
-    window.flops += flops_per_step(bert_config, *batch["input_ids"].shape, out.mlm_labels.numel())
+    window.flops += real_flops_per_step(bert_config, lengths, out.mlm_labels.numel())
     window.add(out, batch)
 
 
@@ -121,13 +141,15 @@ def summarise(window: Window, engine, step: int, epoch: int, world: int, peak: G
     # tolist() waits for the device, so the window's time includes the steps still queued on a GPU.
     mlm_loss, mlm_ok, n_mlm, nsp_loss, nsp_ok, n_seq, positions, real_tokens, _, flops = sums.tolist()
     seconds = time.perf_counter() - window.start
-    out = {"step": step, "epoch": epoch, "mlm_loss": mlm_loss / max(n_mlm, 1), "mlm_accuracy": mlm_ok / max(n_mlm, 1),
-           "nsp_loss": nsp_loss / max(n_seq, 1), "nsp_accuracy": nsp_ok / max(n_seq, 1),
-           "learning_rate": float(engine.get_lr()[0]) if window.learning_rate is None else window.learning_rate,
-           "tokens_per_s": positions / seconds,
-           "real_tokens_per_s": real_tokens / seconds, "samples_per_s": n_seq / seconds}
+    out = {"step": step, "epoch": epoch, "mlm_loss": mlm_loss / max(n_mlm, 1), "mlm_accuracy": mlm_ok / max(n_mlm, 1)}
+    if window.nsp:
+        out.update(nsp_loss=nsp_loss / max(n_seq, 1), nsp_accuracy=nsp_ok / max(n_seq, 1))
+    out["learning_rate"] = float(engine.get_lr()[0]) if window.learning_rate is None else window.learning_rate
+    # Tokens are real tokens; the positions computed past them (padding to the batch's width) apart.
+    out.update(tokens_per_s=real_tokens / seconds, padded_tokens_per_s=(positions - real_tokens) / seconds,
+               real_token_share=real_tokens / max(positions, 1), samples_per_s=n_seq / seconds)
     out["input_wait_fraction"] = window.input_seconds / seconds  # rank 0's share of time spent waiting for data
     # Tokens per CPU-second of rank 0's process: comparable across runs on a machine shared with other load.
-    out["tokens_per_cpu_s"] = positions / world / max(time.process_time() - window.cpu_start, 1e-9)
-    out.update(mfu_metrics(flops / world, seconds, peak))  # per GPU: datasheet peak, measured matmul beside
+    out["tokens_per_cpu_s"] = real_tokens / world / max(time.process_time() - window.cpu_start, 1e-9)
+    out.update(mfu_metrics(flops / world, seconds, peak))  # real tokens' FLOPs per GPU: datasheet peak, matmul
     return out

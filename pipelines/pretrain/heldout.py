@@ -190,7 +190,10 @@ def summary_text(metrics: dict[str, Any], base: dict[str, Any] | None) -> str:
     0.610)``: the phase's console line; empty when the metrics hold no held-out scores."""
     if base is None or "heldout_mlm_loss" not in metrics:
         return ""
-    return (f"held-out MLM loss {metrics['heldout_mlm_loss']:.3f} (unigram {base['unigram_loss']:.3f}) "
-            f"acc {metrics['heldout_mlm_accuracy']:.3f} ({base['unigram_accuracy']:.3f}), "
-            f"NSP acc {metrics['heldout_nsp_accuracy']:.3f} (chance 0.5, the commoner label {base['nsp_majority']:.3f})")
+    text = (f"held-out MLM loss {metrics['heldout_mlm_loss']:.3f} (unigram {base['unigram_loss']:.3f}) "
+            f"acc {metrics['heldout_mlm_accuracy']:.3f} ({base['unigram_accuracy']:.3f})")
+    if "heldout_nsp_accuracy" not in metrics:  # the MLM-only objective
+        return text
+    return (f"{text}, NSP acc {metrics['heldout_nsp_accuracy']:.3f} (chance 0.5, the commoner label "
+            f"{base['nsp_majority']:.3f})")
 

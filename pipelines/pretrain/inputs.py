@@ -9,6 +9,11 @@ Order of an epoch, a pure function of (seed, epoch, the instances):
   access to single rows, i.e. the whole phase in memory or one parquet read per row; windows are read
   as a few contiguous row ranges and still mix ``BUFFER_ROWS / CHUNK_ROWS`` distant parts of the corpus
   into every batch. (A corpus smaller than one window is fully permuted.)
+- with length bins (``PhaseConfig.length_bins``, LDDL's idea), each window's whole micro-batches are then
+  regrouped: its rows, in that order, are sorted into their bins, each bin cut into micro-batches, the rows
+  left over (fewer than a micro-batch per bin) into mixed ones, and these micro-batches permuted, seeded
+  by (seed, epoch, window). So nearly every micro-batch holds rows of one bin and is computed at that
+  bin's bound (``engine.fit_to_bin``), while the window keeps its rows and every later rule holds.
 - the epoch is its first ``steps_per_epoch * global_batch`` rows of that order (the rest, different rows
   each epoch, is dropped so every step is a full global batch).
 
@@ -34,6 +39,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import storage
@@ -145,6 +151,30 @@ def window_permutation(seed: int, epoch: int, index: int, size: int) -> np.ndarr
     return np.random.default_rng([seed, epoch, index]).permutation(size)
 
 
+def binned_order(order: np.ndarray, lengths: np.ndarray, window_start: int, micro: int, bins: tuple[int, ...],
+                 seed: int, epoch: int, index: int) -> np.ndarray:
+    """The window's row order (``order``: rows of the window's table, in epoch order) with its whole
+    micro-batches regrouped by length bin (see the module's docstring). A micro-batch that straddles the
+    window's edge keeps its rows; so does every position outside the window. ``lengths``: each row's
+    tokens. Pure: a function of the order, the lengths and (seed, epoch, index)."""
+    lo = (-window_start) % micro  # the window's first offset at a micro-batch boundary
+    hi = max(lo, lo + (len(order) - lo) // micro * micro)
+    region = order[lo:hi]
+    if len(region) == 0:
+        return order
+    bin_of = np.minimum(np.searchsorted(np.asarray(bins), lengths[region], side="left"), len(bins) - 1)
+    batches, rest = [], []
+    for b in range(len(bins)):
+        rows = region[bin_of == b]  # in the window's order
+        whole = len(rows) // micro * micro
+        batches += [rows[a:a + micro] for a in range(0, whole, micro)]
+        rest.append(rows[whole:])
+    rest = np.concatenate(rest)  # bin by bin: a mixed micro-batch holds neighbouring bins
+    batches += [rest[a:a + micro] for a in range(0, len(rest), micro)]
+    shuffle = np.random.default_rng([seed, epoch, index, len(bins)]).permutation(len(batches))
+    return np.concatenate([order[:lo], *(batches[i] for i in shuffle), order[hi:]])
+
+
 def rank_positions(window: Window, start: int, usable: int, micro: int, world: int, rank: int) -> np.ndarray:
     """Offsets inside the window of the epoch positions in [start, usable) that belong to ``rank``."""
     pos = np.arange(max(window.start, start), min(window.start + window.size, usable))
@@ -165,6 +195,8 @@ class Stream:
     keep_in_memory: bool = False
     """``materialize_instances``: the rank's reading process keeps every chunk it read, so later epochs
     do not read the shards again (one copy of the instances per rank)."""
+    bins: tuple[int, ...] = ()
+    """The phase's length bins (``PhaseConfig.bins``); (): the window's order as permuted."""
 
 
 def steps_per_epoch(plan: InstancePlan, global_batch: int) -> int:
@@ -195,6 +227,9 @@ def read_window(batch: pa.Table, stream: Stream) -> pa.Table:
     parts = [_chunk(plan.files[f], a, b, stream.keep_in_memory) for f, a, b in (chunks[c] for c in window.chunks)]
     table = pa.concat_tables(parts).combine_chunks()
     order = window_permutation(stream.seed, epoch, index, window.size)
+    if stream.bins:
+        lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False)
+        order = binned_order(order, lengths, window.start, stream.micro, stream.bins, stream.seed, epoch, index)
     keep = rank_positions(window, start, stream.usable, stream.micro, stream.world, stream.rank)
     rows = table.take(pa.array(order[keep]))
     return rows.append_column("epoch", pa.array(np.full(rows.num_rows, epoch, dtype=np.int64)))

@@ -74,6 +74,16 @@ def flops_per_step(config: BertConfig, batch_size: int, seq_len: int, masked_tok
     return dense + attention + heads
 
 
+def real_flops_per_step(config: BertConfig, lengths, masked_tokens: int) -> float:
+    """``flops_per_step`` of the real tokens only: rows of ``lengths`` tokens each (padding not counted)."""
+    H, L, V = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    lengths = [int(n) for n in lengths]
+    dense = 6.0 * encoder_matmul_params(config) * sum(lengths)
+    attention = 12.0 * L * H * sum(n * n for n in lengths)
+    heads = 6.0 * (H * H + H * V) * masked_tokens + 6.0 * (H * H + 2 * H) * len(lengths)
+    return dense + attention + heads
+
+
 def mfu(flops: float, seconds: float, peak_flops_per_s: float | None) -> float | None:
     """Achieved / peak FLOP/s; None where no peak is known (CPU)."""
     if not peak_flops_per_s or seconds <= 0:

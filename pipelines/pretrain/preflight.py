@@ -68,7 +68,7 @@ def check_before_work(cfg: PretrainConfig, inputs: list[str], tokenizer: WordPie
     if cfg.use_gpu:
         _check_gpus(cfg.num_workers)
     for index, (phase, uri) in enumerate(zip(cfg.phases, inputs, strict=True)):
-        _check_instances(uri, index, phase.max_seq_length, phase.global_batch_size, tokenizer)
+        _check_instances(uri, index, phase.max_seq_length, phase.global_batch_size, tokenizer, cfg.objective)
     if cfg.init_from:
         _check_init_from(cfg, tokenizer.vocab_size)
 
@@ -97,10 +97,11 @@ def instance_files(uri: str) -> list[str]:
     return files
 
 
-def _check_instances(uri: str, phase: int, seq_len: int, global_batch: int, tokenizer: WordPieceTokenizer) -> None:
+def _check_instances(uri: str, phase: int, seq_len: int, global_batch: int, tokenizer: WordPieceTokenizer,
+                     objective: str = "nsp") -> None:
     """What the instances were built for (a stage output's manifest), then schema, vocabulary and
     length on the first shard; total rows from the parquet footers."""
-    _check_built_for(uri, phase, seq_len, tokenizer)
+    _check_built_for(uri, phase, seq_len, tokenizer, objective)
     files = instance_files(uri)
     fs, _ = storage.filesystem(files[0])
     first = pq.read_table(storage.filesystem(files[0])[1], filesystem=fs)
@@ -132,15 +133,27 @@ def _check_instances(uri: str, phase: int, seq_len: int, global_batch: int, toke
         raise PretrainInputError(f"phase {phase} instances {uri!r} hold {rows} rows, fewer than one global batch ({global_batch})")
 
 
-def _check_built_for(uri: str, phase: int, seq_len: int, tokenizer: WordPieceTokenizer) -> None:
-    """An ``nsp_pairs`` output records the length (its config) and casing (its stats) it was built with."""
+SOURCES = {"nsp": "nsp_pairs", "mlm": "mlm_packs"}
+"""The stage whose instances each ``pretrain.objective`` trains on."""
+
+
+def _check_built_for(uri: str, phase: int, seq_len: int, tokenizer: WordPieceTokenizer, objective: str = "nsp") -> None:
+    """An ``nsp_pairs`` or ``mlm_packs`` output records its stage (which objective it serves), the length (its
+    config) and casing (its stats) it was built with."""
     from pipelines import stage_store
 
     if not stage_store.is_complete(uri):
         return  # a plain parquet directory: only its rows can be checked
-    built_for = stage_store.read_manifest(uri).get("config", {}).get("max_seq_length")
+    manifest = stage_store.read_manifest(uri)
+    stage = manifest.get("stage")
+    if stage in SOURCES.values() and stage != SOURCES[objective]:
+        what = "NSP pairs" if stage == "nsp_pairs" else "MLM-only packs (no next-sentence labels)"
+        raise PretrainInputError(f"pretrain.objective: {objective} trains on {SOURCES[objective]} instances, but phase "
+                                 f"{phase}'s instances {uri!r} are {stage}'s {what}")
+    built_for = manifest.get("config", {}).get("max_seq_length")
     if built_for is not None and built_for != seq_len:
-        raise PretrainInputError(f"phase {phase} has max_seq_length {seq_len} but its instances {uri!r} were built for "
+        kind = "packed instances" if stage == "mlm_packs" else "instances"
+        raise PretrainInputError(f"phase {phase} has max_seq_length {seq_len} but its {kind} {uri!r} were built for "
                                  f"max_seq_length {built_for}")
     lowercase = stage_store.read_stats(uri).get("lowercase")
     if lowercase is not None and lowercase != tokenizer.lowercase:

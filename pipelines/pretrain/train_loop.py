@@ -25,7 +25,8 @@ import torch
 from bert_core import BertForPreTraining
 from pipelines.pretrain import checkpointing as ckpt
 from pipelines.pretrain.config import PretrainConfig
-from pipelines.pretrain.engine import Window, build_engine, static_predictions, summarise, train_micro_batch
+from pipelines.pretrain.engine import (Window, build_engine, fit_to_bin, static_predictions, summarise,
+                                       train_micro_batch)
 from pipelines.pretrain.heldout import evaluate
 from pipelines.pretrain.inputs import Stream, rank_batches, steps_per_epoch
 from pipelines.pretrain.metrics import MetricsWriter, gpu_peak
@@ -75,9 +76,9 @@ def _micro_batches(job: WorkerJob, state: ckpt.TrainState, rank: int,
     phase, plan = job.phase, job.plan
     stream = Stream(plan, job.cfg.seed, phase.micro_batch_size, world, rank,
                     steps_per_epoch(plan, phase.global_batch_size) * phase.global_batch_size,
-                    keep_in_memory=job.cfg.materialize_instances)
+                    keep_in_memory=job.cfg.materialize_instances, bins=phase.bins)
     masker = {"vocab": job.vocab, "seed": job.cfg.seed, "max_seq_length": phase.max_seq_length,
-              "mlm_probability": job.cfg.masking.mlm_probability,
+              "mlm_probability": job.cfg.mlm_probability(phase),
               "max_predictions_per_seq": phase.max_predictions_per_seq, "whole_word": job.cfg.masking.whole_word}
     needed = (phase.num_steps - state.step) * phase.global_batch_size
     for batch in rank_batches(stream, masker, state.epoch, state.samples_in_epoch, needed):
@@ -88,11 +89,11 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
     cfg, phase = job.cfg, job.phase
     accumulation = cfg.gradient_accumulation_steps(phase, world)
     batches = _micro_batches(job, state, rank, world)
-    window = Window()
+    nsp = cfg.objective == "nsp"
+    window = Window(nsp)
     bert_config = job.bert_config()
     step, epoch, samples = state.step, state.epoch, state.samples_in_epoch
     latest: dict[str, Any] = {"step": step}
-    num_predictions = static_predictions(cfg, phase)
     peak = gpu_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     engine.train()
     while step < phase.num_steps:
@@ -108,7 +109,8 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
                 epoch, samples = batch_epoch, 0
             if job.instance_log:
                 _log_instances(job.instance_log, rank, step + 1, micro, batch["instance_id"])
-            arrays = {k: batch[k] for k in TRAIN_BATCH_KEYS}
+            arrays = fit_to_bin({k: batch[k] for k in TRAIN_BATCH_KEYS}, phase.bins)
+            num_predictions = static_predictions(cfg, phase, arrays["input_ids"].shape[1])
             train_micro_batch(engine, arrays, device, num_predictions, bert_config, window)
             samples += phase.micro_batch_size * world
         step += 1
@@ -116,8 +118,8 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
                                     zero_stage=cfg.deepspeed.zero_stage)
         if step % cfg.metrics_every == 0 or step == phase.num_steps:
             latest = summarise(window, engine, step, epoch, world, peak)
-            latest.update(_score_heldout(engine, job, step, rank, device, num_predictions))
-            window = Window()  # after the held-out pass: the next window times training only
+            latest.update(_score_heldout(engine, job, step, rank, device))
+            window = Window(nsp)  # after the held-out pass: the next window times training only
             if writer is not None:
                 writer.write(step, latest)
         if step % cfg.checkpoint_every == 0 or step == phase.num_steps:
@@ -125,7 +127,7 @@ def _run_steps(engine, job: WorkerJob, state: ckpt.TrainState, rank: int, world:
             _save_and_report(engine, state, latest, writer, rank)
 
 
-def _score_heldout(engine, job: WorkerJob, step: int, rank: int, device, num_predictions: int | None) -> dict:
+def _score_heldout(engine, job: WorkerJob, step: int, rank: int, device) -> dict:
     """The held-out scores at every ``heldout.every`` steps and the phase's last, on rank 0 (the others go on
     and wait for it at the next all-reduce); with ZeRO-3 on every rank, since its forward gathers weights
     collectively. Eval mode draws no random numbers, so training goes on exactly as without it."""
@@ -134,7 +136,12 @@ def _score_heldout(engine, job: WorkerJob, step: int, rank: int, device, num_pre
         return {}
     if rank != 0 and cfg.deepspeed.zero_stage != 3:
         return {}
-    return evaluate(engine, job.heldout, job.phase.micro_batch_size, device, num_predictions)
+    static = static_predictions(cfg, job.phase) is not None  # held-out rows are masked at masking.mlm_probability
+    scores = evaluate(engine, job.heldout, job.phase.micro_batch_size, device,
+                      job.phase.max_predictions_per_seq if static else None)
+    if cfg.objective == "mlm":
+        return {k: v for k, v in scores.items() if "nsp" not in k}
+    return scores
 
 
 def _save_and_report(engine, state: ckpt.TrainState, metrics: dict[str, Any], writer, rank: int) -> None:

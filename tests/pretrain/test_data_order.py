@@ -24,6 +24,29 @@ def plan(pretrain_corpus) -> InstancePlan:
     return dataclasses.replace(InstancePlan.from_files(files), chunk_rows=100, buffer_rows=300)
 
 
+@pytest.fixture(scope="module")
+def varied_plan(pretrain_corpus, tmp_path_factory) -> InstancePlan:
+    """The same rows cut to seeded lengths in [8, 64] (the fixture's rows are all 64 long), so bins differ."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.schemas import INSTANCES
+
+    instances, _, tokenizer = pretrain_corpus
+    out = tmp_path_factory.mktemp("varied-instances")
+    g = np.random.default_rng(0)
+    for f in sorted(glob.glob(os.path.join(instances, "*.parquet"))):
+        rows = pq.read_table(f).to_pylist()
+        for row in rows:
+            n = int(g.integers(8, 65))
+            row["input_ids"] = row["input_ids"][:n - 1] + [tokenizer.sep_id]
+            row["token_type_ids"] = row["token_type_ids"][:n]
+            row["num_tokens"] = n
+        pq.write_table(pa.Table.from_pylist(rows, schema=INSTANCES), str(out / os.path.basename(f)))
+    files = sorted(glob.glob(str(out / "*.parquet")))
+    return dataclasses.replace(InstancePlan.from_files(files), chunk_rows=100, buffer_rows=300)
+
+
 def _epoch_order(plan: InstancePlan, seed: int, epoch: int) -> np.ndarray:
     """Global row ids (shard offset + row) in epoch order."""
     offsets = np.concatenate([[0], np.cumsum(plan.rows)])
@@ -71,20 +94,22 @@ def test_instances_fingerprint_names_what_changed(plan):
         check_cursor(None, plan, "checkpoint at step 4")
 
 
-def test_rank_streams_resume_and_rescale_row_exact(plan, pretrain_corpus, ray_session):
+@pytest.mark.parametrize("bins", [(), (16, 32, 48, 64)], ids=["padded", "binned"])
+def test_rank_streams_resume_and_rescale_row_exact(plan, varied_plan, pretrain_corpus, ray_session, bins):
     """World 2 from the start; world 2 from the cursor after 3 steps (a restart); world 1 from the same
-    cursor (a rescale): same rows, same masks, epoch boundary included."""
+    cursor (a rescale): same rows, same masks, epoch boundary included; with length bins too."""
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     _, _, tokenizer = pretrain_corpus
+    plan = varied_plan if bins else plan
     masker = {"vocab": VocabInfo.from_tokenizer(tokenizer), "seed": 3, "max_seq_length": 64,
               "max_predictions_per_seq": 10}
     steps = steps_per_epoch(plan, GLOBAL)
     usable, needed = steps * GLOBAL, (steps + 2) * GLOBAL  # into epoch 1
 
     def stream(world, rank, start, needed):
-        batches = rank_batches(Stream(plan, 3, MICRO, world, rank, usable), masker, 0, start, needed)
+        batches = rank_batches(Stream(plan, 3, MICRO, world, rank, usable, bins=bins), masker, 0, start, needed)
         return [(int(b["epoch"][0]), b["instance_id"].tolist(), b["input_ids"], b["mlm_labels"]) for b in batches]
 
     ranks = [stream(2, r, 0, needed) for r in (0, 1)]
@@ -99,3 +124,9 @@ def test_rank_streams_resume_and_rescale_row_exact(plan, pretrain_corpus, ray_se
         one = [i for b in rescaled[4 * k:4 * k + 4] for i in b[1]]
         two = [i for r in ranks for b in r[(3 + k) * per_step:(4 + k) * per_step] for i in b[1]]
         assert len(one) == GLOBAL and sorted(one) == sorted(two), k
+    epoch0 = [i for r in ranks for e, ids, *_ in r if e == 0 for i in ids]
+    assert len(epoch0) == len(set(epoch0)) == usable  # each row of the epoch once, binned or not
+    if bins:  # most micro-batches hold one bin's rows: lengths uniform in [8, 64] average 36, padded to 64
+        lengths = [(ids != tokenizer.pad_id).sum(1) for r in ranks for _, _, ids, _ in r]
+        widths = [bins[int(np.searchsorted(bins, n.max()))] for n in lengths]
+        assert sum(n.sum() for n in lengths) / (MICRO * sum(widths)) > 0.75 > 0.6 > np.mean(np.concatenate(lengths)) / 64
