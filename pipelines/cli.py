@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="run as a Ray job on a cluster and follow its logs", epilog=_stages_text(),
                             formatter_class=raw)
     for sp in (run, submit):
-        sp.add_argument("config", nargs="?", default=None, help="preset (demo, base, large) or YAML file")
+        sp.add_argument("config", nargs="?", default=None, help="preset (demo, base, base-mlm, large) or YAML file")
         sp.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. pretrain.phases.0.num_steps=50")
         sp.add_argument("--from", dest="from_stage", help="re-run from this stage (its upstream must be done)")
         sp.add_argument("--until", help="stop after this stage")
@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--finetune", metavar="CHECKPOINT", help="submit `finetune CHECKPOINT` instead of the DAG")
     finetune = sub.add_parser("finetune", help="fine-tune and evaluate a checkpoint on the config's tasks")
     finetune.add_argument("checkpoint", help="HF-layout BERT folder (local or s3://): config.json, weights, vocab")
-    finetune.add_argument("config", nargs="?", default=None, help="preset (demo, base, large) or YAML file")
+    finetune.add_argument("config", nargs="?", default=None, help="preset (demo, base, base-mlm, large) or YAML file")
     finetune.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. root=runs/eval")
     finetune.add_argument("--config-json", help=argparse.SUPPRESS)  # the resolved config, as sent by `submit`
     finetune.add_argument("--verbose", action="store_true",

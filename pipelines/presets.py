@@ -16,7 +16,7 @@ from pipelines.run_config import RunConfig
 from pipelines.typed_config import ConfigError, apply_overrides, from_dict, load_yaml_text, merge
 
 PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
-PRESETS = ("demo", "base", "large")
+PRESETS = ("demo", "base", "base-mlm", "large")
 
 
 # --- loading ------------------------------------------------------------------------------------

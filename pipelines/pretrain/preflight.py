@@ -149,7 +149,7 @@ def _check_built_for(uri: str, phase: int, seq_len: int, tokenizer: WordPieceTok
     if stage in SOURCES.values() and stage != SOURCES[objective]:
         what = "NSP pairs" if stage == "nsp_pairs" else "MLM-only packs (no next-sentence labels)"
         raise PretrainInputError(f"pretrain.objective: {objective} trains on {SOURCES[objective]} instances, but phase "
-                                 f"{phase}'s instances {uri!r} are {stage}'s {what}")
+                                 f"{phase}'s instances {uri!r} are the {stage} stage's {what}")
     built_for = manifest.get("config", {}).get("max_seq_length")
     if built_for is not None and built_for != seq_len:
         kind = "packed instances" if stage == "mlm_packs" else "instances"

@@ -272,29 +272,29 @@ def _assert_console(killed: str, rerun: str, root: str) -> str:
     task, and a summary with the results table and where everything is. Returns the re-run's Ray log."""
     first = killed.splitlines()
     log_name = r"Ray's logs: (/\S+) \(copied to (s3://\S+) at the end\)"
-    assert re.fullmatch(rf"run s3-small at {root}: 10 stage\(s\) to run \(read, clean, near_dedup, split, wordpiece, "
-                        rf"tokenize, nsp_pairs, pretrain, finetune, report\), 0 done; {log_name}", first[0]), first[0]
-    data_stages = ("read", "clean", "near_dedup", "split", "wordpiece", "tokenize", "nsp_pairs")
-    expected = [line for i, s in enumerate(data_stages) for line in (f"[{i + 1}/10] {s}: running", f"[{i + 1}/10] {s}: done in")]
+    assert re.fullmatch(rf"run s3-small at {root}: 11 stage\(s\) to run \(read, clean, near_dedup, split, wordpiece, "
+                        rf"tokenize, nsp_pairs, mlm_packs, pretrain, finetune, report\), 0 done; {log_name}", first[0]), first[0]
+    data_stages = ("read", "clean", "near_dedup", "split", "wordpiece", "tokenize", "nsp_pairs", "mlm_packs")
+    expected = [line for i, s in enumerate(data_stages) for line in (f"[{i + 1}/11] {s}: running", f"[{i + 1}/11] {s}: done in")]
     assert [line[:len(e)] for line, e in zip(first[1:], expected)] == expected
-    assert first[15] == "[8/10] pretrain: running" and len(first) < 22, first
+    assert first[17] == "[9/11] pretrain: running" and len(first) < 24, first
     lines = rerun.splitlines()
-    header = re.fullmatch(rf"run s3-small at {root}: 3 stage\(s\) to run \(pretrain, finetune, report\), 7 done; {log_name}",
+    header = re.fullmatch(rf"run s3-small at {root}: 3 stage\(s\) to run \(pretrain, finetune, report\), 8 done; {log_name}",
                           lines[0])
     assert header, lines[0]
     # 61 lines here: the report's held-out table, a held-out line per phase, the resume line and the epochs
     # were added to what a person sees (issue 32); still a screen and a half
     assert len(lines) < 70, rerun
     assert not [line for line in lines if "pid=" in line or "INFO" in line or "WARNING" in line], rerun
-    assert lines[1:8] == [f"[{i + 1}/10] {s}: done already, skipped" for i, s in enumerate(data_stages)]
+    assert lines[1:9] == [f"[{i + 1}/11] {s}: done already, skipped" for i, s in enumerate(data_stages)]
     # the killed driver's attempt was the first; the re-run says where it resumes (a committed checkpoint)
-    resumed = re.fullmatch(r"\[8/10\] pretrain \(attempt 2, resuming from phase 0 step (\d+)\): running", lines[8])
-    assert resumed, lines[8]
-    assert lines[9] == f"pretrain: resuming from phase 0 step {resumed.group(1)}"
-    assert re.search(r"^\[8/10\] pretrain: done in [\d.]+s, phase 0 MLM loss [\d.]+ acc [\d.]+, phase 1 MLM loss [\d.]+ acc [\d.]+\n\[9/10\] finetune: running$",
+    resumed = re.fullmatch(r"\[9/11\] pretrain \(attempt 2, resuming from phase 0 step (\d+)\): running", lines[9])
+    assert resumed, lines[9]
+    assert lines[10] == f"pretrain: resuming from phase 0 step {resumed.group(1)}"
+    assert re.search(r"^\[9/11\] pretrain: done in [\d.]+s, phase 0 MLM loss [\d.]+ acc [\d.]+, phase 1 MLM loss [\d.]+ acc [\d.]+\n\[10/11\] finetune: running$",
                      rerun, re.M), rerun
     assert re.search(r"^finetune movie_sentiment: done, score [\d.]+ in \d+ s$", rerun, re.M), rerun
-    assert re.search(r"^\[10/10\] report: done in [\d.]+s$", rerun, re.M), rerun
+    assert re.search(r"^\[11/11\] report: done in [\d.]+s$", rerun, re.M), rerun
     manifest = storage.read_json(f"{root}/manifest.json")
     report = manifest["stages"]["report"]["outputs"]
     assert storage.read_bytes(report["output"]).decode().rstrip() in rerun

@@ -107,7 +107,7 @@ def test_terminal_stage_lines_from_begin_to_end(clock):
 
 
 def test_a_whole_run_is_a_line_per_stage_and_a_short_summary(tmp_path, monkeypatch, capsys, ray_session):
-    """`bert-pipeline run` through the BERT DAG's ten stages (each a stand-in that writes one file, a
+    """`bert-pipeline run` through the BERT DAG's eleven stages (each a stand-in that writes one file, a
     fine-tuning task's result line included): off a terminal, two lines per stage, then the summary;
     the demo's whole console stays under 60 lines (the real stages add a few progress lines)."""
     from pipelines import bert_dag, cli, storage
@@ -130,16 +130,16 @@ def test_a_whole_run_is_a_line_per_stage_and_a_short_summary(tmp_path, monkeypat
     root = tmp_path / "run"
     assert cli.main(["run", "demo", f"root={root}"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"run demo at {root}: 10 stage(s) to run (read, clean, near_dedup, split, wordpiece, tokenize, "
-                               f"nsp_pairs, pretrain, finetune, report), 0 done; Ray's logs: {root}/logs/run-")
-    expected = [f"[{i + 1}/10] {n}: {state}" for i, n in enumerate(names) for state in ("running", "done in")]
-    expected.insert(17, "finetune movie_sentiment: done, score 75.0000 in 3 s")
+    assert lines[0].startswith(f"run demo at {root}: 11 stage(s) to run (read, clean, near_dedup, split, wordpiece, tokenize, "
+                               f"nsp_pairs, mlm_packs, pretrain, finetune, report), 0 done; Ray's logs: {root}/logs/run-")
+    expected = [f"[{i + 1}/11] {n}: {state}" for i, n in enumerate(names) for state in ("running", "done in")]
+    expected.insert(19, "finetune movie_sentiment: done, score 75.0000 in 3 s")
     assert [line[:len(e)] for line, e in zip(lines[1:], expected)] == expected
     summary = lines[1 + len(expected):]
     assert summary[0] == "" and summary[1].startswith("finished in ")
-    assert [line.split()[:2] for line in summary[3:13]] == [[n, "done"] for n in names]
-    assert summary[13:18] == ["", "| task | score |", "|---|---|", "| movie_sentiment | 75.0000 |", ""]
-    assert summary[18:20] == [f"results table: {root}/report/results.md", f"loss curves: {root}/report/results.md"]
-    assert summary[20:] == [f"manifest: {root}/manifest.json (bert-pipeline status {root})",
+    assert [line.split()[:2] for line in summary[3:14]] == [[n, "done"] for n in names]
+    assert summary[14:19] == ["", "| task | score |", "|---|---|", "| movie_sentiment | 75.0000 |", ""]
+    assert summary[19:21] == [f"results table: {root}/report/results.md", f"loss curves: {root}/report/results.md"]
+    assert summary[21:] == [f"manifest: {root}/manifest.json (bert-pipeline status {root})",
                             f"Ray's logs: {lines[0].split('Ray' + chr(39) + 's logs: ')[1]}"]
-    assert len(lines) == 44 < 60
+    assert len(lines) == 47 < 60

@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.bert_dag import bert_pipeline
 from pipelines.presets import load_run_config
-from pipelines.run_config import nsp_lengths
+from pipelines.run_config import nsp_lengths, pack_lengths
 from pipelines.typed_config import ConfigError
 
 
@@ -17,6 +17,19 @@ from pipelines.typed_config import ConfigError
 def test_one_nsp_output_per_distinct_phase_length(preset, lengths):
     cfg = load_run_config(preset)
     assert nsp_lengths(cfg) == lengths and cfg.data.nsp_pairs.max_seq_length is None
+    assert pack_lengths(cfg) == ()
+
+
+def test_the_mlm_only_preset_builds_packs_not_pairs():
+    cfg = load_run_config("base-mlm")
+    assert cfg.pretrain.objective == "mlm" and pack_lengths(cfg) == (128, 512) and nsp_lengths(cfg) == ()
+    assert [p.mlm_probability for p in cfg.pretrain.phases] == [0.3, 0.3]
+    assert [p.bins for p in load_run_config("base").pretrain.phases] == [(32, 64, 96, 128), (128, 256, 384, 512)]
+    with pytest.raises(ConfigError, match=r"data.mlm_packs.max_seq_length 128 differs from the pretraining phases' "
+                                          r"max_seq_length \[128, 512\]"):
+        load_run_config("base-mlm", ["data.mlm_packs.max_seq_length=128"])
+    with pytest.raises(ConfigError, match=r"phase.length_bins: bin bound 256 must lie in \(0, max_seq_length 128\]"):
+        load_run_config("demo", ["pretrain.phases.0.length_bins=[32, 256]"])
 
 
 def test_a_fixed_nsp_length_must_be_every_phases():

@@ -145,17 +145,18 @@ def run_identity_of(cfg, pretrain_corpus) -> str:
     return run_identity(cfg, instances, vocab)
 
 
-def _nsp_output(pretrain_corpus, root, max_seq_length: int, lowercase: bool) -> str:
-    """The seq-64 instances committed as an nsp_pairs stage output, recording the length and casing
-    it claims to have been built with."""
+def _nsp_output(pretrain_corpus, root, max_seq_length: int, lowercase: bool, stage: str = "nsp_pairs") -> str:
+    """The seq-64 instances committed as an nsp_pairs (or mlm_packs) stage output, recording the length and
+    casing it claims to have been built with."""
     import pyarrow.parquet as pq
 
     from pipelines import stage_store
+    from pipelines.stages.mlm_packs import PackConfig
     from pipelines.stages.nsp_pairs import NspConfig
 
     instances, _, _ = pretrain_corpus
-    cfg = NspConfig(max_seq_length=max_seq_length)
-    writer = stage_store.StageWriter(str(root), "nsp_pairs", stage_store.stage_key("nsp_pairs", 1, cfg, lowercase), cfg, ())
+    cfg = (NspConfig if stage == "nsp_pairs" else PackConfig)(max_seq_length=max_seq_length)
+    writer = stage_store.StageWriter(str(root), stage, stage_store.stage_key(stage, 1, cfg, lowercase), cfg, ())
     writer.write_table(pq.read_table(instances))
     writer.stats["lowercase"] = lowercase
     return writer.commit()
@@ -174,6 +175,28 @@ def test_instances_built_for_another_length(pretrain_corpus, tmp_path):
     built = _nsp_output(pretrain_corpus, tmp_path / "data", 96, lowercase=True)
     _fails_fast(_cfg(), built, vocab, str(tmp_path), PretrainInputError,
                 "phase 0 has max_seq_length 64 but its instances .* were built for max_seq_length 96")
+
+
+def test_mlm_objective_with_nsp_pairs_named_as_its_data(pretrain_corpus, tmp_path):
+    _, vocab, _ = pretrain_corpus
+    built = _nsp_output(pretrain_corpus, tmp_path / "data", 64, lowercase=True)
+    _fails_fast(_cfg(objective="mlm"), built, vocab, str(tmp_path), PretrainInputError,
+                r"pretrain.objective: mlm trains on mlm_packs instances, but phase 0's instances .* are the nsp_pairs stage's NSP pairs")
+
+
+def test_nsp_objective_with_packs_named_as_its_data(pretrain_corpus, tmp_path):
+    _, vocab, _ = pretrain_corpus
+    built = _nsp_output(pretrain_corpus, tmp_path / "data", 64, lowercase=True, stage="mlm_packs")
+    _fails_fast(_cfg(), built, vocab, str(tmp_path), PretrainInputError,
+                r"pretrain.objective: nsp trains on nsp_pairs instances, but phase 0's instances .* are the mlm_packs stage's "
+                r"MLM-only packs \(no next-sentence labels\)")
+
+
+def test_packs_built_for_another_length(pretrain_corpus, tmp_path):
+    _, vocab, _ = pretrain_corpus
+    built = _nsp_output(pretrain_corpus, tmp_path / "data", 128, lowercase=True, stage="mlm_packs")
+    _fails_fast(_cfg(objective="mlm"), built, vocab, str(tmp_path), PretrainInputError,
+                "phase 0 has max_seq_length 64 but its packed instances .* were built for max_seq_length 128")
 
 
 def test_instances_of_another_casing(pretrain_corpus, tmp_path):
