@@ -28,7 +28,7 @@ def test_the_mlm_only_preset_builds_packs_not_pairs():
     with pytest.raises(ConfigError, match=r"data.mlm_packs.max_seq_length 128 differs from the pretraining phases' "
                                           r"max_seq_length \[128, 512\]"):
         load_run_config("base-mlm", ["data.mlm_packs.max_seq_length=128"])
-    with pytest.raises(ConfigError, match=r"phase.length_bins: bin bound 256 must lie in \(0, max_seq_length 128\]"):
+    with pytest.raises(ConfigError, match=r"phase.length_bins: bin bound 256 must lie in \(0, max_seq_length 64\]"):
         load_run_config("demo", ["pretrain.phases.0.length_bins=[32, 256]"])
 
 
