@@ -9,7 +9,12 @@ Input (a pyarrow table), one of:
 - text rows (GLUE, see ``examples_table``): ``id``, ``text_a``, ``text_b`` (null for one sentence),
   ``label`` (null when unknown);
 - pre-split words (tagging, see ``words_table``): ``id``, ``words`` (list of strings), ``labels``
-  (one per word, or null). Per-token features of words are each word's first sub-word.
+  (one per word, or null). Per-token features of words are each word's first sub-word;
+- multiple choice (SWAG, CommonsenseQA, COPA, see ``choices_table``): text rows, one per
+  ``[CLS] context [SEP] choice [SEP]`` pair, label 1 on the right choice (``probe.train_choice_scorer``).
+
+SQuAD (span) tasks have no input here: see ``probe.probe_kind`` for why the feature-based setting is
+not offered for them.
 
 Output (``output_schema``): ``id``, ``position`` (token mode only: the word index for words, the
 sub-word index for text), ``label``, ``features`` (fixed-size list<float32>). Rows sorted by
@@ -137,6 +142,16 @@ def words_table(ids: Sequence[str], words: Sequence[Sequence[str]],
     return pa.table({"id": list(ids), "words": [list(w) for w in words],
                      "labels": [list(x) for x in labels] if labels is not None else [None] * len(ids)},
                     schema=WORDS_SCHEMA)
+
+
+def choices_table(examples) -> pa.Table:
+    """Multiple-choice questions (``multiple_choice.ChoiceExample``) as the text input: one row per
+    (context, choice) pair, id ``{guid}#{choice index:02d}`` (a question's rows stay together and in choice
+    order when sorted), text_a the context, text_b the choice, label 1 on the right choice and 0 on the
+    others; ``probe.group_choices`` puts the feature rows back together per question."""
+    rows = [(f"{e.guid}#{c:02d}", e.context, choice, int(c == e.label))
+            for e in examples for c, choice in enumerate(e.choices)]
+    return pa.table({name: [r[i] for r in rows] for i, name in enumerate(TEXT_SCHEMA.names)}, schema=TEXT_SCHEMA)
 
 
 def check_input(table: pa.Table) -> pa.Table:

@@ -1,5 +1,7 @@
-"""Frozen-feature probes: a small classifier on pooled features (a GLUE task) and a small tagger on
-per-word features (NER), trained in torch on what ``pipelines.finetune.features`` wrote.
+"""Frozen-feature probes: a small classifier on pooled features (a GLUE task), a small tagger on
+per-word features (NER) and a choice scorer on the pooled features of each (context, choice) pair
+(multiple choice: SWAG, CommonsenseQA, COPA), trained in torch on what ``pipelines.finetune.features``
+wrote. SQuAD (span) tasks are refused (``probe_kind`` says why).
 
 Both standardise the features with the training set's mean and deviation (the layers' scales differ
 by an order of magnitude), train with AdamW on shuffled mini-batches and are deterministic given
@@ -9,6 +11,10 @@ paper's §5.3 tagger made small.
 
     model = train_classifier(x_train, y_train, num_labels=2, cfg=ProbeConfig())
     accuracy = (predict_classifier(model, x_dev) == y_dev).mean()
+
+    qids, x, y = group_choices(*features.read_features(uri))  # rows of features.choices_table
+    scorer = train_choice_scorer(x, y, ProbeConfig())          # x (N, C, D): one score per choice
+    accuracy = (predict_choices(scorer, x_dev) == y_dev).mean()
 """
 from __future__ import annotations
 
@@ -164,3 +170,71 @@ def group_by_id(ids: Sequence[str], labels: np.ndarray, feats: np.ndarray) -> tu
     names = [ids[a] for a in starts[:-1]]
     return (names, [feats[a:b] for a, b in zip(starts, starts[1:])],
             [labels[a:b] for a, b in zip(starts, starts[1:])])
+
+
+# --- multiple choice: one score per (context, choice) pair, softmax across the choices ---------------
+def group_choices(ids: Sequence[str], labels: np.ndarray, feats: np.ndarray,
+                  ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Pooled rows of ``features.choices_table`` (id ``{question}#{choice:02d}``, sorted by id; label 1 on
+    the right choice) -> (question ids, (N, C, D) features, (N,) right-choice index, -1 where unknown).
+    Every question must have the same choices 0..C-1 and at most one right one; errors name the question."""
+    questions: dict[str, list[int]] = {}
+    for row, row_id in enumerate(ids):
+        question, sep, choice = row_id.rpartition("#")
+        if not sep or not choice.isdigit() or int(choice) != len(questions.setdefault(question, [])):
+            raise ValueError(f"feature row {row_id!r}: not a choice row ({{question}}#{{choice:02d}}) in choice order")
+        questions[question].append(row)
+    sizes = {len(rows) for rows in questions.values()}
+    if len(sizes) != 1 or min(sizes) < 2:
+        q = next(q for q, rows in questions.items() if len(rows) != max(sizes) or len(rows) < 2)
+        raise ValueError(f"question {q!r} has {len(questions[q])} choices, others {max(sizes)} "
+                         "(need 2 or more, the same for every question)")
+    y = np.full(len(questions), -1, dtype=np.int64)
+    for i, (q, rows) in enumerate(questions.items()):
+        right = [c for c, row in enumerate(rows) if labels[row] == 1]
+        if len(right) > 1 or (not right and any(labels[row] == 0 for row in rows)):
+            raise ValueError(f"question {q!r}: {len(right)} choices labelled right (need exactly one, or no labels)")
+        y[i] = right[0] if right else -1
+    order = np.array([row for rows in questions.values() for row in rows])
+    return list(questions), np.asarray(feats)[order].reshape(len(questions), sizes.pop(), -1), y
+
+
+def train_choice_scorer(x: np.ndarray, y: np.ndarray, cfg: ProbeConfig) -> nn.Module:
+    """A probe scoring each choice's (N, C, D) features with one shared vector (or one hidden layer), trained
+    with a softmax across each question's C choices: the SWAG recipe's head on frozen [CLS] features."""
+    if x.ndim != 3 or len(x) != len(y) or not len(x):
+        raise ValueError(f"train_choice_scorer: features {x.shape} (want (N, C, D)) for {len(y)} labels")
+    if y.min() < 0 or y.max() >= x.shape[1]:
+        raise ValueError(f"train_choice_scorer: labels in [{y.min()}, {y.max()}], expected [0, {x.shape[1]})")
+    torch.manual_seed(cfg.seed)
+    xt, yt = torch.tensor(np.asarray(x), dtype=torch.float32), torch.tensor(np.asarray(y), dtype=torch.long)
+    model = nn.Sequential(Standardize(xt.reshape(-1, xt.shape[-1])), _head(xt.shape[-1], 1, cfg), nn.Flatten(-2))
+    _fit(model, len(xt), lambda rows: F.cross_entropy(model(xt[rows]), yt[rows]), cfg)
+    return model
+
+
+@torch.no_grad()
+def predict_choices(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """The best-scored choice per question, (N,)."""
+    return model(torch.tensor(np.asarray(x), dtype=torch.float32)).argmax(-1).numpy()
+
+
+# --- which probe for which task --------------------------------------------------------------------
+SPAN_TASK_ERROR = ("task {name!r}: the feature-based setting is not supported for span tasks (SQuAD v1.1/v2.0): "
+                   "a span probe needs every question/context window's per-token features (~2.4 MB per 384-token "
+                   "window at the last four layers, ~300 GB for SQuAD v2.0 train) with their character offsets, "
+                   "max-context flags and the null score, which the features stage's pooled and per-word rows do "
+                   "not carry, and the BERT paper's feature-based comparison (section 5.3) is NER only; fine-tune "
+                   "it instead")
+
+
+def probe_kind(task) -> str:
+    """Which probe reads a fine-tuning task's frozen features: ``classifier`` (GLUE-format tasks, pooled
+    rows), ``tagger`` (NER, per-word rows) or ``choice`` (multiple choice, ``features.choices_table``).
+    ``task`` is a task name or a ``config.TaskJob``; SQuAD tasks raise ``ValueError`` (``SPAN_TASK_ERROR``)."""
+    from pipelines.finetune.config import TaskJob
+
+    job = task if isinstance(task, TaskJob) else TaskJob(name=task)
+    if job.is_squad:
+        raise ValueError(SPAN_TASK_ERROR.format(name=job.name))
+    return "tagger" if job.is_ner else "choice" if job.is_multiple_choice else "classifier"
