@@ -53,7 +53,9 @@ class SelfAttention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Post-LN: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+    """Post-LN: x = LN(x + Attn(x)); x = LN(x + FFN(x)). With ``keep`` (the flat indices of the real tokens),
+    the feed-forward block and its LayerNorm run on those rows only (MosaicBERT's unpad/pad): a padding
+    position keeps its attention output, which no real token attends to and no loss reads."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -64,10 +66,14 @@ class EncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, keep: torch.Tensor | None = None) -> torch.Tensor:
         x = self.norm1(x + self.dropout(self.attn(x, attn_mask)))
-        x = self.norm2(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))
-        return x
+        if keep is None:
+            return self.norm2(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))
+        flat = x.reshape(-1, x.shape[-1])  # (B*T, H)
+        h = flat.index_select(0, keep)  # (N, H): the real tokens
+        h = self.norm2(h + self.dropout(self.ffn_out(F.gelu(self.ffn_in(h)))))
+        return flat.index_copy(0, keep, h).view_as(x)
 
 
 class Pooler(nn.Module):
@@ -120,6 +126,9 @@ class BertModel(nn.Module):
         self.embeddings = BertEmbeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
         self.pooler = Pooler(config) if add_pooler else None
+        self.unpad = False
+        """Run the feed-forward blocks on real tokens only (``EncoderLayer``). Its index has a
+        data-dependent size: for eager runs (CPU), not for a compiled graph or a GPU step without host syncs."""
 
     def _embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
                attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -133,8 +142,9 @@ class BertModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         x, attn_mask = self._embed(input_ids, token_type_ids, attention_mask)
+        keep = attention_mask.reshape(-1).nonzero().squeeze(1) if self.unpad and attention_mask is not None else None
         for layer in self.layers:
-            x = layer(x, attn_mask)
+            x = layer(x, attn_mask, keep)
         pooled = self.pooler(x) if self.pooler is not None else None
         return x, pooled
 

@@ -15,8 +15,8 @@ from typing import Any
 from pipelines.typed_config import config_hash, to_dict
 
 PRETRAIN_EXECUTION_FIELDS = ("num_workers", "use_gpu", "compile", "cpus_per_worker", "max_failures", "metrics_every",
-                             "storage_path", "materialize_instances")
-"""Fields of the pretraining config that are execution only (``compile`` included: it changes
+                             "storage_path", "materialize_instances", "unpad")
+"""Fields of the pretraining config that are execution only (``compile`` and ``unpad`` included: they change
 kernels, not the model or the data order)."""
 
 

@@ -175,6 +175,11 @@ class PretrainConfig:
     """torch.compile the model on each worker (DeepSpeed's ``engine.compile``): fuses LayerNorm, GELU,
     dropout and residual adds into few kernels. None: on with GPUs, off on CPU (where compiling costs
     more than a short run gains) and with ZeRO-3 (whose partitioned weights the compiler cannot trace)."""
+    unpad: bool | None = None
+    """Run each layer's feed-forward block on real tokens only, not on the padding (MosaicBERT's unpad/pad,
+    ``bert_core.BertModel.unpad``); the loss and gradients are unchanged. None: on where the step runs eager
+    (CPU, not compiled: measured faster there, ``bench.binned_step``), off for compiled graphs, which need
+    static shapes."""
     cpus_per_worker: int = 1
     max_failures: int = 1
     """Worker-group restarts Ray Train may make; each restores the last checkpoint."""
@@ -210,6 +215,9 @@ class PretrainConfig:
             # layer; DeepSpeed lists LAMB as unsupported with ZeRO.
             raise ConfigError("optimizer.name 'lamb' needs deepspeed.zero_stage 0 (DeepSpeed's ZeRO supports "
                               "Adam-type optimizers only)")
+        if self.unpad and self.compiled:
+            raise ConfigError("unpad: true needs an eager step (compile: false): its index of real tokens has a "
+                              "data-dependent size, which a compiled graph cannot take")
         if self.compile and self.deepspeed.zero_stage == 3:
             # Under ZeRO-3 each weight is an empty placeholder gathered by hooks at use; tracing it
             # fails ("b must be 2D" in addmm), seen with DeepSpeed 0.19.8 and torch 2.13.
@@ -226,6 +234,13 @@ class PretrainConfig:
         if self.compile is None:
             return self.use_gpu and self.deepspeed.zero_stage < 3
         return self.compile
+
+    @property
+    def unpadded(self) -> bool:
+        """The resolved ``unpad``: None becomes True where the step runs eager on CPU."""
+        if self.unpad is None:
+            return not self.use_gpu and not self.compiled
+        return self.unpad
 
     @property
     def precision(self) -> str:

@@ -45,6 +45,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     device = _device(job.cfg)
     torch.manual_seed(job.cfg.seed)  # identical initial weights on every rank
     model = BertForPreTraining(job.bert_config())
+    model.bert.unpad = job.cfg.unpadded  # the feed-forward blocks on real tokens only (eager CPU steps)
     state, restore_dir = restore_or_init(job, model, world)
     torch.manual_seed(job.cfg.seed * 1000 + rank + 7919 * state.step)  # dropout stream per rank and resume point
 

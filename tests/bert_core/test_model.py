@@ -173,3 +173,50 @@ def test_real_checkpoint_every_layer_matches_transformers_output_hidden_states(m
     real = mask.bool()
     for ours_layer, hf_layer in zip(states, hf):
         assert (ours_layer - hf_layer)[real].abs().max().item() < 1e-5
+
+
+def test_unpadded_feed_forward_gives_the_padded_outputs_losses_and_gradients():
+    """``BertModel.unpad``: the feed-forward blocks on real tokens only; real positions, the loss and every
+    gradient as in the padded forward (padding positions are read by nothing)."""
+    torch.manual_seed(0)
+    config = BertConfig.preset("tiny", vocab_size=100, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = BertForPreTraining(config)
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([5, 16, 9, 12])
+    mask = (torch.arange(16) < lengths[:, None]).long()
+    ids = torch.randint(5, 100, (4, 16), generator=g) * mask
+    labels = torch.where((torch.rand(4, 16, generator=g) < 0.3) & mask.bool(), ids, torch.full_like(ids, -100))
+    batch = dict(input_ids=ids, token_type_ids=torch.zeros_like(ids), attention_mask=mask, mlm_labels=labels,
+                 nsp_labels=torch.tensor([0, 1, 1, 0]))
+    results = []
+    for unpad in (False, True):
+        model.bert.unpad = unpad
+        model.zero_grad()
+        out = model(**batch)
+        out.loss.backward()
+        sequence, _ = model.bert(ids, batch["token_type_ids"], mask)
+        results.append((out.loss.item(), sequence[mask.bool()], [p.grad.clone() for p in model.parameters()]))
+    (loss, real, grads), (loss_u, real_u, grads_u) = results
+    assert loss_u == pytest.approx(loss, rel=1e-6)
+    torch.testing.assert_close(real_u, real, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads, grads_u, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_unpadded_real_checkpoint_matches_transformers(minilm_dir):
+    import os
+
+    from bert_core import WordPieceTokenizer, load_pretrained
+
+    ours = load_pretrained(minilm_dir).eval()
+    ours.unpad = True
+    ref = transformers.BertModel.from_pretrained(minilm_dir).eval()
+    tok = WordPieceTokenizer.load(os.path.join(minilm_dir, "vocab.txt"))
+    rows = list(tok.encode_pairs([("The quick brown fox jumps over the lazy dog.", None), ("Short.", "Pairs too.")], 24))
+    ids, types, mask = (torch.tensor([r[k] for r in rows]) for k in ("input_ids", "token_type_ids", "attention_mask"))
+    assert (mask == 0).any()
+    with torch.no_grad():
+        sequence, pooled = ours(ids, types, mask)
+        hf = ref(input_ids=ids, token_type_ids=types, attention_mask=mask)
+    assert (sequence - hf.last_hidden_state)[mask.bool()].abs().max().item() < 1e-5
+    assert (pooled - hf.pooler_output).abs().max().item() < 1e-5
