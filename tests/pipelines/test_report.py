@@ -85,6 +85,27 @@ def test_headline_and_heldout_table():
     assert "| movie_sentiment (from scratch) | done | movie_sentiment: accuracy 0.7 | 70.0000 | 0.0005 | 9.0 | 0 |" in lines
 
 
+def test_mlm_only_run_has_no_nsp_and_the_table_counts_real_tokens():
+    """The MLM-only objective's metrics have no NSP keys: no NSP line, cell or curve; the pretraining table
+    gives the phase's mean share of real tokens and real tokens per second."""
+    import matplotlib.pyplot as plt
+
+    mlm = {"phase0": [{k: v for k, v in row.items() if "nsp" not in k} | {"real_token_share": share,
+                                                                        "tokens_per_s": rate}
+                      for row, share, rate in zip(PRETRAIN["phase0"], (1.0, 0.99, 0.98), (900.0, 1000.0, 1100.0))]}
+    table = report.results_markdown(SUMMARY, mlm, {"phase0": BASE})
+    lines = table.splitlines()
+    assert "NSP" not in lines[0] and "held-out MLM loss 5.90 vs 6.40" in lines[0]
+    assert lines[2:5] == ["| pretraining | steps | MLM loss | MLM acc | NSP loss | NSP acc | real tokens | tokens/s |",
+                          "|---|---|---|---|---|---|---|---|",
+                          "| phase0 | 30 | 6.100 | 0.110 | - | - | 99.0% | 1,000 |"]
+    assert not [line for line in lines if line.startswith("| NSP acc")]
+    fig = report.loss_figure(mlm, FINETUNE, "run x", {"phase0": BASE})
+    ax_nsp = fig.axes[1]
+    assert _lines(ax_nsp) == {} and ax_nsp.texts[0].get_text() == "MLM-only objective: no next-sentence task"
+    plt.close(fig)
+
+
 def test_no_headline_without_heldout_or_scratch():
     summary = {"tasks": {"t": {**SUMMARY["tasks"]["movie_sentiment"]}}, "glue_score": None, "glue_tasks": []}
     del summary["tasks"]["t"]["scratch"]
