@@ -187,8 +187,9 @@ def test_help_names_the_demo_the_presets_and_the_stages():
     top = subprocess.run(CLI + ["--help"], capture_output=True, text=True).stdout
     assert "A bare `bert-pipeline` runs the embedded demo" in top and "./runs/demo" in top.replace("\n", " ")
     run = subprocess.run(CLI + ["run", "--help"], capture_output=True, text=True).stdout
-    assert "presets: demo, base, large" in run
-    for stage in ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs", "pretrain", "finetune", "report"):
+    assert "presets: demo, base, base-mlm, large" in run
+    for stage in ("read", "clean", "near_dedup", "split", "wordpiece", "tokenize", "nsp_pairs", "mlm_packs", "pretrain",
+                  "finetune", "report"):
         assert f"\n  {stage} " in run
     for command in ("logs", "stop"):
         text = subprocess.run(CLI + [command, "--help"], capture_output=True, text=True).stdout
