@@ -170,7 +170,7 @@ def run_cores(files: list[str]) -> dict:
 
     from bert_core.tokenizer import WordPieceTokenizer
     from pipelines.presets import build_run_config
-    from pipelines.stages import clean, nsp_pairs, read, split, tokenize
+    from pipelines.stages import clean, doc_partitions, nsp_pairs, read, split, tokenize
 
     with tempfile.TemporaryDirectory() as root:
         data = build_run_config({"root": root, "data": {"inputs": files}}).data
@@ -198,7 +198,7 @@ def run_cores(files: list[str]) -> dict:
     cfg = dataclasses.replace(data.nsp_pairs, max_seq_length=128, cls_id=101, sep_id=102)
 
     def pairs_all(table):
-        parts = nsp_pairs.add_partition(table, cfg.seed, cfg.num_partitions).column("partition").to_numpy()
+        parts = doc_partitions.add_partition(table, cfg.seed, cfg.num_partitions).column("partition").to_numpy()
         return sum(nsp_pairs.core(table.filter(pa.array(parts == k)), cfg, k).num_rows
                    for k in range(cfg.num_partitions))
     pairs = timed("nsp_pairs", pairs_all, tokenized)

@@ -11,7 +11,7 @@ what Hugging Face's run_mlm ``group_texts`` does). Sentences are cut where the l
   documents and each document's last pack is shorter.
 
 Documents are spread over ``num_partitions`` partitions by the hash of (seed, doc_id) that
-``nsp_pairs`` uses (``nsp_pairs.add_partition``) and brought together by Ray Data's hash shuffle.
+``nsp_pairs`` uses (``doc_partitions``) and brought together by Ray Data's hash shuffle.
 Within a partition they are taken in doc_id order, then shuffled by ``random.Random(seed_of(seed,
 partition, "documents"))``, so a pack that crosses a boundary joins two random documents,
 deterministically. Packs are written in the order of ``np.random.default_rng(seed_of(seed, partition,
@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import random
-from typing import Any, Iterator, Literal
+from typing import Iterator, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import schemas, stage_exec, stage_store, storage
-from pipelines.stages.nsp_pairs import add_partition
+from pipelines.stages.doc_partitions import seed_of, with_special_ids, write_by_partition
 from pipelines.stages.token_view import TokenView
 
 STAGE = "mlm_packs"
@@ -69,11 +68,6 @@ class PackConfig:
             raise ValueError(f"mlm_packs: num_partitions must be >= 1, got {self.num_partitions}")
         if self.mode not in MODES:
             raise ValueError(f"mlm_packs: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-
-
-def seed_of(*parts: Any) -> int:
-    """A 64-bit seed from ``parts`` (blake2b of their ``str`` joined by ':'), the same in every process."""
-    return int.from_bytes(hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest(), "little")
 
 
 def _check_length(cfg: PackConfig) -> None:
@@ -263,21 +257,10 @@ def run_mlm_packs(cfg: PackConfig, tokenized_uri: str, root: str, vocabulary=Non
     ``wordpiece.Vocabulary``, handed over by the DAG) gives [CLS]/[SEP] unless the config sets them,
     and the casing recorded for the trainer."""
     _check_length(cfg)
-    key_cfg = cfg
-    if cfg.cls_id is None or cfg.sep_id is None:
-        if vocabulary is None:
-            raise ValueError("mlm_packs: no vocabulary given; pass the wordpiece stage's Vocabulary or set cls_id "
-                             "and sep_id")
-        cfg = dataclasses.replace(cfg, cls_id=cfg.cls_id if cfg.cls_id is not None else vocabulary.cls_id,
-                                  sep_id=cfg.sep_id if cfg.sep_id is not None else vocabulary.sep_id)
+    key_cfg, cfg = cfg, with_special_ids(cfg, vocabulary, STAGE)
 
     def produce(writer: stage_store.StageWriter) -> None:
-        tokenized = stage_store.read_dataset(tokenized_uri, columns=["doc_id", "sentence_ids"])
-        keyed = tokenized.map_batches(add_partition, fn_args=(cfg.seed, cfg.num_partitions), batch_size=None,
-                                      batch_format="pyarrow")
-        written = stage_exec.shuffle_groups(keyed, "partition", cfg.num_partitions, write_partitions,
-                                            (cfg, writer.tmp, storage.capture_env()))
-        totals = stage_exec.record_written(writer, stage_exec.collect(written))
+        totals = write_by_partition(tokenized_uri, cfg, writer, write_partitions)
         if totals.get("packs", 0) == 0:
             raise ValueError(f"mlm_packs: no pack could be made from {tokenized_uri} (no document has a token)")
         writer.stats.update(

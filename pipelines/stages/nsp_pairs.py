@@ -12,23 +12,24 @@ sentence *lengths*; the ids are then gathered from the tokens with numpy, never 
 At scale, "a random other document" comes from the document's partition: documents are spread over
 a fixed ``num_partitions`` (configuration, never derived from the corpus size) by a hash of
 (seed, doc_id); each partition is a shuffled stand-in for the whole corpus. Ray Data's hash shuffle
-on the partition brings each partition's documents into one block, where ``write_partitions`` makes
-its pairs and writes them as ``part-{partition:05d}-0000.parquet``. Output bytes depend only on the
+on the partition brings each partition's documents into one block (``doc_partitions``, shared with
+``mlm_packs``), where ``write_partitions`` makes its pairs and writes them as
+``part-{partition:05d}-0000.parquet``. Output bytes depend only on the
 input and the config. The special-token ids come from the typed ``Vocabulary`` the DAG hands over.
 """
 from __future__ import annotations
 
 import array
 import dataclasses
-import hashlib
 import random
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import schemas, stage_exec, stage_store, storage
+from pipelines.stages.doc_partitions import seed_of, with_special_ids, write_by_partition
 from pipelines.stages.token_view import TokenView
 
 STAGE = "nsp_pairs"
@@ -67,14 +68,6 @@ class NspConfig:
             raise ValueError(f"nsp_pairs: short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
         if self.dupe_factor < 1 or self.num_partitions < 1:
             raise ValueError("nsp_pairs: dupe_factor and num_partitions must be >= 1")
-
-
-def _seed(*parts: Any) -> int:
-    return int.from_bytes(hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest(), "little")
-
-
-def partition_of(doc_ids: list[str], seed: int, num_partitions: int) -> np.ndarray:
-    return np.array([_seed(seed, d) % num_partitions for d in doc_ids], dtype=np.int32)
 
 
 def _truncate(len_a: int, len_b: int, max_num_tokens: int, rng: random.Random) -> tuple[int, int, int, int]:
@@ -206,7 +199,7 @@ def partition_tables(table: pa.Table, cfg: NspConfig, partition: int,
     docs_index = [d for d in range(len(docs)) if docs[d] and sum(docs[d]) > 0]
     parts, num_short = [], 0
     for dupe in range(cfg.dupe_factor):
-        rng = random.Random(_seed(cfg.seed, partition, dupe))
+        rng = random.Random(seed_of(cfg.seed, partition, dupe))
         order = list(docs_index)
         rng.shuffle(order)
         found, short = plan_instances([docs[d] for d in order], cfg, rng)
@@ -220,7 +213,7 @@ def partition_tables(table: pa.Table, cfg: NspConfig, partition: int,
     plans = parts[0] if len(parts) == 1 else np.concatenate(parts)  # dupe_factor >= 1
     del parts
     # the permutation that shuffling the plans list itself would apply, taken a table at a time
-    shuffled = shuffled_range(len(plans), random.Random(_seed(cfg.seed, partition, "shuffle")))
+    shuffled = shuffled_range(len(plans), random.Random(seed_of(cfg.seed, partition, "shuffle")))
     doc_first = view.doc_off[by_id]
     del by_id
     step = rows_per_table or max(len(plans), 1)
@@ -310,15 +303,6 @@ def _stats(table: pa.Table) -> dict[str, int]:
     }
 
 
-PARTITIONED = pa.schema(list(schemas.TOKENIZED) + [pa.field("partition", pa.int32())])
-
-
-def add_partition(block: pa.Table, seed: int, num_partitions: int) -> pa.Table:
-    """Shuffle map side: each TOKENIZED row's partition, from a hash of (seed, doc_id)."""
-    parts = partition_of(block.column("doc_id").to_pylist(), seed, num_partitions)
-    return block.select(["doc_id", "sentence_ids"]).append_column("partition", pa.array(parts, pa.int32()))
-
-
 def write_partitions(block: pa.Table, cfg: NspConfig, tmp_uri: str, env: dict[str, str]) -> pa.Table:
     """Shuffle reduce side, on a block holding every row of its partitions: each partition's pairs
     -> its parquet file in the stage's temp dir; -> a row per partition (``stage_exec.WRITTEN``).
@@ -345,21 +329,10 @@ def run_nsp_pairs(cfg: NspConfig, tokenized_uri: str, root: str, vocabulary=None
     ``vocabulary`` (a ``wordpiece.Vocabulary``, handed over by the DAG) gives [CLS]/[SEP] unless the
     config sets them, and the casing recorded for the trainer."""
     _check_length(cfg)
-    key_cfg = cfg
-    if cfg.cls_id is None or cfg.sep_id is None:
-        if vocabulary is None:
-            raise ValueError("nsp_pairs: no vocabulary given; pass the wordpiece stage's Vocabulary or set cls_id "
-                             "and sep_id")
-        cfg = dataclasses.replace(cfg, cls_id=cfg.cls_id if cfg.cls_id is not None else vocabulary.cls_id,
-                                  sep_id=cfg.sep_id if cfg.sep_id is not None else vocabulary.sep_id)
+    key_cfg, cfg = cfg, with_special_ids(cfg, vocabulary, STAGE)
 
     def produce(writer: stage_store.StageWriter) -> None:
-        tokenized = stage_store.read_dataset(tokenized_uri, columns=["doc_id", "sentence_ids"])
-        keyed = tokenized.map_batches(add_partition, fn_args=(cfg.seed, cfg.num_partitions), batch_size=None,
-                                      batch_format="pyarrow")
-        written = stage_exec.shuffle_groups(keyed, "partition", cfg.num_partitions, write_partitions,
-                                            (cfg, writer.tmp, storage.capture_env()))
-        totals = stage_exec.record_written(writer, stage_exec.collect(written))
+        totals = write_by_partition(tokenized_uri, cfg, writer, write_partitions)
         if totals.get("pairs", 0) == 0:
             raise ValueError(f"nsp_pairs: no pair could be made from {tokenized_uri}")
         tossed = totals["pairs"] - totals["forced_random_next"]

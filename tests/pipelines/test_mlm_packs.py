@@ -11,7 +11,7 @@ import pytest
 
 from pipelines import stage_store, storage
 from pipelines.schemas import INSTANCES, TOKENIZED
-from pipelines.stages import mlm_packs, nsp_pairs
+from pipelines.stages import doc_partitions, mlm_packs
 from pipelines.stages.wordpiece import Vocabulary
 
 CLS, SEP = 2, 3
@@ -190,7 +190,7 @@ def test_empty_documents_are_skipped_and_counted():
 def test_a_block_of_several_partitions_writes_each_as_its_core(tmp_path, monkeypatch):
     table = random_documents(120, 3)
     cfg = dataclasses.replace(CFG, max_seq_length=16, mode="full_sentences")
-    parts = nsp_pairs.partition_of(table.column("doc_id").to_pylist(), cfg.seed, 3)
+    parts = doc_partitions.partition_of(table.column("doc_id").to_pylist(), cfg.seed, 3)
     block = table.append_column("partition", pa.array(parts, pa.int32()))
     monkeypatch.setattr(mlm_packs, "ROWS_PER_TABLE", 20)
     written = mlm_packs.write_partitions(block, cfg, str(tmp_path), {})
@@ -245,7 +245,7 @@ def test_stage_bytes_do_not_depend_on_the_input_blocks(ray_session, tmp_path):
     assert list(files) == [f"part-{p:05d}-0000.parquet" for p in range(3)]
     assert _file_bytes(five) == files
     filled = dataclasses.replace(cfg, cls_id=CLS, sep_id=SEP)
-    parts = nsp_pairs.partition_of(table.column("doc_id").to_pylist(), cfg.seed, 3)
+    parts = doc_partitions.partition_of(table.column("doc_id").to_pylist(), cfg.seed, 3)
     for p in range(3):
         expected = mlm_packs.core(table.filter(pa.array(parts == p)), filled, p)
         assert pq.read_table(storage.join(one, f"part-{p:05d}-0000.parquet")).equals(expected)

@@ -11,7 +11,7 @@ import pytest
 
 from oracles import original_bert
 from pipelines.schemas import TOKENIZED
-from pipelines.stages import nsp_pairs
+from pipelines.stages import doc_partitions, nsp_pairs
 from pipelines.stages.token_view import TokenView
 
 CFG = nsp_pairs.NspConfig(max_seq_length=128, cls_id=101, sep_id=102)
@@ -120,7 +120,7 @@ def test_a_block_of_several_partitions_is_read_in_place(demo_tokenized, tmp_path
     partition's pairs are those of its rows alone, and the block's tokens are not copied: the Arrow
     memory the reducer allocates stays far below the block (a filter per partition copied it)."""
     table = demo_tokenized.slice(0, 600).combine_chunks()
-    parts = nsp_pairs.partition_of(table.column("doc_id").to_pylist(), 7, 3)
+    parts = doc_partitions.partition_of(table.column("doc_id").to_pylist(), 7, 3)
     block = table.append_column("partition", pa.array(parts, pa.int32()))
     expected = {p: nsp_pairs.core(table.filter(pa.array(parts == p)), CFG, p) for p in range(3)}
     monkeypatch.setattr(nsp_pairs, "ROWS_PER_TABLE", 50)  # row groups far smaller than the block
