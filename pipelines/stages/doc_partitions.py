@@ -15,7 +15,8 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from pipelines import stage_exec, stage_store, storage
+from pipelines import schemas, stage_exec, stage_store, storage
+from pipelines.stages.token_view import TokenView
 
 
 def seed_of(*parts: Any) -> int:
@@ -55,3 +56,19 @@ def write_by_partition(tokenized_uri: str, cfg: Any, writer: stage_store.StageWr
     written = stage_exec.shuffle_groups(keyed, "partition", cfg.num_partitions, write_partitions,
                                         (cfg, writer.tmp, storage.capture_env()))
     return stage_exec.record_written(writer, stage_exec.collect(written))
+
+
+def block_partitions(block: pa.Table) -> tuple[pa.Table, TokenView, list[tuple[int, np.ndarray | None]]]:
+    """Shuffle reduce side, on a block holding every row of its partitions: its TOKENIZED rows, their
+    ``TokenView`` (once for the block, whatever its partitions), and each partition with its row indices,
+    ascending (None when the block is one partition). The shuffle's hash of the key may bring several
+    partitions into one block; each is read through its row indices, so the block (in the object store,
+    mapped) is never copied into the worker."""
+    parts = block.column("partition").to_numpy()
+    tokenized = block.select(["doc_id", "sentence_ids"]).cast(schemas.TOKENIZED)
+    order = np.argsort(parts, kind="stable")  # rows grouped by partition, ascending within each
+    partitions, starts = np.unique(parts[order], return_index=True)
+    bounds = np.append(starts, len(order))
+    rows = [(int(p), None if len(partitions) == 1 else order[bounds[k]:bounds[k + 1]])
+            for k, p in enumerate(partitions.tolist())]
+    return tokenized, TokenView.of(tokenized.column("sentence_ids")), rows

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import schemas, stage_exec, stage_store, storage
-from pipelines.stages.doc_partitions import seed_of, with_special_ids, write_by_partition
+from pipelines.stages.doc_partitions import block_partitions, seed_of, with_special_ids, write_by_partition
 from pipelines.stages.token_view import TokenView
 
 STAGE = "nsp_pairs"
@@ -306,18 +306,11 @@ def _stats(table: pa.Table) -> dict[str, int]:
 def write_partitions(block: pa.Table, cfg: NspConfig, tmp_uri: str, env: dict[str, str]) -> pa.Table:
     """Shuffle reduce side, on a block holding every row of its partitions: each partition's pairs
     -> its parquet file in the stage's temp dir; -> a row per partition (``stage_exec.WRITTEN``).
-    The shuffle's hash of the key may bring several partitions into one block; each is read through
-    its row indices, so the block (in the object store, mapped) is never copied into this worker."""
+    Several partitions of a block are read through their row indices (``doc_partitions.block_partitions``)."""
     storage.apply_env(env)
     out = stage_exec.written_rows()
-    parts = block.column("partition").to_numpy()
-    tokenized = block.select(["doc_id", "sentence_ids"]).cast(schemas.TOKENIZED)
-    order = np.argsort(parts, kind="stable")  # rows grouped by partition, ascending within each
-    partitions, starts = np.unique(parts[order], return_index=True)
-    bounds = np.append(starts, len(order))
-    view = TokenView.of(tokenized.column("sentence_ids"))  # once for the block, whatever its partitions
-    for k, partition in enumerate(partitions.tolist()):
-        rows = None if len(partitions) == 1 else order[bounds[k]:bounds[k + 1]]
+    tokenized, view, partitions = block_partitions(block)
+    for partition, rows in partitions:
         tables, doc_stats = partition_tables(tokenized, cfg, partition, ROWS_PER_TABLE, rows=rows, view=view)
         stage_exec.write_output_tables(out, tmp_uri, f"part-{partition:05d}-0000.parquet", tables, OUTPUT, partition,
                                        0, doc_stats, _stats)
