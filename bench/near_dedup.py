@@ -76,6 +76,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import pipelines
+from bench.scale_corpus import EDIT_BANDS, edited, jaccard, shingle_set  # noqa: F401 (the injection's edits)
 
 DEMO_DIR = os.path.join(os.path.dirname(pipelines.__file__), "demo")
 
@@ -163,23 +164,6 @@ def bench_signatures(table: pa.Table, repeat: int, datasketch_docs: int) -> dict
     return {**results, "words_per_cpu_s": rates}
 
 
-EDIT_BANDS = (0.02, 0.05, 0.10, 0.20, 0.40)
-
-
-def edited(words: list[str], fraction: float, rng: np.random.Generator, vocab: list[str]) -> list[str]:
-    """``fraction`` of the words edited: a third replaced, a third deleted, a third inserted."""
-    out = list(words)
-    for _ in range(max(1, round(fraction * len(words)))):
-        op, at = rng.integers(3), int(rng.integers(len(out)))
-        if op == 0:
-            out[at] = vocab[int(rng.integers(len(vocab)))]
-        elif op == 1 and len(out) > 1:
-            del out[at]
-        else:
-            out.insert(at, vocab[int(rng.integers(len(vocab)))])
-    return out
-
-
 def quality_corpus(table: pa.Table, num_originals: int, seed: int) -> tuple[pa.Table, dict[str, tuple[str, str, float]]]:
     """The documents plus, for ``num_originals`` of them (seeded), a copy per edit band and one with a
     header and footer added; -> (table, {copy doc_id: (original doc_id, kind, true 5-gram Jaccard)})."""
@@ -199,16 +183,6 @@ def quality_corpus(table: pa.Table, num_originals: int, seed: int) -> tuple[pa.T
             truth[copy_id] = (ids[i], kind, jaccard(texts[i], " ".join(w)))
     extra = pa.table({"doc_id": [c[0] for c in copies], "text": [c[1] for c in copies]}, schema=table.schema)
     return pa.concat_tables([table, extra]), truth
-
-
-def shingle_set(text: str, n: int = 5) -> set:
-    w = text.split()
-    return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)} if len(w) >= n else {tuple(w)}
-
-
-def jaccard(a: str, b: str) -> float:
-    x, y = shingle_set(a), shingle_set(b)
-    return len(x & y) / max(1, len(x | y))
 
 
 def bench_quality(table: pa.Table, num_originals: int, seed: int, with_datatrove: bool = True) -> dict:
@@ -267,9 +241,28 @@ def _nearest(doc_id: str, texts: dict) -> float:
                default=0.0)
 
 
+def write_jsonl(ids: list[str], texts: list[str], path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        for doc_id, text in zip(ids, texts):
+            f.write(json.dumps({"id": doc_id, "text": text}) + "\n")
+
+
 def run_datatrove(corpus: pa.Table, work: str) -> tuple[set[str], float]:
     """datatrove 0.10's MinHash pipeline (local executor, one task per step; word 5-grams, 14 x 8,
     64-bit hashes) on ``corpus``; -> (the doc_ids it removes, CPU seconds of this process)."""
+    write_jsonl(corpus.column("doc_id").to_pylist(), corpus.column("text").to_pylist(),
+                os.path.join(work, "in", "docs.jsonl"))
+    removed, _, cpu, _ = datatrove_dedup(os.path.join(work, "in"), work)
+    return removed, cpu
+
+
+def datatrove_dedup(in_dir: str, work: str, cfg=None, cluster_ids: bool = False
+                    ) -> tuple[set[str], dict[str, int], float, float]:
+    """datatrove's MinHash pipeline on the JSONL files of ``in_dir`` (ids in ``id``): signatures,
+    buckets (one task per band), clusters, and the filter that writes the kept documents and the
+    removed ones (JSONL), each step one task in this process; -> (removed ids, {id: cluster id} of
+    every document in a cluster when ``cluster_ids``, CPU seconds, wall seconds)."""
     from datatrove.executor.local import LocalPipelineExecutor
     from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
                                                   MinhashDedupFilter, MinhashDedupSignature)
@@ -277,31 +270,228 @@ def run_datatrove(corpus: pa.Table, work: str) -> tuple[set[str], float]:
     from datatrove.pipeline.writers.jsonl import JsonlWriter
     from datatrove.utils.hashing import HashConfig
 
-    os.makedirs(os.path.join(work, "in"), exist_ok=True)
-    with open(os.path.join(work, "in", "docs.jsonl"), "w") as f:
-        for doc_id, text in zip(corpus.column("doc_id").to_pylist(), corpus.column("text").to_pylist()):
-            f.write(json.dumps({"id": doc_id, "text": text}) + "\n")
-    cfg = MinhashConfig(hash_config=HashConfig(precision=64), n_grams=5, num_buckets=14, hashes_per_bucket=8)
-    read = lambda: JsonlReader(os.path.join(work, "in"))  # noqa: E731
+    from pipelines.stages import near_dedup as nd
+
+    ours = cfg or nd.NearDedupConfig()
+    cfg = MinhashConfig(hash_config=HashConfig(precision=64), n_grams=ours.ngram, num_buckets=ours.bands,
+                        hashes_per_bucket=ours.rows)
+    read = lambda: JsonlReader(in_dir)  # noqa: E731
     steps = [
         [read(), MinhashDedupSignature(output_folder=f"{work}/sigs", config=cfg)],
         [MinhashDedupBuckets(input_folder=f"{work}/sigs", output_folder=f"{work}/buckets", config=cfg)],
-        [MinhashDedupCluster(input_folder=f"{work}/buckets", output_folder=f"{work}/remove", config=cfg)],
-        [read(), MinhashDedupFilter(input_folder=f"{work}/remove",
+        [MinhashDedupCluster(input_folder=f"{work}/buckets", output_folder=f"{work}/remove", config=cfg,
+                             save_cluster_id=cluster_ids)],
+        [read(), MinhashDedupFilter(input_folder=f"{work}/remove", load_cluster_ids=cluster_ids,
                                     exclusion_writer=JsonlWriter(f"{work}/removed", compression=None)),
          JsonlWriter(f"{work}/out", compression=None)],
     ]
-    start = time.process_time()
+    start, wall = time.process_time(), time.perf_counter()
     for i, pipeline in enumerate(steps):
         tasks = cfg.num_buckets if i == 1 else 1
         LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=1, logging_dir=f"{work}/logs{i}",
                               skip_completed=False).run()
-    cpu = time.process_time() - start
-    removed = set()
-    for name in os.listdir(f"{work}/removed"):
-        with open(os.path.join(work, "removed", name)) as f:
-            removed |= {json.loads(line)["id"] for line in f}
-    return removed, cpu
+    cpu, wall = time.process_time() - start, time.perf_counter() - wall
+    removed, clusters = set(), {}
+    for folder in ("removed", "out"):
+        for name in sorted(os.listdir(f"{work}/{folder}")):
+            with open(os.path.join(work, folder, name)) as f:
+                for line in f:
+                    doc = json.loads(line)
+                    if folder == "removed":
+                        removed.add(doc["id"])
+                    if doc.get("metadata", {}).get("minhash_cluster_id", -1) >= 0:
+                        clusters[doc["id"]] = doc["metadata"]["minhash_cluster_id"]
+    return removed, clusters, cpu, wall
+
+
+def ours_dedup(in_path: str, work: str, cfg=None) -> tuple[dict[str, str], float, float]:
+    """``near_dedup.core`` on the JSONL file ``in_path`` (the same file datatrove reads): Arrow reads it,
+    the core runs, the kept documents and the removed ids with their survivors are written (parquet);
+    -> ({removed id: survivor id}, CPU seconds, wall seconds)."""
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+
+    from pipelines import schemas
+    from pipelines.stages import near_dedup as nd
+
+    cfg = cfg or nd.NearDedupConfig()
+    start, wall = time.process_time(), time.perf_counter()
+    table = pj.read_json(in_path, read_options=pj.ReadOptions(use_threads=False, block_size=64 << 20))
+    table = pa.table({"doc_id": table.column("id"), "text": table.column("text")}, schema=schemas.DOCUMENTS)
+    kept, removed, _ = nd.core(table, cfg)
+    os.makedirs(work, exist_ok=True)
+    pq.write_table(kept, os.path.join(work, "kept.parquet"))
+    pq.write_table(removed, os.path.join(work, "removed.parquet"))
+    cpu, wall = time.process_time() - start, time.perf_counter() - wall
+    return dict(zip(removed.column("doc_id").to_pylist(), removed.column("survivor_id").to_pylist())), cpu, wall
+
+
+class one_core:
+    """This process (all its threads) on one CPU, Arrow's thread pools at one thread, while inside."""
+
+    def __enter__(self):
+        self.affinity, self.cpus = os.sched_getaffinity(0), pa.cpu_count()
+        os.sched_setaffinity(0, {min(self.affinity)})
+        pa.set_cpu_count(1)
+        return self
+
+    def __exit__(self, *exc):
+        os.sched_setaffinity(0, self.affinity)
+        pa.set_cpu_count(self.cpus)
+
+
+def corpus_documents(corpus_dir: str) -> tuple[pa.Table, dict[str, int]]:
+    """A ``bench.scale_corpus`` corpus through the read and clean cores, exact duplicates dropped (the
+    first copy kept, as clean does); doc_ids shortened to ``<file name>#<offset>``, the names of its
+    ground truth; -> (DOCUMENTS in corpus order, counts)."""
+    import glob
+
+    from pipelines.stages import clean, read
+
+    tables = []
+    for path in sorted(glob.glob(os.path.join(corpus_dir, "part-*.txt"))):
+        for t in read.read_file(path, read.ReadConfig()):
+            short = pc.replace_substring(t.column("doc_id"), os.path.dirname(path) + "/", "")
+            tables.append(pa.table({"doc_id": short, "text": t.column("text")}, schema=t.schema))
+    docs = pa.concat_tables(tables)
+    work = clean.core(docs, clean.CleanConfig())
+    kept = pc.equal(work.column("drop_reason"), "").to_numpy(zero_copy_only=False)
+    _, first = np.unique(work.column("text_hash").to_numpy(zero_copy_only=False), return_index=True)
+    unique = np.zeros(work.num_rows, bool)
+    unique[first] = True
+    table = work.filter(pa.array(kept & unique)).select(["doc_id", "text"])
+    return table, {"read": docs.num_rows, "dropped_by_clean": int((~kept).sum()),
+                   "exact_duplicates": int((kept & ~unique).sum()), "documents": table.num_rows}
+
+
+def bench_corpus_quality(corpus_dir: str, sample: int, seed: int, with_datatrove: bool = True,
+                         work: str | None = None) -> dict:
+    """Quality and like-for-like throughput on a corpus generated with near-duplicates: both tools
+    read the same JSONL of the cleaned documents, one process each on one core; -> figures."""
+    from bench import scale_corpus
+    from pipelines.stages import near_dedup as nd
+
+    truth = scale_corpus.read_truth(corpus_dir)
+    if not truth:
+        raise SystemExit(f"{corpus_dir} has no {scale_corpus.TRUTH_FILE}: generate it with "
+                         "python -m bench.scale_corpus --near-duplicates FRACTION")
+    table, counts = corpus_documents(corpus_dir)
+    texts = dict(zip(table.column("doc_id").to_pylist(), table.column("text").to_pylist()))
+    missing = [t for t in truth for k in ("copy", "original", "a", "b") if k in t and t[k] not in texts]
+    assert not missing, f"ground truth names documents the corpus lacks: {missing[:3]}"
+    words = int(pc.sum(pc.list_value_length(pc.utf8_split_whitespace(table.column("text")))).as_py())
+    work = work or tempfile.mkdtemp(prefix="bench_near_dedup_corpus_")
+    in_path = os.path.join(work, "in", "docs.jsonl")
+    write_jsonl(list(texts), list(texts.values()), in_path)
+    cfg = nd.NearDedupConfig()
+    report = {"corpus": corpus_dir, **counts, "words": words, "mb": round(os.path.getsize(in_path) / 1e6, 1),
+              "truth": scale_corpus.summarise_truth(truth), "config": {
+                  "ngram": cfg.ngram, "bands": cfg.bands, "rows": cfg.rows, "threshold": cfg.threshold}}
+    with one_core():
+        gone, cpu, wall = ours_dedup(in_path, os.path.join(work, "ours"), cfg)
+    clusters: dict[str, list[str]] = {}
+    for d, s in gone.items():
+        clusters.setdefault(s, [s]).append(d)
+    report["ours"] = evaluate(truth, texts, clusters, set(gone), cfg.threshold, sample, seed)
+    report["ours"].update(cpu_s=round(cpu, 2), wall_s=round(wall, 2), words_per_cpu_s=round(words / cpu))
+    if with_datatrove:
+        with one_core():
+            removed, ids, cpu, wall = datatrove_dedup(os.path.join(work, "in"), os.path.join(work, "datatrove"), cfg,
+                                                      cluster_ids=True)
+        clusters = {}
+        for d, c in ids.items():
+            clusters.setdefault(f"cluster-{c}", []).append(d)
+        report["datatrove"] = evaluate(truth, texts, clusters, removed, cfg.threshold, sample, seed)
+        report["datatrove"].update(cpu_s=round(cpu, 2), wall_s=round(wall, 2), words_per_cpu_s=round(words / cpu))
+        report["throughput_ratio"] = round(report["ours"]["words_per_cpu_s"] / report["datatrove"]["words_per_cpu_s"], 2)
+    return report
+
+
+JACCARD_BINS = (0.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.0)
+
+
+def evaluate(truth: list[dict], texts: dict[str, str], clusters: dict[str, list[str]], removed: set[str],
+             threshold: float, sample: int, seed: int) -> dict:
+    """One tool's clusters (key -> every member, its kept one included) against the ground truth.
+
+    - recall per kind: injected copies in the same cluster as their original (whichever of the two
+      the tool keeps); by true-Jaccard bin; at true Jaccard >= 0.8;
+    - control pairs merged: both ends in one cluster (false merges by construction: their true Jaccard
+      is under ``scale_corpus.BOILERPLATE_JACCARD``'s upper end);
+    - precision: a removed document is right when it is an injected copy or original caught with its
+      partner, or when its highest true Jaccard with another member of its cluster is at least
+      ``threshold`` (a natural near-duplicate); the others are false removals. Removed documents the
+      truth does not name are checked on a seeded sample of ``sample`` (all when fewer), and their
+      false count scaled to all of them. ``removed_best_jaccard`` counts removals whose best true
+      Jaccard in their cluster is under 0.5 and under ``threshold``, whatever the truth says."""
+    label = {d: k for k, members in clusters.items() for d in members}
+
+    def same(a: str, b: str) -> bool:
+        return a in label and label.get(a) == label.get(b)
+
+    copies = [t for t in truth if t["kind"] != "control"]
+    by_kind: dict[str, dict] = {}
+    for t in copies:
+        r = by_kind.setdefault(t["kind"], {"copies": 0, "caught": 0, "jaccard": []})
+        r["copies"] += 1
+        r["caught"] += same(t["copy"], t["original"])
+        r["jaccard"].append(t["jaccard"])
+    for r in by_kind.values():
+        r["recall"] = round(r["caught"] / r["copies"], 4)
+        r["mean_jaccard"] = round(float(np.mean(r.pop("jaccard"))), 3)
+    by_bin = {}
+    for lo, hi in zip(JACCARD_BINS[:-1], JACCARD_BINS[1:]):
+        inside = [t for t in copies if lo <= t["jaccard"] < hi or (hi == 1.0 and t["jaccard"] == 1.0)]
+        if inside:
+            by_bin[f"{lo:.2f}-{hi:.2f}"] = {"copies": len(inside), "recall": round(
+                sum(same(t["copy"], t["original"]) for t in inside) / len(inside), 4)}
+    high = [t for t in copies if t["jaccard"] >= 0.8]
+    controls = [t for t in truth if t["kind"] == "control"]
+    merged = [t["jaccard"] for t in controls if same(t["a"], t["b"])]
+
+    caught_injected = {d for t in copies if same(t["copy"], t["original"]) for d in (t["copy"], t["original"])}
+    named = {t[k] for t in truth for k in ("copy", "original", "a", "b") if k in t}
+    sets: dict[str, set] = {}
+
+    def shingles(d: str) -> set:
+        if d not in sets:
+            sets[d] = shingle_set(texts[d])
+        return sets[d]
+
+    def best(d: str) -> float:
+        mine, out = shingles(d), 0.0
+        for m in sorted(clusters[label[d]])[:50]:
+            if m != d:
+                other = shingles(m)
+                out = max(out, len(mine & other) / max(1, len(mine | other)))
+        return out
+
+    others = sorted(removed - named)
+    rng = np.random.default_rng(seed)
+    checked_others = [others[i] for i in sorted(rng.choice(len(others), min(sample, len(others)), replace=False))]
+    scale = len(others) / max(1, len(checked_others))
+    false = below_half = below_threshold = 0.0
+    other_best = []
+    for d in sorted(removed & named) + checked_others:
+        weight = 1.0 if d in named else scale
+        j = best(d) if d in label else 0.0
+        if d not in named:
+            other_best.append(round(j, 3))
+        below_half += weight * (j < 0.5)
+        below_threshold += weight * (j < threshold)
+        false += weight * (j < threshold and d not in caught_injected)
+    return {"recall_by_kind": by_kind, "recall_by_true_jaccard": by_bin,
+            "recall_at_jaccard_0.8": round(sum(same(t["copy"], t["original"]) for t in high) / max(1, len(high)), 4),
+            "copies_at_jaccard_0.8": len(high),
+            "control_pairs": len(controls), "control_pairs_merged": len(merged),
+            "control_merged_jaccard": sorted(round(j, 3) for j in merged)[:20],
+            "removed": len(removed), "removed_named_by_truth": len(removed & named), "removed_other": len(others),
+            "other_checked": len(checked_others),
+            "other_best_jaccard_quantiles": [round(float(q), 3) for q in np.quantile(other_best, [0, 0.01, 0.1, 0.5])]
+            if other_best else [],
+            "false_removals": round(false, 1), "precision": round(1 - false / max(1, len(removed)), 4),
+            "removed_best_jaccard": {"below_0.5": round(below_half, 1), f"below_{threshold}": round(below_threshold, 1)},
+            "clusters": len(clusters), "largest_cluster": max(map(len, clusters.values()), default=0)}
 
 
 def bench_stage(repeat: int) -> dict:
@@ -331,12 +521,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--originals", type=int, default=300, help="quality: documents given injected copies")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--datasketch-docs", type=int, default=300)
+    parser.add_argument("--corpus", help="quality: a bench.scale_corpus corpus generated with --near-duplicates "
+                                         "(its ground truth), instead of the demo corpus with injected copies")
+    parser.add_argument("--sample", type=int, default=2000,
+                        help="quality --corpus: removed documents the truth does not name, checked by true Jaccard")
+    parser.add_argument("--no-datatrove", action="store_true", help="quality: ours alone")
+    parser.add_argument("--work", help="quality --corpus: where the JSONL and both tools' outputs go")
     args = parser.parse_args(argv)
     report = {"load_average": os.getloadavg()[0]}
     if args.only in (None, "signatures"):
         report["signatures"] = bench_signatures(demo_documents(), args.repeat, args.datasketch_docs)
-    if args.only in (None, "quality"):
-        report["quality"] = bench_quality(demo_documents(), args.originals, 0)
+    if args.only in (None, "quality") and args.corpus:
+        report["quality"] = bench_corpus_quality(args.corpus, args.sample, 0, not args.no_datatrove, args.work)
+    elif args.only in (None, "quality"):
+        report["quality"] = bench_quality(demo_documents(), args.originals, 0, not args.no_datatrove)
     if args.only in (None, "stage"):
         report["stage"] = bench_stage(args.repeat)
     report["load_average_after"] = os.getloadavg()[0]
