@@ -71,7 +71,8 @@ def test_secret_is_nowhere(s3_bucket, demo_files, minilm_dir, tmp_path):
     # where the workers take it from).
     assert secret in env["AWS_SECRET_ACCESS_KEY"]
     assert out["raylet_env_has_secret"], "the local Ray was not started with the driver's credentials"
-    assert list(out["outputs"]) == ["read", "clean", "near_dedup", "split", "wordpiece", "tokenize", "nsp_pairs", "pretrain"]
+    assert list(out["outputs"]) == ["read", "clean", "near_dedup", "split", "wordpiece", "tokenize", "nsp_pairs", "mlm_packs",
+                                    "pretrain"]
     assert out["export"].startswith(s3_bucket + "/")
     assert out["rerun"] == out["outputs"]  # complete: nothing redone
     _check_data_on_s3(s3, bucket, s3_bucket, out["outputs"])
