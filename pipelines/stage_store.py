@@ -120,6 +120,10 @@ class StageWriter:
         """Move the temporary directory in place, write stats, then the manifest (last)."""
         if storage.exists(self.final):
             storage.remove_tree(self.final)  # an earlier run killed before its manifest
+        for uri in storage.list_files(self.tmp):
+            # the half file of a writer killed mid-write (its node lost): the task's retry wrote the file itself
+            if ".tmp-" in uri.rsplit("/", 1)[-1]:
+                storage.remove_tree(uri)
         storage.move_tree(self.tmp, self.final)
         self.files.sort(key=lambda f: f["name"])
         self.stats.setdefault("rows", sum(f["rows"] or 0 for f in self.files))

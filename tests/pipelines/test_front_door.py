@@ -300,5 +300,5 @@ pretrain:
     finally:
         os.killpg(again.pid, signal.SIGKILL)
         again.wait()
-    assert f"[8/8] pretrain (attempt 2, resuming from phase 0 step {resumes}): running\n" in text
+    assert f"[9/9] pretrain (attempt 2, resuming from phase 0 step {resumes}): running\n" in text
     assert f"\npretrain: resuming from phase 0 step {resumes}\n" in text

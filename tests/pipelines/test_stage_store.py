@@ -82,3 +82,16 @@ def test_abort_removes_a_file_that_a_late_task_writes_after_it(tmp_path):
     writer.abort(quiet_s=1.0)
     late.join()
     assert os.listdir(tmp_path / "s") == []
+
+
+def test_commit_drops_the_half_file_of_a_writer_killed_mid_write(tmp_path):
+    """A task killed with its node leaves ``NAME.tmp-<uuid>`` (``storage.open_output``'s temporary file) in the
+    stage's temp dir; its retry writes NAME. The committed output holds NAME only."""
+    import os
+
+    writer = stage_store.StageWriter(str(tmp_path), "s", "k", {}, ())
+    writer.write_bytes("part-00000.parquet", b"whole", 1)
+    with open(os.path.join(writer.tmp, "part-00000.parquet.tmp-0123abcd"), "wb") as f:
+        f.write(b"half")
+    final = writer.commit()
+    assert sorted(os.listdir(final)) == ["manifest.json", "part-00000.parquet", "stats.json"]
