@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from bench.real_tokens import BINS, ROOT, data_stages
+from bench.real_tokens import BINS, ROOT, data_stages, local_ray
 
 MICRO = {128: 16, 512: 4}
 CONTESTANTS = ["padded", "binned", "padded+unpad", "binned+unpad"]
@@ -130,19 +130,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    import ray
-
     from bench.preprocess import CORPUS_DIR, ensure_corpus
     from bert_core import WordPieceTokenizer
-    from cluster.ray_settings import system_config, use_node_env
     from pipelines import stage_store
     from pipelines.pretrain.dynamic_masking import VocabInfo
 
-    use_node_env()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _system_config=system_config())
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    outputs = data_stages(args.root, ensure_corpus(CORPUS_DIR))
-    ray.shutdown()
+    with local_ray():
+        outputs = data_stages(args.root, ensure_corpus(CORPUS_DIR))
     vocab_txt = os.path.join(outputs["wordpiece"]["output"], "vocab.txt")
     vocab = VocabInfo.from_tokenizer(WordPieceTokenizer.from_vocab_file(vocab_txt, True))
     result = {"bench": "binned_step", "preset": args.preset, "threads": args.threads,

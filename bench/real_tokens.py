@@ -25,6 +25,7 @@ and near-duplicate removal, dupe_factor 1), real tokens per computed position:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -37,6 +38,23 @@ BINS = {128: (32, 64, 96, 128), 512: (128, 256, 384, 512)}
 MICRO = 16  # the base preset's micro_batch_size, both phases
 SEED = 0
 ROOT = os.path.join(tempfile.gettempdir(), "bench_real_tokens")
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int = 2):
+    """A local Ray for the data stages (the node environment the pipeline sets, no progress bars), shut down
+    on leaving."""
+    import ray
+
+    from cluster.ray_settings import system_config, use_node_env
+
+    use_node_env()
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _system_config=system_config())
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def lengths_of(files: list[str]) -> list[np.ndarray]:
@@ -115,17 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
     corpus = ensure_corpus(args.corpus)
-    import ray
-
-    from cluster.ray_settings import system_config, use_node_env
-
-    use_node_env()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _system_config=system_config())
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    try:
+    with local_ray():
         result = measure(args.root, corpus)
-    finally:
-        ray.shutdown()
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     for length, p in result["phases"].items():
         print(f"seq {length}: {p['instances']:,} NSP instances, mean {p['mean_tokens']} tokens "
