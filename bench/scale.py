@@ -1,10 +1,11 @@
-"""The data chain at scale: the DAG's read -> clean -> split -> wordpiece -> tokenize -> nsp_pairs on a
+"""The data chain at scale: the DAG's read -> clean -> near_dedup -> split -> wordpiece -> tokenize -> nsp_pairs on a
 generated corpus (``bench.scale_corpus``), on a local multi-node Ray cluster, with memory,
 object-store, task and object figures per stage.
 
     python -m bench.scale                               # the issue's runs: 0.2, 0.5, 2 GB on 4 nodes, 0.2 GB on 1
     python -m bench.scale --runs 0.2:4 0.2:1            # GB:NODES each
     python -m bench.scale --gb 0.2 0.5 --nodes 4        # every size on every node count
+    python -m bench.scale --runs 0.2:4 --near-dedup on off --repeat 2   # near_dedup's cost: on, off, on, off
     python -m bench.scale --report /tmp/bert_scale/run-*.json   # tables and goals from saved runs
     python -m bench.scale --runs 2:4 --root /tmp/r2g      # keep the outputs; rerun after deleting one stage's
                                                         # output dir to re-measure that stage alone
@@ -56,6 +57,7 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,22 +68,28 @@ from typing import Callable, Iterator
 from cluster.ray_settings import system_config, use_node_env
 
 RUNS = ("0.2:4", "0.5:4", "2:4", "0.2:1")
-STAGES = ("read", "clean", "split", "wordpiece", "tokenize", "nsp_pairs")
+STAGES = ("read", "clean", "near_dedup", "split", "wordpiece", "tokenize", "nsp_pairs")
+
+
+def chain_stages(near_dedup: bool = True) -> tuple[str, ...]:
+    return STAGES if near_dedup else tuple(s for s in STAGES if s != "near_dedup")
 MB = 1 << 20
 
 
 def run_chain(corpus: str, root: str, measure: Callable[[str], contextlib.AbstractContextManager],
-              vocab_file: str | None = None, sample_fraction: float = 0.1) -> dict[str, str]:
+              vocab_file: str | None = None, sample_fraction: float = 0.1, near_dedup: bool = True) -> dict[str, str]:
     """The BERT DAG up to nsp_pairs, one stage at a time (``run_until`` each stage in turn: every earlier
-    one is done and skipped), each inside ``measure(stage)``; -> {stage: output URI}."""
+    one is done and skipped), each inside ``measure(stage)``; -> {stage: output URI}. ``near_dedup``
+    False: the stage is off (``data.near_dedup.enabled: false``) and not measured."""
     from pipelines.presets import build_run_config
     from pipelines.bert_dag import run_until
 
     # the base preset's vocabulary: 30522 pieces from a 10% sample of the documents; instances of 128 tokens
     cfg = build_run_config({"root": root, "pretrain": {"phases": [{"max_seq_length": 128}]}, "data": {
-        "inputs": [corpus], "wordpiece": {"vocab_file": vocab_file, "sample_fraction": sample_fraction}}})
+        "inputs": [corpus], "wordpiece": {"vocab_file": vocab_file, "sample_fraction": sample_fraction},
+        "near_dedup": {"enabled": near_dedup}}})
     out: dict[str, str] = {}
-    for stage in STAGES:
+    for stage in chain_stages(near_dedup):
         with measure(stage):
             outputs = run_until(cfg, stage, log=_unless_skipped)[stage]
         out[stage] = outputs.get("output") or outputs["seq128"]
@@ -318,7 +326,7 @@ def run_one(gb: float, nodes: int, corpus: str, record: dict, args: argparse.Nam
     try:
         meter = StageMeter(sampler)
         started = time.time()
-        uris = run_chain(corpus, root, meter, args.vocab_file, args.sample_fraction)
+        uris = run_chain(corpus, root, meter, args.vocab_file, args.sample_fraction, args.nd == "on")
         wall = time.time() - started
         stats = {s: stage_store.read_stats(u) for s, u in uris.items()}
         files_out = {s: len(stage_store.data_files(u)) for s, u in uris.items()}
@@ -336,7 +344,7 @@ def run_one(gb: float, nodes: int, corpus: str, record: dict, args: argparse.Nam
                    files_out=files_out[stage],
                    stage_stats=stats[stage])
     found = stats["clean"]["dropped"]["duplicate"]
-    return {"gb": gb, "nodes": nodes, "cpus_per_node": cpus_per_node, "ray_cpus": nodes * cpus_per_node,
+    return {"gb": gb, "nodes": nodes, "near_dedup": args.nd == "on", "cpus_per_node": cpus_per_node, "ray_cpus": nodes * cpus_per_node,
             "cores": cores, "store_mb_per_node": args.store_mb, "corpus": corpus,
             "corpus_bytes": record["bytes"], "corpus_files": len(record["files"]),
             "corpus_documents": record["documents"], "documents_read": stats["read"]["documents"],
@@ -376,11 +384,14 @@ def parse_runs(args: argparse.Namespace) -> list[tuple[float, int]]:
     return [(float(r.split(":")[0]), int(r.split(":")[1])) for r in args.runs]
 
 
-def measure_run(gb: float, nodes: int, args: argparse.Namespace, argv: list[str]) -> dict:
+def measure_run(gb: float, nodes: int, args: argparse.Namespace, argv: list[str], near_dedup: str = "on",
+                repeat: int = 0) -> dict:
     """``run_one`` in a fresh process (so no run's memory carries into the next); -> its figures."""
-    path = os.path.join(args.out, f"run-{gb:g}gb-{nodes}n.json")
+    name = f"run-{gb:g}gb-{nodes}n" + ("" if near_dedup == "on" else "-nd-off") + (f"-{repeat}" if repeat else "")
+    path = os.path.join(args.out, name + ".json")
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", RAY_DEDUP_LOGS="0", TQDM_DISABLE="1")
-    cmd = [sys.executable, "-m", "bench.scale", *argv, "--one", f"{gb:g}:{nodes}", "--result", path]
+    cmd = [sys.executable, "-m", "bench.scale", *argv, "--one", f"{gb:g}:{nodes}", "--nd", near_dedup,
+           "--result", path]
     proc = subprocess.run(cmd, env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if proc.returncode:
         raise SystemExit(f"the run {gb:g} GB on {nodes} node(s) failed (exit {proc.returncode})")
@@ -397,19 +408,22 @@ def _ratio(a: float | None, b: float | None) -> float:
 
 
 def goals(runs: list[dict]) -> list[dict]:
-    """Issue 12's goals between the smallest and the largest corpus of each node count."""
+    """Issue 12's goals between the smallest and the largest corpus of each node count (runs with
+    near_dedup on against runs with it on, off against off)."""
     out = []
-    for nodes in sorted({r["nodes"] for r in runs}, reverse=True):
-        same = sorted((r for r in runs if r["nodes"] == nodes), key=lambda r: r["corpus_bytes"])
+    for nodes, nd in sorted({(r["nodes"], r.get("near_dedup", False)) for r in runs}, reverse=True):
+        same = sorted((r for r in runs if r["nodes"] == nodes and r.get("near_dedup", False) == nd),
+                      key=lambda r: r["corpus_bytes"])
         if len(same) < 2:
             continue
         small, large = same[0], same[-1]
         size = large["corpus_bytes"] / small["corpus_bytes"]
         peak = lambda r, k: max(s[k] for s in r["stages"].values())
         growth = {f"{stage}.{k}": _ratio(large["stages"][stage][k], small["stages"][stage][k])
-                  for stage in STAGES for k in ("tasks", "objects")}
+                  for stage in STAGES if stage in small["stages"] and stage in large["stages"]
+                  for k in ("tasks", "objects")}
         out.append({
-            "nodes": nodes, "from_gb": small["gb"], "to_gb": large["gb"], "size_ratio": round(size, 2),
+            "nodes": nodes, "near_dedup": nd, "from_gb": small["gb"], "to_gb": large["gb"], "size_ratio": round(size, 2),
             "driver_rss_ratio": _ratio(peak(large, "driver_peak_rss_mb"), peak(small, "driver_peak_rss_mb")),
             "worker_rss_ratio": _ratio(peak(large, "worker_peak_rss_mb"), peak(small, "worker_peak_rss_mb")),
             "worker_private_ratio": _ratio(peak(large, "worker_peak_private_mb"), peak(small, "worker_peak_private_mb")),
@@ -423,7 +437,28 @@ def goals(runs: list[dict]) -> list[dict]:
     return out
 
 
-def markdown(runs: list[dict], checks: list[dict]) -> str:
+def near_dedup_cost(runs: list[dict]) -> list[dict]:
+    """For each size and node count run both ways: the chain's tokens/s per core with near_dedup on
+    over off (each the mean of its runs), and the share of the chain's seconds the stage took.
+    Goal: the drop (1 - ratio) at most 15%."""
+    out = []
+    for gb, nodes in sorted({(r["gb"], r["nodes"]) for r in runs}):
+        on = [r for r in runs if (r["gb"], r["nodes"], r.get("near_dedup", False)) == (gb, nodes, True)]
+        off = [r for r in runs if (r["gb"], r["nodes"], r.get("near_dedup", False)) == (gb, nodes, False)]
+        if not on or not off:
+            continue
+        rate = lambda rs: statistics.mean(r["tokens_per_s_per_core"] for r in rs)
+        ratio = round(rate(on) / rate(off), 3)
+        share = statistics.mean(r["stages"]["near_dedup"]["seconds"] / r["seconds"] for r in on)
+        out.append({"gb": gb, "nodes": nodes, "runs_on": len(on), "runs_off": len(off),
+                    "tokens_per_s_per_core_on": [r["tokens_per_s_per_core"] for r in on],
+                    "tokens_per_s_per_core_off": [r["tokens_per_s_per_core"] for r in off],
+                    "ratio": ratio, "drop": round(1 - ratio, 3), "stage_share": round(share, 3),
+                    "met": round(1 - ratio, 3) <= 0.15})
+    return out
+
+
+def markdown(runs: list[dict], checks: list[dict], costs: list[dict] = ()) -> str:
     cols = ("seconds", "tokens_per_s_per_core", "driver_peak_rss_mb", "worker_peak_rss_mb", "worker_peak_private_mb",
             "worker_peak_store_pages_mb", "workers_peak_rss_sum_mb", "store_peak_mb", "store_peak_objects", "plasma_objects_created", "spilled_mb",
             "tasks", "actor_tasks", "objects", "peak_driver_refs")
@@ -432,7 +467,7 @@ def markdown(runs: list[dict], checks: list[dict]) -> str:
     lines = []
     for r in runs:
         lines += [f"### {r['gb']:g} GB on {r['nodes']} node(s) x {r['cpus_per_node']} CPU "
-                  f"({r['cores']} cores counted), git {r['git']}", "",
+                  f"({r['cores']} cores counted), near_dedup {'on' if r.get('near_dedup') else 'off'}, git {r['git']}", "",
                   f"{r['corpus_bytes'] / 1e9:.3f} GB in {r['corpus_files']} files, {r['corpus_documents']:,} documents "
                   f"({r['documents_read']:,} read), {r['tokens']:,} tokens, {r['pairs']:,} pairs; vocabulary {r['vocab']}; "
                   f"object store {r['store_mb_per_node']} MB per node; load average {r['load_before'][0]} before, "
@@ -458,7 +493,8 @@ def markdown(runs: list[dict], checks: list[dict]) -> str:
                   "largest heap by stage (what that worker ran when it peaked): " + "; ".join(
                       f"{stage} {row.get('worker_peak_private_task') or '-'}" for stage, row in r["stages"].items()), ""]
     for g in checks:
-        lines += [f"### Goals, {g['nodes']} node(s), {g['from_gb']:g} -> {g['to_gb']:g} GB (size x{g['size_ratio']})", "",
+        lines += [f"### Goals, {g['nodes']} node(s), near_dedup {'on' if g.get('near_dedup') else 'off'}, "
+                  f"{g['from_gb']:g} -> {g['to_gb']:g} GB (size x{g['size_ratio']})", "",
                   f"- driver peak RSS x{g['driver_rss_ratio']}, worker peak memory (RSS less shared pages, Ray's measure "
                   f"of a worker's heap) x{g['worker_private_ratio']} (goal <= 1.5): {'met' if g['met']['rss'] else 'NOT met'}",
                   f"- worker peak RSS counting the shared pages x{g['worker_rss_ratio']}; the object-store pages the "
@@ -466,16 +502,21 @@ def markdown(runs: list[dict], checks: list[dict]) -> str:
                   f"- tasks/objects: worst growth {g['worst_growth'][0]} x{g['worst_growth'][1]} "
                   f"(goal <= 1.1 x size = {1.1 * g['size_ratio']:.2f}): {'met' if g['met']['linear'] else 'NOT met'}",
                   f"- tokens/s per core x{g['throughput_ratio']} (goal >= 0.9): {'met' if g['met']['throughput'] else 'NOT met'}", ""]
+    for c in costs:
+        lines += [f"### near_dedup's cost, {c['gb']:g} GB on {c['nodes']} node(s)", "",
+                  f"- chain tokens/s per core with the stage on {c['tokens_per_s_per_core_on']}, off "
+                  f"{c['tokens_per_s_per_core_off']}: x{c['ratio']}, a drop of {100 * c['drop']:.1f}% (goal <= 15%): "
+                  f"{'met' if c['met'] else 'NOT met'}; the stage is {100 * c['stage_share']:.1f}% of the chain's seconds", ""]
     dup = all(r["duplicates_found"] == r["duplicates_injected"] for r in runs)
     lines.append(f"Duplicates found == injected in every run: {'met' if dup else 'NOT met'}.")
     return "\n".join(lines) + "\n"
 
 
 def write_report(runs: list[dict], out: str) -> None:
-    checks = goals(runs)
+    checks, costs = goals(runs), near_dedup_cost(runs)
     with open(os.path.join(out, "scale.json"), "w") as f:
-        json.dump({"runs": runs, "goals": checks}, f, indent=1)
-    text = markdown(runs, checks)
+        json.dump({"runs": runs, "goals": checks, "near_dedup_cost": costs}, f, indent=1)
+    text = markdown(runs, checks, costs)
     with open(os.path.join(out, "scale.md"), "w") as f:
         f.write(text)
     print(text)
@@ -498,6 +539,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keep", action="store_true", help="keep the stage outputs")
     p.add_argument("--root", help="stage outputs go here and stay (a rerun reuses the committed ones: to re-measure one changed stage)")
     p.add_argument("--report", nargs="+", help="only build scale.md/scale.json from these run-*.json")
+    p.add_argument("--near-dedup", nargs="+", choices=("on", "off"), default=["on"],
+                   help="run each GB:NODES with the stage on, off, or both in turn (on off: its cost)")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each GB:NODES and --near-dedup setting, interleaved")
+    p.add_argument("--nd", choices=("on", "off"), default="on", help=argparse.SUPPRESS)
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -520,7 +565,9 @@ def main(argv: list[str] | None = None) -> None:
         corpus, record = ensure_corpus(args, gb)  # here, so that no run's figures include it
         print(f"{gb:g} GB on {nodes} node(s): {record['bytes'] / 1e9:.3f} GB in {len(record['files'])} files under "
               f"{corpus}, {record['duplicates_injected']:,} copies injected; load average {os.getloadavg()[0]:.2f}", flush=True)
-        runs.append(measure_run(gb, nodes, args, argv))
+        for repeat in range(args.repeat):
+            for nd in args.near_dedup:
+                runs.append(measure_run(gb, nodes, args, argv, nd, repeat))
     write_report(runs, args.out)
 
 

@@ -54,7 +54,7 @@ def removed_pairs(removed: pa.Table) -> dict[str, str]:
 def checked_edges(table: pa.Table, cfg: nd.NearDedupConfig = CFG) -> set[tuple[int, int]]:
     """The edges that pass the Jaccard check, as (row, row)."""
     signed, _ = nd.signatures(table, cfg)
-    edges = nd.star_edges(nd.bucket_rows(signed))
+    edges = nd.bucket_edges(nd.bucket_rows(signed), cfg.all_pairs_up_to)
     sig = nd._binary_rows(signed.column("signature"), np.uint32, cfg.num_perm)
     lo, hi = edges.column("lo").to_numpy(), edges.column("hi").to_numpy()
     est = (sig[lo] == sig[hi]).mean(axis=1)
@@ -92,13 +92,50 @@ def test_giant_bucket_is_a_star_not_all_pairs():
     k = 60
     table = docs(*[boiler] * k, " ".join(words(300)))
     signed, _ = nd.signatures(table, CFG)
-    edges = nd.star_edges(nd.bucket_rows(signed))
-    assert edges.num_rows == k - 1  # every bucket of the 60 copies gives the same 59 star edges
+    edges = nd.bucket_edges(nd.bucket_rows(signed), CFG.all_pairs_up_to)
+    assert k > CFG.all_pairs_up_to and edges.num_rows == k - 1  # every bucket of the 60 copies gives the same 59 star edges
     assert set(edges.column("lo").to_pylist()) == {0}
     kept, removed, stats = nd.core(table, CFG)
     assert kept.column("doc_id").to_pylist() == ["d000", f"d{k:03d}"]
     assert set(removed_pairs(removed).values()) == {"d000"} and removed.num_rows == k - 1
     assert (stats["clusters"], stats["largest_cluster"], stats["candidate_pairs"]) == (1, k, k - 1)
+
+
+def buckets(*rows: tuple[int, int]) -> pa.Table:
+    return pa.table({"bucket": [b for b, _ in rows], "node": [n for _, n in rows]}, schema=nd.BUCKETS)
+
+
+def edge_set(edges: pa.Table) -> set[tuple[int, int]]:
+    return set(zip(edges.column("lo").to_pylist(), edges.column("hi").to_pylist()))
+
+
+def test_a_small_bucket_gives_all_its_pairs_a_large_one_a_star():
+    small = [(7, n) for n in (30, 10, 20, 10)]  # a node twice in a bucket counts once
+    large = [(-3, n) for n in range(100, 105)]
+    edges = nd.bucket_edges(buckets(*small, *large, (9, 1)), 4)
+    assert edge_set(edges) == {(10, 20), (10, 30), (20, 30)} | {(100, n) for n in range(101, 105)}
+    assert edges.column("lo").to_pylist() == sorted(edges.column("lo").to_pylist())
+    assert edge_set(nd.bucket_edges(buckets(*small), 1)) == {(10, 20), (10, 30)}
+
+
+def test_a_pair_whose_bucket_centre_fails_the_check_is_still_compared():
+    """Nodes 0, 1, 2 share a bucket; 1 ~ 2 (90% of MinHash values equal) but 0 matches each on 50%
+    only: a star around 0 loses the pair, all pairs keep it."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2**32, CFG.num_perm, dtype=np.uint32)
+    y, c = x.copy(), x.copy()
+    y[: CFG.num_perm // 10] += 1
+    c[CFG.num_perm // 2:] += 2
+    sig = np.stack([c, x, y])
+
+    def checked(limit: int) -> set[tuple[int, int]]:
+        edges = nd.bucket_edges(buckets((5, 0), (5, 1), (5, 2)), limit)
+        lo, hi = edges.column("lo").to_numpy(), edges.column("hi").to_numpy()
+        edges = edges.append_column("sig_lo", nd._rows_as_binary(sig[lo])).append_column(
+            "sig_hi", nd._rows_as_binary(sig[hi]))
+        return edge_set(nd.check_edges(edges, CFG.num_perm, CFG.threshold))
+
+    assert checked(1) == set() and checked(CFG.all_pairs_up_to) == {(1, 2)}
 
 
 def test_survivor_is_the_smallest_doc_id_whatever_the_row_order():
@@ -157,7 +194,7 @@ def test_fraction_grouped_follows_the_s_curve(target, engine):
     assert jaccard(pairs[0][0], pairs[0][1]) == pytest.approx(s)
     table = docs(*itertools.chain.from_iterable(p[:2] for p in pairs))
     signed, _ = nd.signatures(table, cfg)
-    edges = nd.star_edges(nd.bucket_rows(signed))
+    edges = nd.bucket_edges(nd.bucket_rows(signed), cfg.all_pairs_up_to)
     lo, hi = edges.column("lo").to_numpy(), edges.column("hi").to_numpy()
     assert np.all(hi == lo + 1) and np.all(lo % 2 == 0)  # only a pair's two documents ever meet
     n, p = len(pairs), float(nd.s_curve(s, cfg.bands, cfg.rows))
@@ -184,7 +221,7 @@ def test_estimated_jaccard_is_unbiased(engine):
     ({"threshold": 0.0}, "near_dedup.threshold"), ({"threshold": 1.0}, "near_dedup.threshold"),
     ({"threshold": -0.5}, "near_dedup.threshold"), ({"bands": 10}, "near_dedup.num_perm"),
     ({"num_perm": 128}, "near_dedup.num_perm"), ({"ngram": 0}, "near_dedup.ngram"),
-    ({"num_partitions": 0}, "near_dedup.num_partitions"),
+    ({"num_partitions": 0}, "near_dedup.num_partitions"), ({"all_pairs_up_to": 0}, "near_dedup.all_pairs_up_to"),
 ])
 def test_bad_config_names_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
