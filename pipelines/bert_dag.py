@@ -51,6 +51,8 @@ def _clean(ctx: StageContext) -> dict[str, str]:
 def _near_dedup(ctx: StageContext) -> dict[str, str]:
     from pipelines.stages.near_dedup import run_near_dedup
 
+    if not ctx.config.enabled:
+        console.result("near_dedup", "off (data.near_dedup.enabled: false): split reads clean's output")
     return {"output": run_near_dedup(ctx.config, ctx.input("clean"), ctx.root)}
 
 
