@@ -31,6 +31,8 @@ seconds its loop actually took and the real (non-padding) tokens it trained on, 
     python -m bench.learning                                   # 600 s each, tiny, seq 128, the demo corpus
     python -m bench.learning --budget-s 60 --calibration-steps 100   # develop
     python -m bench.learning --budget-s 90 --only hf --seq 64
+    # HF's model again, its step count pinned, the measured run's vocabulary; its export under WORK/hf/export
+    python -m bench.learning --only hf --hf-steps 748 --budget-s 4000 --vocab VOCAB --work WORK --out OUT.json
 """
 from __future__ import annotations
 
@@ -270,7 +272,31 @@ def run_hf(train_docs: list[list[str]], vocab_file: str, preset: str, budget_s: 
             # every position of a group_texts block is a real token
             "real_tokens": done * BATCH * seq, "real_token_share": 1.0,
             "real_tokens_per_s": done * BATCH * seq / loop_s,
-            "model": model}
+            "model": model, **export_hf(model, vocab_file, os.path.join(out_dir, "export"), seq, done)}
+
+
+def export_hf(hf_model, vocab_file: str, export_dir: str, seq: int, steps: int) -> dict:
+    """HF's trained ``BertForMaskedLM`` -> the layout of ours' exports (``pipelines.pretrain.export``):
+    config.json, model.safetensors (HF names, as ``bert_core.save_pretrained`` writes a
+    ``BertForPreTraining``), the tokenizer files of the same vocabulary, and a ``manifest.json`` written last,
+    so fine-tuning (``bert-pipeline finetune``, ``bench.recipe_finetune``) loads it as it loads ours'.
+    run_mlm's model has no pooler and no NSP head: those keep ``bert_core``'s initialisation (seed 0), as
+    ``transformers`` initialises a missing pooler when a sequence classifier loads a masked-LM checkpoint."""
+    from bert_core import BertConfig, BertForPreTraining, WordPieceTokenizer, save_pretrained
+    from bert_core.checkpoint import TOKENIZER_FILES, load_hf_state_dict, to_hf_state_dict
+
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig.from_hf_dict(hf_model.config.to_dict()))
+    fresh = to_hf_state_dict(model.state_dict())
+    trained = {k: v.detach().cpu() for k, v in hf_model.state_dict().items()}
+    load_hf_state_dict(model, {**fresh, **trained})
+    save_pretrained(model, export_dir, tokenizer=WordPieceTokenizer.from_vocab_file(vocab_file), model_max_length=seq)
+    initialised = sorted(k for k in fresh if k not in trained)
+    files = ["config.json", "model.safetensors", *TOKENIZER_FILES]
+    with open(os.path.join(export_dir, "manifest.json"), "w", encoding="utf-8") as f:
+        json.dump({"files": files, "phase": 0, "steps": steps, "source": "bench.learning hf (run_mlm recipe)",
+                   "initialised_not_trained": initialised}, f, indent=2)
+    return {"export": export_dir, "export_initialised_not_trained": initialised}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -291,6 +317,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ours-steps", type=int, default=0,
                     help="pin each of ours' step counts instead of sizing them by calibration runs")
     ap.add_argument("--hf-steps", type=int, default=0, help="pin HF's planned step count (still stopped at the budget)")
+    ap.add_argument("--vocab", default="",
+                    help="an existing vocabulary (e.g. a measured run's, its report's 'vocab') for HF and the held-out "
+                         "rows, instead of building one through the wordpiece stage when HF runs first")
     ap.add_argument("--only", nargs="+", default=list(CONTESTANTS), choices=[*CONTESTANTS, *ALIASES],
                     help="the contestants, run in this order")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "bench_learning"))
@@ -328,10 +357,12 @@ def main(argv: list[str] | None = None) -> dict:
         start = time.perf_counter()
         if name == "hf":
             if vocab is None:
-                heldout(_vocab_of(os.path.join(args.work, "vocab"), corpus_dir, args))
+                heldout(args.vocab or _vocab_of(os.path.join(args.work, "vocab"), corpus_dir, args))
             hf = run_hf(train_docs, resolve_path(vocab), args.preset, args.budget_s, args.probe_steps,
                         os.path.join(args.work, "hf"), args.seq, args.hf_steps)
             result = {**{k: v for k, v in hf.items() if k != "model"}, **score(hf["model"], heldout(vocab))}
+            # the export as fine-tuning reads it, scored again on the same rows: the same model
+            result["export_heldout_mlm_loss"] = score(hf["export"], heldout(vocab))["heldout_mlm_loss"]
         else:
             recipe = recipe_overrides(name, args.seq, bins, args.packed_mlm_probability)
             ours = run_ours(corpus_dir, os.path.join(args.work, name), args.preset, args.budget_s, args.probe_steps,
