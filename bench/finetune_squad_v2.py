@@ -34,7 +34,8 @@ official ``evaluate-v2.0.py``) on (best non-null span text, ``null - best`` as t
 at the null threshold tuned on the eval articles (``best_f1_thresh``, as ours reports) and at threshold 0
 (``run_qa``'s default), HasAns and NoAns, best_f1 and its threshold. Time per epoch is the training loop
 only (wall and process CPU seconds). Pass: F1 within 1 point overall, on HasAns and on NoAns; ours no
-slower per epoch. The load average is printed at the start and the end.
+slower per epoch in CPU seconds (on a shared box the wall seconds follow the others' load; that verdict
+is printed too). The load average is printed at the start and the end.
 """
 from __future__ import annotations
 
@@ -315,7 +316,9 @@ def summarize(runs: list[dict]) -> dict:
     return {"runs": runs, "dev": dev, "gap_points": gaps, "median_seconds_per_epoch": spe,
             "median_cpu_seconds_per_epoch": cpu, "speedup": spe["transformers"] / spe["ours"],
             "cpu_speedup": cpu["transformers"] / cpu["ours"],
-            "pass_f1": all(abs(g) <= 1.0 for g in gaps.values()), "pass_speed": spe["ours"] <= spe["transformers"]}
+            "pass_f1": all(abs(g) <= 1.0 for g in gaps.values()),
+            # CPU seconds: on a shared box the wall seconds measure the others' load as much as the code.
+            "pass_speed": cpu["ours"] <= cpu["transformers"], "pass_speed_wall": spe["ours"] <= spe["transformers"]}
 
 
 def print_table(s: dict) -> None:
@@ -329,7 +332,8 @@ def print_table(s: dict) -> None:
               f"{s['median_seconds_per_epoch'][impl]:.1f} | {s['median_cpu_seconds_per_epoch'][impl]:.1f} |")
     gaps = ", ".join(f"{k} {v:+.2f}" for k, v in s["gap_points"].items())
     print(f"\ngap {gaps} points ({'PASS' if s['pass_f1'] else 'FAIL'}, within 1); speed ours/transformers "
-          f"x{s['speedup']:.2f} wall, x{s['cpu_speedup']:.2f} CPU ({'PASS' if s['pass_speed'] else 'FAIL'}, no slower)")
+          f"x{s['cpu_speedup']:.2f} CPU ({'PASS' if s['pass_speed'] else 'FAIL'}, no slower), x{s['speedup']:.2f} wall "
+          f"({'PASS' if s['pass_speed_wall'] else 'FAIL'})")
 
 
 def main(argv: list[str] | None = None) -> dict:
