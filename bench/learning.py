@@ -131,13 +131,11 @@ def _random_batch(vocab_size: int, seq: int):
 # --- ours ----------------------------------------------------------------------------------------
 def recipe_overrides(name: str, seq: int, bins: list[int], packed_mlm_probability: float) -> list[str]:
     """The config overrides that make one of ours' recipes (on top of the demo preset and the common ones)."""
-    if name == "ours-padded":
-        return ["pretrain.objective=nsp", "pretrain.phases.0.mlm_probability=0.15",
-                f"pretrain.phases.0.max_predictions_per_seq={math.ceil(0.15 * seq)}"]
-    if name == "ours-binned":
-        return ["pretrain.objective=nsp", "pretrain.phases.0.mlm_probability=0.15",
-                f"pretrain.phases.0.max_predictions_per_seq={math.ceil(0.15 * seq)}",
-                f"pretrain.phases.0.length_bins=[{','.join(str(b) for b in bins)}]"]
+    if name in ("ours-padded", "ours-binned"):
+        paper = ["pretrain.objective=nsp", "pretrain.phases.0.mlm_probability=0.15",
+                 f"pretrain.phases.0.max_predictions_per_seq={math.ceil(0.15 * seq)}"]
+        return paper if name == "ours-padded" else [
+            *paper, f"pretrain.phases.0.length_bins=[{','.join(str(b) for b in bins)}]"]
     if name == "ours-packed":
         return ["pretrain.objective=mlm", f"pretrain.phases.0.mlm_probability={packed_mlm_probability}",
                 f"pretrain.phases.0.max_predictions_per_seq={math.ceil(packed_mlm_probability * seq)}",

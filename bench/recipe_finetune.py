@@ -43,6 +43,9 @@ import os
 import statistics
 import time
 
+from bench.finetune import shared_data_dir
+from pipelines import storage
+
 SCRATCH = "scratch"
 TASKS = ("demo", "rte")
 
@@ -145,11 +148,6 @@ def majority_accuracy(labels: list) -> float:
 
 
 # --- the runs -------------------------------------------------------------------------------------
-def shared_data_dir() -> str:
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.environ.get("BERT_SHARED_DATA") or os.path.join(repo, "..", "shared", "data")
-
-
 def task_setup(task: str, args) -> tuple:
     """(spec, data, hyper-parameters without the seed) of ``demo`` or ``rte``."""
     from pipelines.finetune import glue, train
@@ -221,9 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def save() -> None:
         if args.out:
-            with open(args.out + ".tmp", "w", encoding="utf-8") as f:
-                json.dump(report, f, indent=2)
-            os.replace(args.out + ".tmp", args.out)
+            storage.write_json_atomic(args.out, report)
 
     for task in args.tasks:
         spec, data, hp = task_setup(task, args)

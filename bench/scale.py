@@ -69,11 +69,11 @@ from cluster.ray_settings import system_config, use_node_env
 
 RUNS = ("0.2:4", "0.5:4", "2:4", "0.2:1")
 STAGES = ("read", "clean", "near_dedup", "split", "wordpiece", "tokenize", "nsp_pairs")
+MB = 1 << 20
 
 
 def chain_stages(near_dedup: bool = True) -> tuple[str, ...]:
     return STAGES if near_dedup else tuple(s for s in STAGES if s != "near_dedup")
-MB = 1 << 20
 
 
 def run_chain(corpus: str, root: str, measure: Callable[[str], contextlib.AbstractContextManager],
